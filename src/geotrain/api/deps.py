@@ -1,0 +1,48 @@
+"""Typed dependencies shared by the routes."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from starlette.datastructures import UploadFile
+
+from geotrain.api.render import response_format
+from geotrain.config import Settings
+from geotrain.errors import GeotrainError
+from geotrain.jobs.queue import Queue
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_queue(request: Request) -> Queue:
+    queue: Queue = request.app.state.queue
+    return queue
+
+
+def current_user() -> str:
+    # Authentication modes arrive with the security issue; without them every caller is one anonymous user.
+    return "anonymous"
+
+
+async def gp_params(request: Request) -> dict[str, str]:
+    """Every GP operation takes its values from the query string, a form body, or both (the form wins)."""
+    params = dict(request.query_params)
+    request.state.f = response_format(params.get("f"))
+    if request.method == "POST" and "form" in request.headers.get("content-type", ""):
+        try:
+            form = await request.form()
+        except Exception as exc:  # a malformed body is the client's error, never a 500
+            raise GeotrainError("Unable to complete operation.", [f"The request body cannot be read: {exc}"]) from None
+        params.update({k: v for k, v in form.items() if not isinstance(v, UploadFile)})
+    request.state.f = response_format(params.get("f"))
+    return params
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+QueueDep = Annotated[Queue, Depends(get_queue)]
+UserDep = Annotated[str, Depends(current_user)]
+ParamsDep = Annotated[dict[str, str], Depends(gp_params)]

@@ -1,0 +1,149 @@
+"""The GP REST protocol for TrainDeepLearningModel: service, task, submitJob, jobs and their parts."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import RedirectResponse, Response
+
+from geotrain.api.deps import ParamsDep, QueueDep, SettingsDep, UserDep
+from geotrain.api.render import page, render, submit_form
+from geotrain.errors import GeotrainError, NotFound
+from geotrain.jobs.queue import JobRecord
+from geotrain.jobs.tables import JobStatus
+from geotrain.task import metadata, params, submission
+
+GET_POST = ["GET", "POST"]
+
+service_router = APIRouter()
+task_router = APIRouter()
+jobs_router = APIRouter()
+
+
+@service_router.api_route("/arcgis/rest/info", methods=GET_POST)
+async def rest_info(p: ParamsDep) -> Response:
+    data = {"currentVersion": metadata.CURRENT_VERSION, "authInfo": {"isTokenBasedSecurity": False}}
+    return render(data, p.get("f") and p["f"].lower() or "json", "Server info")
+
+
+@service_router.api_route("/arcgis/rest/services", methods=GET_POST)
+@service_router.api_route("/arcgis/rest/services/System", methods=GET_POST)
+async def services(request: Request, p: ParamsDep) -> Response:
+    top = request.url.path.rstrip("/").endswith("/services")
+    data: dict[str, Any] = {
+        "currentVersion": metadata.CURRENT_VERSION,
+        "folders": ["System"] if top else [],
+        "services": [] if top else [{"name": "System/RasterAnalysisTools", "type": "GPServer"}],
+    }
+    return render(data, request.state.f, "Services Directory", _links(request.url.path.rstrip("/"), ["System"] if top else ["RasterAnalysisTools/GPServer"]))
+
+
+@service_router.api_route(metadata.SERVICE_PATH, methods=GET_POST)
+async def gp_service(request: Request, p: ParamsDep) -> Response:
+    return render(metadata.service_resource(), request.state.f, "RasterAnalysisTools (GPServer)", _links(metadata.SERVICE_PATH, [metadata.TASK_NAME]))
+
+
+def _links(base: str, names: list[str]) -> str:
+    items = "".join(f"<li><a href='{html.escape(base)}/{html.escape(n)}'>{html.escape(n)}</a></li>" for n in names)
+    return f"<ul>{items}</ul>"
+
+
+@task_router.api_route("", methods=GET_POST)
+async def task(request: Request, p: ParamsDep) -> Response:
+    help_url = str(request.base_url) + "docs"
+    resource = metadata.task_resource(help_url)
+    path = request.url.path.rstrip("/")
+    form = submit_form(resource["parameters"], path + "/submitJob")
+    return render(resource, request.state.f, "Train Deep Learning Model (Task)", form)
+
+
+@task_router.api_route("/submitJob", methods=GET_POST)
+async def submit_job(request: Request, p: ParamsDep, queue: QueueDep, settings: SettingsDep, user: UserDep) -> Response:
+    raw = {name: p.get(name, "") for name in params.INPUT_NAMES}
+    parsed = params.parse(raw)
+    await run_in_threadpool(submission.check, parsed, settings)
+    job = await run_in_threadpool(queue.submit, metadata.TASK_NAME, user, raw, settings.max_attempts)
+    if request.state.f == "html":
+        return RedirectResponse(f"jobs/{job.id}?f=html", status_code=303)
+    return render({"jobId": job.id, "jobStatus": job.status.value}, request.state.f)
+
+
+def _truthy(value: str | None, default: bool = True) -> bool:
+    return default if value is None or value == "" else value.strip().lower() not in ("false", "0", "no")
+
+
+def job_json(job: JobRecord, return_messages: bool = True) -> dict[str, Any]:
+    data: dict[str, Any] = {"jobId": job.id, "jobStatus": job.status.value}
+    if job.status == JobStatus.SUCCEEDED and job.results is not None:
+        data["results"] = {name: {"paramUrl": f"results/{name}"} for name in job.results}
+    data["inputs"] = {name: {"paramUrl": f"inputs/{name}"} for name in params.INPUT_NAMES if job.inputs.get(name, "") != ""}
+    if job.status == JobStatus.EXECUTING and job.progress_percentage is not None:
+        data["progress"] = {"type": "default", "message": job.progress_message or "", "percentage": job.progress_percentage}
+    if return_messages:
+        data["messages"] = [{"type": m.type, "description": m.description} for m in job.messages]
+    return data
+
+
+def _job_html(job: JobRecord) -> str:
+    rows = "".join(
+        f"<tr><td>{html.escape(m.type.removeprefix('esriJobMessageType'))}</td><td>{html.escape(m.description)}</td></tr>"
+        for m in job.messages
+    )
+    links = "".join(f"<li><a href='{job.id}/results/{n}?f=html'>{n}</a></li>" for n in job.results or {})
+    return f"<p>Job status: <b>{job.status.value}</b></p><table>{rows}</table><ul>{links}</ul>"
+
+
+@jobs_router.api_route("/{job_id}", methods=GET_POST)
+async def job_status(request: Request, job_id: str, p: ParamsDep, queue: QueueDep, user: UserDep) -> Response:
+    job = await run_in_threadpool(queue.get, job_id, user)
+    data = job_json(job, _truthy(p.get("returnMessages")))
+    return render(data, request.state.f, f"Job {job.id}", _job_html(job))
+
+
+@jobs_router.api_route("/{job_id}/cancel", methods=GET_POST)
+async def cancel_job(request: Request, job_id: str, p: ParamsDep, queue: QueueDep, user: UserDep) -> Response:
+    job = await run_in_threadpool(queue.request_cancel, job_id, user)
+    return render(job_json(job, _truthy(p.get("returnMessages"))), request.state.f, f"Job {job.id}")
+
+
+@jobs_router.api_route("/{job_id}/results/{name}", methods=GET_POST)
+async def job_result(request: Request, job_id: str, name: str, p: ParamsDep, queue: QueueDep, user: UserDep) -> Response:
+    job = await run_in_threadpool(queue.get, job_id, user)
+    if job.status != JobStatus.SUCCEEDED or not job.results:
+        raise GeotrainError(
+            "Unable to complete operation.", [f"Results are not available: the job is {job.status.value}."]
+        )
+    if name not in job.results:
+        raise NotFound(f"Parameter '{name}' is not a result of this job.", [f"Results: {', '.join(job.results)}"])
+    spec = metadata.parameter(name) or {"dataType": "GPString"}
+    data = {"paramName": name, "dataType": spec["dataType"], "value": job.results[name]}
+    return render(data, request.state.f, f"Result {name}")
+
+
+@jobs_router.api_route("/{job_id}/inputs/{name}", methods=GET_POST)
+async def job_input(request: Request, job_id: str, name: str, p: ParamsDep, queue: QueueDep, user: UserDep) -> Response:
+    job = await run_in_threadpool(queue.get, job_id, user)
+    spec = metadata.parameter(name)
+    if spec is None or name not in params.INPUT_NAMES:
+        raise NotFound(f"Parameter '{name}' is not an input of {metadata.TASK_NAME}.")
+    value: Any = job.inputs.get(name, "")
+    if value != "":
+        value = params.echo(params.parse(job.inputs), name)
+    data = {"paramName": name, "dataType": spec["dataType"], "value": value if value != "" else None}
+    return render(data, request.state.f, f"Input {name}")
+
+
+@service_router.get("/")
+async def index() -> Response:
+    from fastapi.responses import HTMLResponse
+
+    return HTMLResponse(
+        page(
+            "geotrain",
+            f"<p>ArcGIS-compatible deep learning training.</p><ul><li><a href='{metadata.SERVICE_PATH}'>GPServer</a></li>"
+            f"<li><a href='{metadata.SERVICE_PATH}/{metadata.TASK_NAME}'>{metadata.TASK_NAME}</a></li></ul>",
+        )
+    )

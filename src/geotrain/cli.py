@@ -1,0 +1,67 @@
+"""``geotrain``: serve, worker, migrate."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from types import FrameType
+
+from geotrain.config import Settings
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from geotrain.api.app import create_app
+
+    app = create_app(Settings(), workers=args.workers)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from geotrain.jobs.db import make_engine, make_sessionmaker
+    from geotrain.jobs.queue import Queue
+    from geotrain.worker.loop import Worker
+
+    settings = Settings()
+    settings.ensure_dirs()
+    worker = Worker(settings, Queue(make_sessionmaker(make_engine(settings.effective_database_url))))
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    worker.run_forever()
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from geotrain.jobs.db import migrate
+
+    migrate(Settings().effective_database_url)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="geotrain", description="ArcGIS-compatible deep learning training server")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="the API, with embedded workers (SQLite is migrated on start)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="embedded workers; 0 = API only")
+    serve.set_defaults(func=_serve)
+    sub.add_parser("worker", help="a standalone worker on the configured database").set_defaults(func=_worker)
+    sub.add_parser("migrate", help="bring the database schema up to date").set_defaults(func=_migrate)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""Settings, read from ``GEOTRAIN_*`` environment variables and a ``.env`` file."""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_FILE_SHARE = "/fileShares/geotrain"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GEOTRAIN_", env_file=".env", extra="ignore")
+
+    home: Path = Path(".geotrain")
+    database_url: str = ""
+    # data-store path prefix -> local directory, e.g. {"/fileShares/chips": "/srv/chips"}
+    data_stores: dict[str, Path] = Field(default_factory=dict)
+
+    lease_seconds: float = 60.0
+    heartbeat_seconds: float = 5.0
+    poll_seconds: float = 0.5
+    max_attempts: int = 3
+    # Seconds a training process gets to exit after SIGTERM before it is killed.
+    kill_grace_seconds: float = 5.0
+
+    @field_validator("data_stores", mode="before")
+    @classmethod
+    def _parse_stores(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else {}
+        return value
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @cached_property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'geotrain.db'}"
+
+    @cached_property
+    def stores(self) -> dict[str, Path]:
+        """Every registered data store, the default file share included."""
+        stores = {DEFAULT_FILE_SHARE: self.home / "fileshare"}
+        for prefix, root in self.data_stores.items():
+            stores["/" + prefix.replace("\\", "/").strip("/")] = Path(root).expanduser().resolve()
+        return stores
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.home / "jobs"
+
+    def child_environment(self) -> dict[str, str]:
+        """What a training process needs to see the same database and stores as its worker."""
+        return {
+            "GEOTRAIN_HOME": str(self.home),
+            "GEOTRAIN_DATABASE_URL": self.effective_database_url,
+            "GEOTRAIN_DATA_STORES": json.dumps({k: str(v) for k, v in self.data_stores.items()}),
+        }
+
+    def ensure_dirs(self) -> None:
+        for path in (self.home, self.jobs_dir, self.stores[DEFAULT_FILE_SHARE]):
+            path.mkdir(parents=True, exist_ok=True)

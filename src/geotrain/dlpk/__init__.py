@@ -1,0 +1,1 @@
+"""The deep learning package (.dlpk): EMD, weights, pictures, report."""

@@ -1,0 +1,58 @@
+"""Pictures for ModelCharacteristics/: the loss graph and sample results."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # no screen on servers
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import ListedColormap  # noqa: E402
+
+
+def loss_graph(epochs: Sequence[int], train: Sequence[float], valid: Sequence[float]) -> bytes:
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    ax.plot(epochs, train, marker="o", label="Train")
+    ax.plot(epochs, valid, marker="o", label="Validation")
+    ax.set_xlabel("Epoch")
+    ax.set_ylabel("Loss")
+    ax.set_title("Training and validation loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def show_results(
+    images: Sequence[np.ndarray], truths: Sequence[np.ndarray], predictions: Sequence[np.ndarray], colors: np.ndarray
+) -> bytes:
+    """Rows of validation chips: the image (first three bands stretched), ground truth, prediction."""
+    rows = max(1, len(images))
+    fig, axes = plt.subplots(rows, 3, figsize=(7.5, 2.5 * rows), dpi=100, squeeze=False)
+    cmap = ListedColormap(colors / 255.0)
+    for r, (image, truth, pred) in enumerate(zip(images, truths, predictions, strict=True)):
+        axes[r][0].imshow(_display(image))
+        axes[r][1].imshow(truth, cmap=cmap, vmin=0, vmax=len(colors) - 1, interpolation="nearest")
+        axes[r][2].imshow(pred, cmap=cmap, vmin=0, vmax=len(colors) - 1, interpolation="nearest")
+    for ax, title in zip(axes[0], ("Image", "Ground truth", "Prediction"), strict=True):
+        ax.set_title(title)
+    for ax in axes.flat:
+        ax.axis("off")
+    return _png(fig)
+
+
+def _display(image: np.ndarray) -> np.ndarray:
+    bands = image[:3] if image.shape[0] >= 3 else np.repeat(image[:1], 3, axis=0)
+    x = bands.astype(np.float64)
+    low, high = np.percentile(x, 2), np.percentile(x, 98)
+    return np.clip((x - low) / max(high - low, 1e-9), 0, 1).transpose(1, 2, 0)
+
+
+def _png(fig: plt.Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()

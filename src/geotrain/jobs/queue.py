@@ -1,0 +1,262 @@
+"""Every statement of a job's life: submit, claim under a lease, heartbeat, messages, finish, cancel, reap."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from geotrain.errors import JobNotFound
+from geotrain.jobs.tables import Job, JobMessage, JobStatus, MessageType
+
+
+def new_job_id() -> str:
+    return "j" + secrets.token_hex(16)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True)
+class Message:
+    type: str
+    description: str
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    id: str
+    task: str
+    owner: str
+    status: JobStatus
+    inputs: dict[str, Any]
+    results: dict[str, Any] | None
+    attempts: int
+    max_attempts: int
+    cancel_requested: bool
+    worker_id: str | None
+    child_pid: int | None
+    progress_percentage: float | None
+    progress_message: str | None
+    messages: tuple[Message, ...] = ()
+
+    @classmethod
+    def from_row(cls, row: Job, messages: tuple[Message, ...] = ()) -> JobRecord:
+        return cls(
+            id=row.id,
+            task=row.task,
+            owner=row.owner,
+            status=JobStatus(row.status),
+            inputs=row.inputs,
+            results=row.results,
+            attempts=row.attempts,
+            max_attempts=row.max_attempts,
+            cancel_requested=row.cancel_requested,
+            worker_id=row.worker_id,
+            child_pid=row.child_pid,
+            progress_percentage=row.progress_percentage,
+            progress_message=row.progress_message,
+            messages=messages,
+        )
+
+
+Heartbeat = Literal["ok", "cancel", "lost"]
+
+
+class Queue:
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+
+    def submit(self, task: str, owner: str, inputs: dict[str, Any], max_attempts: int) -> JobRecord:
+        job = Job(
+            id=new_job_id(),
+            task=task,
+            owner=owner,
+            status=JobStatus.SUBMITTED,
+            inputs=inputs,
+            max_attempts=max_attempts,
+            attempts=0,
+            cancel_requested=False,
+        )
+        with self._sessions.begin() as session:
+            session.add(job)
+            session.flush()
+            session.add(JobMessage(job_id=job.id, type=MessageType.INFORMATIVE, description="Submitted."))
+            return JobRecord.from_row(job)
+
+    def get(self, job_id: str, owner: str | None = None) -> JobRecord:
+        with self._sessions() as session:
+            job = session.get(Job, job_id)
+            if job is None or (owner is not None and job.owner != owner):
+                raise JobNotFound(job_id)
+            rows = session.scalars(select(JobMessage).where(JobMessage.job_id == job_id).order_by(JobMessage.id))
+            return JobRecord.from_row(job, tuple(Message(m.type, m.description) for m in rows))
+
+    def claim(self, worker_id: str, lease_seconds: float) -> JobRecord | None:
+        """Take the oldest queued job under a lease; None when the queue is empty.
+
+        One statement, so two workers never take the same job: on PostgreSQL the sub-select skips
+        rows another worker has locked; SQLite runs the statement under its single writer lock.
+        """
+        now = _now()
+        oldest = (
+            select(Job.id)
+            .where(Job.status == JobStatus.SUBMITTED)
+            .order_by(Job.submitted_at, Job.id)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        stmt = (
+            update(Job)
+            .where(Job.id == oldest, Job.status == JobStatus.SUBMITTED)
+            .values(
+                status=JobStatus.EXECUTING,
+                worker_id=worker_id,
+                attempts=Job.attempts + 1,
+                lease_expires_at=now + dt.timedelta(seconds=lease_seconds),
+                started_at=now,
+                child_pid=None,
+            )
+            .returning(Job.id)
+            .execution_options(synchronize_session=False)
+        )
+        with self._sessions.begin() as session:
+            job_id = session.execute(stmt).scalar_one_or_none()
+            if job_id is None:
+                return None
+            job = session.get_one(Job, job_id)
+            session.refresh(job)
+            note = "Executing..." if job.attempts == 1 else f"Executing (attempt {job.attempts} of {job.max_attempts})..."
+            session.add(JobMessage(job_id=job_id, type=MessageType.INFORMATIVE, description=note))
+            return JobRecord.from_row(job)
+
+    def heartbeat(self, job_id: str, worker_id: str, lease_seconds: float) -> Heartbeat:
+        """Extend the lease. 'lost' when the job is no longer this worker's; 'cancel' when asked to stop."""
+        with self._sessions.begin() as session:
+            stmt = (
+                update(Job)
+                .where(
+                    Job.id == job_id,
+                    Job.worker_id == worker_id,
+                    Job.status.in_([JobStatus.EXECUTING, JobStatus.CANCELLING]),
+                )
+                .values(lease_expires_at=_now() + dt.timedelta(seconds=lease_seconds))
+                .returning(Job.cancel_requested)
+                .execution_options(synchronize_session=False)
+            )
+            cancel = session.execute(stmt).scalar_one_or_none()
+        if cancel is None:
+            return "lost"
+        return "cancel" if cancel else "ok"
+
+    def set_child(self, job_id: str, pid: int | None) -> None:
+        with self._sessions.begin() as session:
+            session.execute(update(Job).where(Job.id == job_id).values(child_pid=pid))
+
+    def add_message(self, job_id: str, description: str, type: MessageType = MessageType.INFORMATIVE) -> None:
+        with self._sessions.begin() as session:
+            session.add(JobMessage(job_id=job_id, type=type, description=description))
+
+    def set_progress(self, job_id: str, percentage: float, message: str) -> None:
+        with self._sessions.begin() as session:
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id)
+                .values(progress_percentage=round(percentage, 1), progress_message=message)
+            )
+
+    def _finish(
+        self, job_id: str, worker_id: str, status: JobStatus, message: Message | None, **values: Any
+    ) -> bool:
+        with self._sessions.begin() as session:
+            done = session.execute(
+                update(Job)
+                .where(
+                    Job.id == job_id,
+                    Job.worker_id == worker_id,
+                    Job.status.in_([JobStatus.EXECUTING, JobStatus.CANCELLING]),
+                )
+                .values(status=status, finished_at=_now(), lease_expires_at=None, child_pid=None, **values)
+                .returning(Job.id)
+                .execution_options(synchronize_session=False)
+            ).scalar_one_or_none()
+            if done is not None and message is not None:
+                session.add(JobMessage(job_id=job_id, type=message.type, description=message.description))
+            return done is not None
+
+    def succeed(self, job_id: str, worker_id: str, results: dict[str, Any]) -> bool:
+        return self._finish(
+            job_id, worker_id, JobStatus.SUCCEEDED, Message(MessageType.INFORMATIVE, "Succeeded."), results=results
+        )
+
+    def fail(self, job_id: str, worker_id: str, reason: str) -> bool:
+        return self._finish(job_id, worker_id, JobStatus.FAILED, Message(MessageType.ERROR, reason))
+
+    def cancelled(self, job_id: str, worker_id: str) -> bool:
+        return self._finish(job_id, worker_id, JobStatus.CANCELLED, Message(MessageType.WARNING, "Cancelled."))
+
+    def release(self, job_id: str, worker_id: str, reason: str) -> bool:
+        """Hand a claimed job back to the queue (the worker is stopping); it keeps its attempt count."""
+        with self._sessions.begin() as session:
+            done = session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.worker_id == worker_id, Job.status == JobStatus.EXECUTING)
+                .values(status=JobStatus.SUBMITTED, worker_id=None, lease_expires_at=None, child_pid=None)
+                .returning(Job.id)
+                .execution_options(synchronize_session=False)
+            ).scalar_one_or_none()
+            if done is not None:
+                session.add(JobMessage(job_id=job_id, type=MessageType.WARNING, description=reason))
+            return done is not None
+
+    def request_cancel(self, job_id: str, owner: str | None = None) -> JobRecord:
+        """Queued jobs are cancelled at once; running ones are flagged for their worker; finished ones stay."""
+        with self._sessions.begin() as session:
+            job = session.get(Job, job_id, with_for_update=True)
+            if job is None or (owner is not None and job.owner != owner):
+                raise JobNotFound(job_id)
+            if job.status == JobStatus.SUBMITTED:
+                job.status = JobStatus.CANCELLED
+                job.finished_at = _now()
+                session.add(JobMessage(job_id=job_id, type=MessageType.WARNING, description="Cancelled."))
+            elif job.status == JobStatus.EXECUTING:
+                job.status = JobStatus.CANCELLING
+                job.cancel_requested = True
+                session.add(JobMessage(job_id=job_id, type=MessageType.WARNING, description="Cancel requested."))
+        return self.get(job_id)
+
+    def reap_expired(self) -> list[str]:
+        """Jobs whose worker stopped heartbeating go back to the queue, or fail after their last attempt."""
+        now = _now()
+        reaped: list[str] = []
+        with self._sessions.begin() as session:
+            expired = session.scalars(
+                select(Job)
+                .where(
+                    Job.status.in_([JobStatus.EXECUTING, JobStatus.CANCELLING]),
+                    Job.lease_expires_at < now,
+                )
+                .with_for_update(skip_locked=True)
+            ).all()
+            for job in expired:
+                reaped.append(job.id)
+                lost = f"The worker running this job ({job.worker_id}) stopped responding."
+                job.worker_id, job.lease_expires_at, job.child_pid = None, None, None
+                if job.status == JobStatus.CANCELLING:
+                    job.status, job.finished_at = JobStatus.CANCELLED, now
+                    text, kind = f"{lost} Cancelled.", MessageType.WARNING
+                elif job.attempts >= job.max_attempts:
+                    job.status, job.finished_at = JobStatus.FAILED, now
+                    text = f"{lost} The job failed after {job.attempts} of {job.max_attempts} attempts."
+                    kind = MessageType.ERROR
+                else:
+                    job.status = JobStatus.SUBMITTED
+                    text, kind = f"{lost} The job was put back in the queue.", MessageType.WARNING
+                session.add(JobMessage(job_id=job.id, type=kind, description=text))
+        return reaped

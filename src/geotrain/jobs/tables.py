@@ -1,0 +1,79 @@
+"""SQLAlchemy tables of the queue. Alembic migrations take their metadata from here."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, func
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class JobStatus(enum.StrEnum):
+    """The ArcGIS esriJobStatus values, stored as they appear on the wire."""
+
+    SUBMITTED = "esriJobSubmitted"
+    EXECUTING = "esriJobExecuting"
+    SUCCEEDED = "esriJobSucceeded"
+    FAILED = "esriJobFailed"
+    TIMED_OUT = "esriJobTimedOut"
+    CANCELLING = "esriJobCancelling"
+    CANCELLED = "esriJobCancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.TIMED_OUT, JobStatus.CANCELLED)
+
+
+class MessageType(enum.StrEnum):
+    INFORMATIVE = "esriJobMessageTypeInformative"
+    WARNING = "esriJobMessageTypeWarning"
+    ERROR = "esriJobMessageTypeError"
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON}
+
+
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(33), primary_key=True)
+    task: Mapped[str] = mapped_column(String(64))
+    owner: Mapped[str] = mapped_column(String(128), index=True)
+    status: Mapped[str] = mapped_column(String(32))
+    # parsed parameters, as echoed by inputs/<name>
+    inputs: Mapped[dict[str, Any]] = mapped_column(JSON)
+    results: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+    worker_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    child_pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    progress_percentage: Mapped[float | None] = mapped_column(nullable=True)
+    progress_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    submitted_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utc_now)
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), default=_utc_now, onupdate=_utc_now, server_default=func.now()
+    )
+
+    __table_args__ = (Index("ix_jobs_status_submitted", "status", "submitted_at"),)
+
+
+class JobMessage(Base):
+    __tablename__ = "job_messages"
+
+    # The autoincrement id orders a job's messages: they are append-only and never reordered.
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    type: Mapped[str] = mapped_column(String(48))
+    description: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utc_now)

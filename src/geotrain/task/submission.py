@@ -1,0 +1,60 @@
+"""Submit-time checks that need the data stores: the export exists, suits the model, the output fits."""
+
+from __future__ import annotations
+
+from geotrain.config import Settings
+from geotrain.errors import ParameterError
+from geotrain.publish.location import package_location
+from geotrain.stores import StorePathError, resolve
+from geotrain.task import catalog
+from geotrain.task.params import TrainParams
+from geotrain.training.data.export import ExportError, ExportInfo, merge_exports, read_export
+
+
+def load_export(params: TrainParams, settings: Settings) -> ExportInfo:
+    """Resolve every input folder inside its data store and read it as one export."""
+    exports = []
+    for folder in params.in_folder:
+        try:
+            local = resolve(folder, settings.stores).local
+        except StorePathError as exc:
+            raise ParameterError("in_folder", f"'{folder}' is refused: {exc}.") from None
+        try:
+            exports.append(read_export(local))
+        except ExportError as exc:
+            raise ParameterError("in_folder", f"'{folder}': {exc}.") from None
+    try:
+        return merge_exports(exports)
+    except ExportError as exc:
+        raise ParameterError("in_folder", f"{exc}.") from None
+
+
+def check(params: TrainParams, settings: Settings) -> ExportInfo:
+    export = load_export(params, settings)
+    info = catalog.BUILT[params.model_type]
+    if export.metadata_format not in info.formats:
+        raise ParameterError(
+            "in_folder",
+            f"the export's metadata format is {export.metadata_format}, but {params.model_type} trains on "
+            f"{', '.join(info.formats)}. Export the training data again with a matching metadata format.",
+        )
+    if not export.items:
+        raise ParameterError("in_folder", "the export lists no image chips whose files exist.")
+    if params.chip_size is not None and export.tile_size is not None and params.chip_size > min(export.tile_size):
+        raise ParameterError(
+            "chip_size", f"{params.chip_size} is larger than the exported chips ({export.tile_size[1]}x{export.tile_size[0]})."
+        )
+    ignored = params.argument("ignore_classes", [])
+    known = {c.value for c in export.classes}
+    unknown = [v for v in ignored if v not in known]
+    if unknown:
+        raise ParameterError("arguments", f"ignore_classes {unknown} are not classes of the export ({sorted(known)}).")
+    try:
+        target = package_location(params.output_name, settings)
+    except StorePathError as exc:
+        raise ParameterError("output_name", f"{exc}.") from None
+    if params.output_name.name is not None and target.local.exists() and not params.overwrite_model:
+        raise ParameterError(
+            "output_name", f"a model named '{params.output_name.name}' exists; set overwrite_model to true to replace it."
+        )
+    return export

@@ -1,0 +1,72 @@
+"""The training process: ``python -m geotrain.training.child <job_id>``, started by a worker per job.
+
+It reads the job, trains, and leaves ``outcome.json`` in the job folder for its worker, which alone
+decides the job's final state. Messages and progress go straight to the job.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+
+OUTCOME = "outcome.json"
+
+
+def main(job_id: str) -> int:
+    # Never reach for the network at run time: hub libraries read their caches only.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TIMM_OFFLINE", "1")
+    from geotrain.config import Settings
+    from geotrain.errors import GeotrainError
+    from geotrain.jobs.db import make_engine, make_sessionmaker
+    from geotrain.jobs.queue import Queue
+    from geotrain.jobs.tables import MessageType
+    from geotrain.task.params import parse
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings()
+    engine = make_engine(settings.effective_database_url)
+    queue = Queue(make_sessionmaker(engine))
+    workdir = settings.jobs_dir / job_id
+    workdir.mkdir(parents=True, exist_ok=True)
+    outcome = workdir / OUTCOME
+
+    def finish(data: dict[str, object]) -> int:
+        outcome.write_text(json.dumps(data))
+        return 0 if data["status"] == "succeeded" else 1
+
+    try:
+        from geotrain.training.run import Progress, train
+
+        job = queue.get(job_id)
+        params = parse(job.inputs)
+        progress = Progress(
+            info=lambda text: queue.add_message(job_id, text),
+            warn=lambda text: queue.add_message(job_id, text, MessageType.WARNING),
+            percent=lambda pct, text: queue.set_progress(job_id, pct, text),
+        )
+        result = train(params, settings, workdir, progress)
+        return finish({"status": "succeeded", "results": {"out_item": result}})
+    except GeotrainError as exc:
+        return finish({"status": "failed", "message": " ".join([exc.message, *exc.details]).strip()})
+    except Exception as exc:  # the job must end with a message, whatever broke
+        traceback.print_exc()
+        return finish({"status": "failed", "message": f"Training failed: {type(exc).__name__}: {exc}"})
+    finally:
+        engine.dispose()
+
+
+def read_outcome(workdir: Path) -> dict[str, object] | None:
+    try:
+        data = json.loads((workdir / OUTCOME).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

@@ -1,0 +1,33 @@
+"""Reading chips with rasterio: every format an export writes (GeoTIFF, MRF, PNG, JPEG)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.errors import RasterioError
+
+
+class ChipReadError(Exception):
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = path
+        super().__init__(f"{path.name}: {reason}")
+
+
+def read_chip(path: Path) -> np.ndarray:
+    """All bands as (bands, rows, cols), in the file's own data type."""
+    try:
+        with rasterio.open(path) as src:
+            return src.read()
+    except (RasterioError, OSError, ValueError) as exc:
+        raise ChipReadError(path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+
+
+def read_label(path: Path) -> np.ndarray:
+    """The first band of a class-value raster as (rows, cols)."""
+    try:
+        with rasterio.open(path) as src:
+            return src.read(1)
+    except (RasterioError, OSError, ValueError) as exc:
+        raise ChipReadError(path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None

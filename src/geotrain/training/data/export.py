@@ -1,0 +1,268 @@
+"""An export folder written by "Export Training Data For Deep Learning": its metadata and chip list.
+
+Torch-free: the API reads this at submit time to refuse data that cannot fit the requested model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+EMD_FILE = "esri_model_definition.emd"
+STATS_FILE = "esri_accumulated_stats.json"
+MAP_FILE = "map.txt"
+IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".mrf")
+FORMATS = (
+    "Classified_Tiles", "Labeled_Tiles", "MultiLabeled_Tiles", "Imagenet", "PASCAL_VOC_rectangles",
+    "KITTI_rectangles", "RCNN_Masks", "Export_Tiles", "CycleGAN", "Panoptic_Segmentation",
+)  # fmt: skip
+
+
+class ExportError(ValueError):
+    """The folder is not an export geotrain can read."""
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    value: int
+    name: str
+    color: tuple[int, int, int] | None
+
+
+@dataclass(frozen=True)
+class ChipItem:
+    image: Path
+    label: Path | None
+
+
+@dataclass(frozen=True)
+class BandStats:
+    mean: list[float]
+    std: list[float]
+    min: list[float]
+    max: list[float]
+
+
+@dataclass
+class ExportInfo:
+    root: Path
+    metadata_format: str
+    classes: list[ClassInfo]
+    items: list[ChipItem]
+    # map.txt lines whose image or label file is not on disk
+    missing: list[str] = field(default_factory=list)
+    tile_size: tuple[int, int] | None = None  # (height, width)
+    num_bands: int | None = None
+    band_stats: BandStats | None = None
+    band_names: list[str] = field(default_factory=list)
+    image_space: str = "MAP_SPACE"
+    min_cell_size: Any = None
+    max_cell_size: Any = None
+    # pixels per class value, from ClassPixelStats when the export wrote it
+    class_pixels: dict[int, float] = field(default_factory=dict)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ExportError(f"{path.name} cannot be read as JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ExportError(f"{path.name} does not hold a JSON object")
+    return data
+
+
+def _int_or_none(value: Any) -> int | None:
+    # Older exports write placeholders such as "e.g. 256" where numbers belong: ignore them.
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float) and value > 0:
+        return int(value)
+    return None
+
+
+def _classes(emd: dict[str, Any], stats: dict[str, Any]) -> list[ClassInfo]:
+    raw = emd.get("Classes") if isinstance(emd.get("Classes"), list) else None
+    if not raw:
+        raw = stats.get("Classes") if isinstance(stats.get("Classes"), list) else []
+    classes: dict[int, ClassInfo] = {}
+    for entry in raw or []:
+        if not isinstance(entry, dict):
+            continue
+        value = entry.get("Value", entry.get("ClassValue"))
+        name = entry.get("Name", entry.get("ClassName"))
+        try:
+            ivalue = int(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            continue
+        color = entry.get("Color")
+        rgb: tuple[int, int, int] | None = None
+        if isinstance(color, list) and len(color) >= 3 and all(isinstance(c, int) and 0 <= c <= 255 for c in color[:3]):
+            rgb = (color[0], color[1], color[2])
+        classes[ivalue] = ClassInfo(ivalue, str(name) if name not in (None, "") else str(ivalue), rgb)
+    return [classes[v] for v in sorted(classes)]
+
+
+def _band_stats(emd: dict[str, Any], stats: dict[str, Any]) -> BandStats | None:
+    tiles = emd.get("AllTilesStats")
+    if isinstance(tiles, list) and tiles and all(isinstance(b, dict) for b in tiles):
+        try:
+            return BandStats(
+                mean=[float(b["Mean"]) for b in tiles],
+                std=[float(b["StdDev"]) for b in tiles],
+                min=[float(b["Min"]) for b in tiles],
+                max=[float(b["Max"]) for b in tiles],
+            )
+        except (KeyError, TypeError, ValueError):
+            pass
+    state = stats.get("BandStatsState")
+    if isinstance(state, list) and state and all(isinstance(b, dict) for b in state):
+        try:
+            # Mean/StdDev may be written as 0; M1 is the running mean and M2 the summed squared deviations.
+            return BandStats(
+                mean=[float(b["M1"]) for b in state],
+                std=[math.sqrt(float(b["M2"]) / float(b["Num"])) if float(b["Num"]) else 0.0 for b in state],
+                min=[float(b["Min"]) for b in state],
+                max=[float(b["Max"]) for b in state],
+            )
+        except (KeyError, TypeError, ValueError, ZeroDivisionError):
+            pass
+    return None
+
+
+def _map_items(root: Path) -> tuple[list[ChipItem], list[str]] | None:
+    path = root / MAP_FILE
+    if not path.is_file():
+        return None
+    items: list[ChipItem] = []
+    missing: list[str] = []
+    seen: set[str] = set()
+    for line in path.read_text(encoding="utf-8-sig", errors="replace").splitlines():
+        tokens = line.replace("\\", "/").split()
+        if not tokens or tokens[0] in seen:
+            continue
+        seen.add(tokens[0])
+        image = _inside(root, tokens[0])
+        label = _inside(root, tokens[1]) if len(tokens) > 1 else None
+        if image is None or not image.is_file() or (len(tokens) > 1 and (label is None or not label.exists())):
+            missing.append(line.strip())
+            continue
+        items.append(ChipItem(image, label))
+    return items, missing
+
+
+def _inside(root: Path, relative: str) -> Path | None:
+    """A map.txt entry as a path, or None if it would leave the export folder."""
+    candidate = (root / relative).resolve()
+    return candidate if candidate.is_relative_to(root.resolve()) else None
+
+
+def _scan_items(root: Path) -> list[ChipItem]:
+    images = root / "images"
+    labels = {p.stem: p for p in (root / "labels").glob("*") if p.is_file()} if (root / "labels").is_dir() else {}
+    items = []
+    for image in sorted(images.glob("*")) if images.is_dir() else []:
+        if image.suffix.lower() in IMAGE_EXTENSIONS and image.is_file():
+            items.append(ChipItem(image, labels.get(image.stem)))
+    return items
+
+
+def read_export(folder: Path) -> ExportInfo:
+    """Read an export folder's metadata and its list of chips (chips themselves are not opened)."""
+    if not folder.is_dir():
+        raise ExportError("the folder does not exist")
+    emd = _read_json(folder / EMD_FILE) if (folder / EMD_FILE).is_file() else {}
+    stats = _read_json(folder / STATS_FILE) if (folder / STATS_FILE).is_file() else {}
+    fmt = stats.get("MetaDataMode") or emd.get("MetaDataMode")
+    if not fmt:
+        raise ExportError(
+            f"it holds no {STATS_FILE} or {EMD_FILE} naming its metadata format; point in_folder at the folder "
+            "written by Export Training Data For Deep Learning"
+        )
+    if fmt not in FORMATS:
+        raise ExportError(f"its metadata format '{fmt}' is unknown (known: {', '.join(FORMATS)})")
+    mapped = _map_items(folder)
+    items, missing = mapped if mapped is not None else (_scan_items(folder), [])
+    height = _int_or_none(emd.get("ImageHeight")) or _int_or_none(stats.get("TileSizeY"))
+    width = _int_or_none(emd.get("ImageWidth")) or _int_or_none(stats.get("TileSizeX"))
+    props = emd.get("InputRastersProps") if isinstance(emd.get("InputRastersProps"), dict) else {}
+    band_names = [str(b) for b in props.get("BandNames", [])] if isinstance(props.get("BandNames"), list) else []
+    info = ExportInfo(
+        root=folder,
+        metadata_format=str(fmt),
+        classes=_classes(emd, stats),
+        items=items,
+        missing=missing,
+        tile_size=(height, width) if height and width else None,
+        num_bands=_int_or_none(stats.get("NumBands")),
+        band_stats=_band_stats(emd, stats),
+        band_names=band_names,
+        image_space=str(emd.get("ImageSpaceUsed") or "MAP_SPACE"),
+        min_cell_size=emd.get("MinCellSize"),
+        max_cell_size=emd.get("MaxCellSize"),
+        class_pixels=_class_pixels(stats),
+    )
+    if (info.tile_size is None or info.num_bands is None) and items:
+        _fill_from_first_chip(info)
+    return info
+
+
+def _class_pixels(stats: dict[str, Any]) -> dict[int, float]:
+    pixel_stats = stats.get("ClassPixelStats")
+    classes = stats.get("Classes")
+    if not isinstance(pixel_stats, dict) or not isinstance(classes, list):
+        return {}
+    counts = pixel_stats.get("NumPixelsPerClass")
+    if not isinstance(counts, list) or len(counts) != len(classes):
+        return {}
+    try:
+        return {int(c.get("ClassValue", c.get("Value"))): float(n) for c, n in zip(classes, counts, strict=True)}
+    except (TypeError, ValueError, AttributeError):
+        return {}
+
+
+def _fill_from_first_chip(info: ExportInfo) -> None:
+    import rasterio  # imported here: only old exports without sizes in their metadata need it at submit
+
+    try:
+        with rasterio.open(info.items[0].image) as src:
+            info.tile_size = info.tile_size or (src.height, src.width)
+            info.num_bands = info.num_bands or src.count
+    except rasterio.RasterioIOError:
+        pass  # reported with the file name when the job reads its chips
+
+
+def merge_exports(exports: list[ExportInfo]) -> ExportInfo:
+    """Several input folders train as one data set, as ArcGIS allows when their formats agree."""
+    first = exports[0]
+    if len(exports) == 1:
+        return first
+    for other in exports[1:]:
+        if other.metadata_format != first.metadata_format:
+            raise ExportError(
+                f"all folders must share one metadata format; found {first.metadata_format} and {other.metadata_format}"
+            )
+        if first.num_bands and other.num_bands and other.num_bands != first.num_bands:
+            raise ExportError(f"all folders must have the same band count; found {first.num_bands} and {other.num_bands}")
+    classes: dict[int, ClassInfo] = {}
+    for export in exports:
+        for cls in export.classes:
+            classes.setdefault(cls.value, cls)
+    sizes = [e.tile_size for e in exports if e.tile_size]
+    return ExportInfo(
+        root=first.root,
+        metadata_format=first.metadata_format,
+        classes=[classes[v] for v in sorted(classes)],
+        items=[item for e in exports for item in e.items],
+        missing=[m for e in exports for m in e.missing],
+        tile_size=min(sizes) if sizes else None,
+        num_bands=first.num_bands,
+        band_stats=None,  # per-folder statistics do not combine; the trainer computes them from the chips
+        band_names=first.band_names,
+        image_space=first.image_space,
+        min_cell_size=first.min_cell_size,
+        max_cell_size=first.max_cell_size,
+    )

@@ -1,0 +1,251 @@
+"""One training run on PyTorch Lightning: split, learning-rate finder, early stopping, checkpoints."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from pytorch_lightning.tuner import Tuner
+from segmentation_models_pytorch.losses import DiceLoss, FocalLoss
+from torch import nn
+from torch.utils.data import DataLoader
+
+from geotrain.training.metrics import SegmentationMetrics, from_confusion
+from geotrain.training.models.registry import OUTPUT_STRIDE
+
+log = logging.getLogger(__name__)
+
+MONITOR_KEYS = {"VALID_LOSS": ("valid_loss", "min"), "ACCURACY": ("accuracy", "max"), "MIOU": ("miou", "max")}
+
+
+@dataclass
+class LossOptions:
+    class_weights: torch.Tensor | None = None
+    focal: bool = False
+    dice_fraction: float = 0.0
+    dice_average: str = "micro"
+    ignore_index: list[int] = field(default_factory=list)
+
+
+class SegmentationTask(pl.LightningModule):
+    def __init__(self, network: nn.Module, encoder: nn.Module, num_classes: int, lr: float, loss: LossOptions, freeze: bool) -> None:
+        super().__init__()
+        self.network = network
+        self.encoder = encoder
+        self.num_classes = num_classes
+        self.lr = lr
+        self.loss_options = loss
+        self.freeze = freeze
+        weights = loss.class_weights.float() if loss.class_weights is not None else torch.ones(num_classes)
+        for index in loss.ignore_index:
+            weights[index] = 0.0
+        self.register_buffer("class_weights", weights)
+        self.focal = FocalLoss(mode="multiclass") if loss.focal else None
+        self.dice = DiceLoss(mode="multiclass") if loss.dice_fraction > 0 else None
+        self.confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
+        self.last_metrics: SegmentationMetrics | None = None
+        if freeze:
+            for p in encoder.parameters():
+                p.requires_grad = False
+            # BatchNorm layers keep learning, as fastai does when a body is frozen
+            for module in encoder.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    for p in module.parameters():
+                        p.requires_grad = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows, cols = x.shape[-2:]
+        pad_r, pad_c = (-rows) % OUTPUT_STRIDE, (-cols) % OUTPUT_STRIDE
+        if pad_r or pad_c:
+            x = F.pad(x, (0, pad_c, 0, pad_r), mode="reflect" if min(rows, cols) > max(pad_r, pad_c) else "constant")
+        out: torch.Tensor = self.network(x)
+        return out[..., :rows, :cols]
+
+    def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        weights: torch.Tensor = self.class_weights  # type: ignore[assignment]
+        if self.focal is not None:
+            base = self.focal(logits, target)
+        else:
+            base = F.cross_entropy(logits, target, weight=weights)
+        if self.dice is not None:
+            frac = self.loss_options.dice_fraction
+            return (1 - frac) * base + frac * self.dice(logits, target)
+        return base
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        loss = self._loss(self(x), y)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(x))
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self.confusion = torch.zeros(self.num_classes, self.num_classes, dtype=torch.long)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        logits = self(x)
+        self.log("valid_loss", self._loss(logits, y), on_step=False, on_epoch=True, batch_size=len(x))
+        pred = logits.argmax(dim=1)
+        keep = torch.ones_like(y, dtype=torch.bool)
+        for index in self.loss_options.ignore_index:
+            keep &= y != index
+        pairs = y[keep] * self.num_classes + pred[keep]
+        counts = torch.bincount(pairs.flatten(), minlength=self.num_classes**2)
+        self.confusion += counts.reshape(self.num_classes, self.num_classes).cpu()
+
+    def on_validation_epoch_end(self) -> None:
+        metrics = from_confusion(self.confusion)
+        self.last_metrics = metrics
+        self.log("accuracy", metrics.accuracy)
+        self.log("miou", metrics.miou)
+
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(params, lr=self.lr)
+        steps = int(self.trainer.estimated_stepping_batches) if self.trainer is not None else 0
+        if steps < 2 or not math.isfinite(steps):
+            return optimizer
+        # one-cycle schedule, as arcgis.learn's fit_one_cycle
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=self.lr, total_steps=steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    valid_loss: float
+    metrics: dict[str, float]
+
+
+class Reporter(Callback):
+    """After every epoch: a job message and the progress percentage."""
+
+    def __init__(self, max_epochs: int, report: Callable[[EpochRecord, int], None]) -> None:
+        self.max_epochs = max_epochs
+        self.report = report
+        self.history: list[EpochRecord] = []
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        m = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        record = EpochRecord(
+            trainer.current_epoch + 1,
+            m.get("train_loss", float("nan")),
+            m.get("valid_loss", float("nan")),
+            {"accuracy": m.get("accuracy", float("nan")), "miou": m.get("miou", float("nan"))},
+        )
+        self.history.append(record)
+        self.report(record, self.max_epochs)
+
+
+@dataclass
+class FitOptions:
+    max_epochs: int
+    batch_size: int
+    lr: float | None
+    monitor: str
+    stop_training: bool
+    use_gpu: bool
+    workdir: Path
+    num_workers: int = 0
+
+
+@dataclass
+class FitResult:
+    lr: float
+    lr_found: bool
+    history: list[EpochRecord]
+    best_epoch: int | None
+    best_score: float | None
+    metrics: SegmentationMetrics
+    stopped_early: bool
+
+
+def fit(
+    task: SegmentationTask,
+    train_set: torch.utils.data.Dataset[Any],
+    valid_set: torch.utils.data.Dataset[Any],
+    options: FitOptions,
+    report_epoch: Callable[[EpochRecord, int], None],
+    info: Callable[[str], None],
+    warn: Callable[[str], None],
+) -> FitResult:
+    pl.seed_everything(42, workers=True, verbose=False)
+    train_loader = DataLoader(
+        train_set, batch_size=options.batch_size, shuffle=True, drop_last=len(train_set) > options.batch_size,
+        num_workers=options.num_workers, persistent_workers=options.num_workers > 0, pin_memory=options.use_gpu,
+    )  # fmt: skip
+    valid_loader = DataLoader(valid_set, batch_size=options.batch_size, num_workers=options.num_workers, pin_memory=options.use_gpu)
+    monitor_key, mode = MONITOR_KEYS[options.monitor]
+    checkpoint = ModelCheckpoint(
+        dirpath=options.workdir / "checkpoints", filename="best", monitor=monitor_key, mode=mode, save_last=True, save_top_k=1
+    )
+    reporter = Reporter(options.max_epochs, report_epoch)
+    callbacks: list[Callback] = [checkpoint, reporter]
+    stopper: EarlyStopping | None = None
+    if options.stop_training:
+        # arcgis.learn: stop when the monitored metric has not improved by 0.001 for 5 epochs
+        stopper = EarlyStopping(monitor=monitor_key, mode=mode, min_delta=0.001, patience=5)
+        callbacks.append(stopper)
+    common: dict[str, Any] = dict(
+        accelerator="gpu" if options.use_gpu else "cpu",
+        devices=1,
+        precision="16-mixed" if options.use_gpu else "32-true",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=options.workdir,
+        log_every_n_steps=1,
+    )
+    lr_found = options.lr is None
+    if options.lr is None:
+        # its own trainer: the finder's steps must not be capped by max_epochs on a small data set
+        finder = pl.Trainer(max_epochs=10_000, **common)
+        task.lr = find_lr(finder, task, train_loader, valid_loader, warn)
+        info(f"The learning-rate finder chose {task.lr:.4e}.")
+    else:
+        task.lr = options.lr
+    trainer = pl.Trainer(max_epochs=options.max_epochs, callbacks=callbacks, **common)
+    trainer.fit(task, train_loader, valid_loader)
+    best_path = checkpoint.best_model_path
+    best_epoch = None
+    if best_path and Path(best_path).is_file():
+        state = torch.load(best_path, map_location="cpu", weights_only=True)
+        task.load_state_dict(state["state_dict"])
+        best_epoch = int(state.get("epoch", -1)) + 1
+    trainer.validate(task, valid_loader, verbose=False)
+    assert task.last_metrics is not None
+    score = checkpoint.best_model_score
+    return FitResult(
+        lr=task.lr,
+        lr_found=lr_found,
+        history=reporter.history,
+        best_epoch=best_epoch,
+        best_score=float(score) if score is not None else None,
+        metrics=task.last_metrics,
+        stopped_early=stopper is not None and stopper.stopped_epoch > 0,
+    )
+
+
+def find_lr(
+    trainer: pl.Trainer, task: SegmentationTask, train_loader: DataLoader[Any], valid_loader: DataLoader[Any], note: Callable[[str], None]
+) -> float:
+    steps = min(100, max(30, 3 * len(train_loader)))
+    result = Tuner(trainer).lr_find(
+        task, train_dataloaders=train_loader, val_dataloaders=valid_loader, min_lr=1e-6, max_lr=1.0,
+        num_training=steps, update_attr=False, early_stop_threshold=None,
+    )  # fmt: skip
+    suggestion = result.suggestion() if result is not None else None
+    if suggestion is None or not math.isfinite(suggestion) or suggestion <= 0:
+        note("The learning-rate finder found no clear rate; using 1.0e-03.")
+        return 1e-3
+    return float(suggestion)

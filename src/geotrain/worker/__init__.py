@@ -1,0 +1,1 @@
+"""Workers: claim jobs, run each in its own training process, keep the lease, honour cancel."""

@@ -1,0 +1,142 @@
+"""The worker's claim loop and the supervision of one training process per job."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+from geotrain.config import Settings
+from geotrain.jobs.queue import JobRecord, Queue
+from geotrain.training.child import OUTCOME, read_outcome
+
+log = logging.getLogger(__name__)
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Worker:
+    def __init__(self, settings: Settings, queue: Queue, worker_id: str | None = None) -> None:
+        self.settings = settings
+        self.queue = queue
+        self.worker_id = worker_id or new_worker_id()
+        self.stopping = threading.Event()
+        self._last_reap = 0.0
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def run_forever(self) -> None:
+        log.info("worker %s started", self.worker_id)
+        while not self.stopping.is_set():
+            try:
+                if not self.run_once():
+                    self.stopping.wait(self.settings.poll_seconds)
+            except Exception:  # a database hiccup must not end the worker
+                log.exception("worker loop error; retrying")
+                self.stopping.wait(min(5.0, self.settings.poll_seconds * 4))
+        log.info("worker %s stopped", self.worker_id)
+
+    def run_once(self) -> bool:
+        """Reap expired leases now and then, claim one job and run it. False when the queue was empty."""
+        now = time.monotonic()
+        if now - self._last_reap > self.settings.lease_seconds / 4:
+            self._last_reap = now
+            for job_id in self.queue.reap_expired():
+                log.warning("job %s: lease expired", job_id)
+        job = self.queue.claim(self.worker_id, self.settings.lease_seconds)
+        if job is None:
+            return False
+        self.supervise(job)
+        return True
+
+    def supervise(self, job: JobRecord) -> None:
+        workdir = self.settings.jobs_dir / job.id
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / OUTCOME).unlink(missing_ok=True)
+        env = {**os.environ, **self.settings.child_environment()}
+        with open(workdir / "train.log", "ab") as logfile:
+            child = subprocess.Popen(
+                [sys.executable, "-m", "geotrain.training.child", job.id],
+                env=env,
+                stdout=logfile,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # its own process group: a cancel ends its data loaders too
+            )
+        self.queue.set_child(job.id, child.pid)
+        log.info("job %s: training process %d", job.id, child.pid)
+        interval = min(self.settings.heartbeat_seconds, self.settings.lease_seconds / 3)
+        while True:
+            try:
+                child.wait(timeout=interval)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            try:
+                beat = self.queue.heartbeat(job.id, self.worker_id, self.settings.lease_seconds)
+            except Exception:
+                log.exception("job %s: heartbeat failed; will retry", job.id)
+                continue
+            if beat == "cancel":
+                self._end(child)
+                self.queue.cancelled(job.id, self.worker_id)
+                return
+            if beat == "lost":
+                log.warning("job %s: lease lost to another worker; stopping its training process", job.id)
+                self._end(child)
+                return
+            if self.stopping.is_set():
+                self._end(child)
+                self.queue.release(job.id, self.worker_id, "The worker stopped; the job was put back in the queue.")
+                return
+        self._finish(job, child.returncode, workdir)
+
+    def _finish(self, job: JobRecord, returncode: int, workdir: os.PathLike[str] | str) -> None:
+        from pathlib import Path
+
+        outcome = read_outcome(Path(workdir))
+        if outcome is not None and outcome.get("status") == "succeeded" and isinstance(outcome.get("results"), dict):
+            self.queue.succeed(job.id, self.worker_id, outcome["results"])  # type: ignore[arg-type]
+            return
+        if outcome is not None and outcome.get("status") == "failed":
+            self.queue.fail(job.id, self.worker_id, str(outcome.get("message")))
+            return
+        how = f"was killed by signal {-returncode}" if returncode < 0 else f"exited with code {returncode}"
+        self.queue.fail(
+            job.id,
+            self.worker_id,
+            f"The training process {how} without a result (out of memory?). See {Path(workdir) / 'train.log'}.",
+        )
+
+    def _end(self, child: subprocess.Popen[bytes]) -> None:
+        """Stop the training process and everything it started; SIGKILL if it ignores SIGTERM."""
+        for sig, wait in ((signal.SIGTERM, self.settings.kill_grace_seconds), (signal.SIGKILL, 10.0)):
+            try:
+                os.killpg(child.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                child.wait(timeout=wait)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+
+def start_embedded(settings: Settings, queue: Queue, count: int) -> list[tuple[Worker, threading.Thread]]:
+    """Workers inside the server process (threads: the training itself runs in child processes)."""
+    started = []
+    for n in range(count):
+        worker = Worker(settings, queue)
+        thread = threading.Thread(target=worker.run_forever, name=f"geotrain-worker-{n}", daemon=True)
+        thread.start()
+        started.append((worker, thread))
+    return started

@@ -1,0 +1,80 @@
+"""Small, realistic Classified_Tiles exports written on the fly, with the quirks real exports have."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.transform import from_origin
+
+
+@dataclass
+class ExportSpec:
+    chips: int = 8
+    size: int = 32
+    bands: int = 4
+    dtype: str = "uint16"
+    # class values that appear in the labels, plus one declared but absent
+    values: tuple[int, ...] = (3, 7)
+    absent: int | None = 9
+    digits: int = 12
+    compress: str | None = "lzw"
+    placeholder_emd: bool = True
+    seed: int = 0
+
+
+def write_classified_tiles(root: Path, spec: ExportSpec = ExportSpec()) -> Path:
+    rng = np.random.default_rng(spec.seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "labels").mkdir(exist_ok=True)
+    high = 4000 if spec.dtype == "uint16" else 200
+    lines = []
+    for i in range(spec.chips):
+        stem = f"{i:0{spec.digits}d}"
+        label = np.zeros((spec.size, spec.size), dtype=np.uint8)
+        image = rng.integers(0, high // 4, size=(spec.bands, spec.size, spec.size)).astype(spec.dtype)
+        for k, value in enumerate(spec.values):
+            # a rectangle per class whose pixels are bright in one band: learnable in a few steps
+            r0, c0 = rng.integers(0, spec.size // 2, size=2)
+            h, w = rng.integers(spec.size // 4, spec.size // 2, size=2)
+            label[r0 : r0 + h, c0 : c0 + w] = value
+            image[k % spec.bands, r0 : r0 + h, c0 : c0 + w] = high
+        profile = {
+            "driver": "GTiff", "width": spec.size, "height": spec.size, "crs": "EPSG:3857",
+            "transform": from_origin(1000.0 + i * spec.size, 2000.0, 1.0, 1.0),
+        }  # fmt: skip
+        if spec.compress:
+            profile["compress"] = spec.compress
+        with rasterio.open(root / "images" / f"{stem}.tif", "w", count=spec.bands, dtype=spec.dtype, **profile) as dst:
+            dst.write(image)
+        with rasterio.open(root / "labels" / f"{stem}.tif", "w", count=1, dtype="uint8", **profile) as dst:
+            dst.write(label, 1)
+        (root / "images" / f"{stem}.tfw").write_text("1\n0\n0\n-1\n1000\n2000\n")
+        lines.append(f"images\\{stem}.tif  labels\\{stem}.tif ")
+    order = list(rng.permutation(len(lines)))
+    (root / "map.txt").write_bytes(("\r\n".join(lines[i] for i in order) + "\r\n").encode())
+    classes = [*spec.values, *([spec.absent] if spec.absent is not None else [])]
+    names = {3: "Water", 7: "Building", 9: "Road"}
+    emd = {
+        "Framework": "e.g. CNTK", "ModelConfiguration": "some description",
+        "ModelType": "e.g. ObjectDetection or ImageClassification", "ModelFile": "e.g. .\\trained.model",
+        "ImageHeight": "e.g. 256" if spec.placeholder_emd else spec.size,
+        "ImageWidth": "e.g. 256" if spec.placeholder_emd else spec.size,
+        "ExtractBands": "e.g. [0, 1, 2]",
+        "Classes": [
+            {"Value": v, "Name": names.get(v, f"Class {v}"), "Color": [-1, -1, -1] if v == 7 else [0, 112, 255]}
+            for v in classes
+        ],
+    }  # fmt: skip
+    (root / "esri_model_definition.emd").write_text(json.dumps(emd, indent=2).replace("\n", "\r\n"))
+    stats = {
+        "Version": 1, "NumBands": spec.bands, "TileSizeX": spec.size, "TileSizeY": spec.size,
+        "NumClasses": len(classes), "NumTiles": spec.chips, "OutputFeatures": False, "MetaDataMode": "Classified_Tiles",
+        "Classes": [{"ClassValue": v, "ClassName": names.get(v, f"Class {v}")} for v in classes],
+    }  # fmt: skip
+    (root / "esri_accumulated_stats.json").write_text(json.dumps(stats, indent=2))
+    (root / "stats.txt").write_text(f"images = {spec.chips} *{spec.bands}*{spec.size}*{spec.size}\n")
+    return root
