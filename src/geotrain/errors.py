@@ -7,7 +7,7 @@ from __future__ import annotations
 class GeotrainError(Exception):
     """Unable to complete operation."""
 
-    code = 500
+    code = 400
 
     def __init__(self, message: str | None = None, details: list[str] | None = None) -> None:
         self.message = message or (self.__doc__ or "").strip()

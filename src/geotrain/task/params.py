@@ -11,7 +11,7 @@ import json
 import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, field_validator, model_validator
 
 from geotrain.errors import ParameterError
 from geotrain.task import catalog
@@ -251,6 +251,11 @@ class TrainParams(BaseModel):
         if isinstance(data, dict):
             return {k: v for k, v in data.items() if k in REQUIRED or _given(v)}
         return data
+
+    @field_validator("learning_rate")
+    @classmethod
+    def _zero_means_find(cls, value: float | None) -> float | None:
+        return None if value == 0 else value
 
     @model_validator(mode="after")
     def _fits_model_type(self) -> TrainParams:

@@ -1,0 +1,169 @@
+"""Shared fixtures: export folders, a real server in a subprocess, a real PostgreSQL database."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.exports import ExportSpec, write_classified_tiles
+
+TASK = "/arcgis/rest/services/System/RasterAnalysisTools/GPServer/TrainDeepLearningModel"
+PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    """``geotrain serve`` in its own process, as users run it."""
+
+    home: Path
+    stores: dict[str, str]
+    database_url: str = ""
+    workers: int = 1
+    extra_env: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        env = {
+            **os.environ,
+            "GEOTRAIN_HOME": str(self.home),
+            "GEOTRAIN_DATA_STORES": json.dumps(self.stores),
+            "GEOTRAIN_HEARTBEAT_SECONDS": "0.5",
+            "GEOTRAIN_POLL_SECONDS": "0.2",
+            "GEOTRAIN_KILL_GRACE_SECONDS": "2",
+            **self.extra_env,
+        }
+        if self.database_url:
+            env["GEOTRAIN_DATABASE_URL"] = self.database_url
+        return env
+
+    def start(self) -> Server:
+        log = open(self.home.parent / f"server-{self.port}.log", "wb")  # noqa: SIM115 - lives as long as the server
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "geotrain.cli", "--log-level", "warning", "serve", "--port", str(self.port),
+             "--workers", str(self.workers)],
+            env=self.env(), stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited: {(self.home.parent / f'server-{self.port}.log').read_text()}")
+            try:
+                if httpx.get(self.url + TASK + "?f=json", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def arcgis_form(**values: Any) -> dict[str, str]:
+    """The body the arcgis client posts: every input, "" for unset, JSON for dicts, lower-case booleans."""
+    names = [
+        "in_folder", "output_name", "model_type", "arguments", "batch_size", "max_epochs", "learning_rate",
+        "backbone_model", "validation_percent", "pretrained_model", "stop_training", "freeze_model",
+        "overwrite_model", "context", "data_augmentation", "augmentation_parameters", "chip_size", "resize_to",
+        "weight_init_scheme", "monitor",
+    ]  # fmt: skip
+    form = {"f": "json"}
+    for name in names:
+        value = values.get(name)
+        if value is None:
+            form[name] = ""
+        elif isinstance(value, dict | list | bool):
+            form[name] = json.dumps(value)
+        else:
+            form[name] = str(value)
+    return form
+
+
+def wait_for(client: httpx.Client, job_url: str, timeout: float = 240, until: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Poll a job like a client does until it finishes (or reaches one of ``until``)."""
+    finished = ("esriJobSucceeded", "esriJobFailed", "esriJobCancelled", "esriJobTimedOut", *until)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job: dict[str, Any] = client.get(job_url, params={"f": "json"}).json()
+        if job.get("jobStatus") in finished:
+            return job
+        time.sleep(0.25)
+    raise AssertionError(f"job did not finish in {timeout}s: {job}")
+
+
+@pytest.fixture(scope="session")
+def store_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A file-share data store with a few exports in it."""
+    root = tmp_path_factory.mktemp("stores") / "chips"
+    write_classified_tiles(root / "uint16_4band", ExportSpec())
+    write_classified_tiles(root / "rgb8", ExportSpec(bands=3, dtype="uint8", values=(1, 2), absent=None, digits=9, compress=None, placeholder_emd=False))
+    return root
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory, store_root: Path) -> Iterator[Server]:
+    home = tmp_path_factory.mktemp("home") / "geotrain"
+    srv = Server(home=home, stores={"/fileShares/chips": str(store_root)}).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def client() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=30) as c:
+        yield c
+
+
+def _postgres_up() -> None:
+    import psycopg
+
+    try:
+        psycopg.connect("host=127.0.0.1 user=postgres dbname=test", connect_timeout=3).close()
+    except psycopg.OperationalError:
+        # The brief: start it rather than skip.
+        version = sorted(os.listdir("/etc/postgresql"))[-1]
+        subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "start"], check=True)
+        time.sleep(2)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database on the local server, dropped afterwards."""
+    import psycopg
+
+    _postgres_up()
+    name = f"geotrain_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect("host=127.0.0.1 user=postgres dbname=test", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    with psycopg.connect("host=127.0.0.1 user=postgres dbname=test", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -1,0 +1,190 @@
+"""Training jobs end to end over real HTTP: submit -> queue -> worker -> trained UNET -> .dlpk."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import httpx
+import pytest
+import segmentation_models_pytorch as smp
+import torch
+
+from tests.conftest import TASK, Server, arcgis_form, wait_for
+from tests.exports import ExportSpec, write_classified_tiles
+
+
+def _submit(client: httpx.Client, server: Server, **values: object) -> str:
+    response = client.post(server.url + TASK + "/submitJob", data=arcgis_form(**values))
+    body = response.json()
+    assert "jobId" in body, body
+    assert body["jobStatus"] == "esriJobSubmitted"
+    return str(body["jobId"])
+
+
+def _local(server: Server, uri: str) -> Path:
+    assert uri.startswith("/fileShares/geotrain/")
+    return server.home / "fileshare" / uri.removeprefix("/fileShares/geotrain/")
+
+
+def test_arcgis_form_trains_unet_and_writes_a_dlpk_whose_weights_load(server: Server, client: httpx.Client) -> None:
+    job_id = _submit(
+        client, server, in_folder="/fileShares/chips/uint16_4band", output_name={"name": "water_unet"},
+        model_type="UNET", arguments={"class_balancing": "True"}, batch_size=4, max_epochs=2, learning_rate=0.003,
+        backbone_model="RESNET18", stop_training=True, freeze_model=True, overwrite_model=False,
+    )  # fmt: skip
+    assert len(job_id) == 33 and job_id[0] == "j" and int(job_id[1:], 16) >= 0
+    job = wait_for(client, f"{server.url}{TASK}/jobs/{job_id}")
+    texts = [m["description"] for m in job["messages"]]
+    assert job["jobStatus"] == "esriJobSucceeded", texts
+    assert texts[0] == "Submitted." and texts[1] == "Executing..."
+    epochs = [t for t in texts if t.startswith("Epoch ")]
+    assert len(epochs) == 2 and "train_loss" in epochs[0] and "valid_loss" in epochs[0] and "accuracy" in epochs[0]
+    assert job["results"] == {"out_item": {"paramUrl": "results/out_item"}}
+    assert "progress" not in job
+    assert job["inputs"]["in_folder"] == {"paramUrl": "inputs/in_folder"}
+
+    result = client.get(f"{server.url}{TASK}/jobs/{job_id}/results/out_item", params={"f": "json"}).json()
+    assert result["paramName"] == "out_item" and result["dataType"] == "GPString"
+    uri = result["value"]["uri"]
+    assert uri == "/fileShares/geotrain/models/water_unet/water_unet.dlpk"
+    # the same job under the short layouts
+    assert client.get(f"{server.url}/jobs/{job_id}", params={"f": "json"}).json()["jobStatus"] == "esriJobSucceeded"
+    short = client.get(f"{server.url}/TrainDeepLearningModel/jobs/{job_id}/results/out_item", params={"f": "json"}).json()
+    assert short["value"]["uri"] == uri
+
+    with zipfile.ZipFile(_local(server, uri)) as zf:
+        names = zf.namelist()
+        emds = [n for n in names if n.endswith(".emd")]
+        assert emds == ["water_unet.emd"]
+        emd = json.loads(zf.read(emds[0]))
+        weights = torch.load(__import__("io").BytesIO(zf.read(emd["ModelFile"])), weights_only=True)
+        assert zf.read("ModelCharacteristics/loss_graph.png")[:8] == b"\x89PNG\r\n\x1a\n"
+    assert emd["ModelType"] == "ImageClassification" and emd["ModelName"] == "UnetClassifier"
+    assert emd["ModelParameters"]["backbone"] == "resnet18"
+    assert emd["ExtractBands"] == [0, 1, 2, 3] and emd["ImageHeight"] == 32 and emd["ImageWidth"] == 32
+    assert [(c["Value"], c["Name"]) for c in emd["Classes"]] == [(3, "Water"), (7, "Building"), (9, "Road")]
+    assert emd["Classes"][0]["Color"] == [0, 112, 255] and all(0 <= v <= 255 for v in emd["Classes"][1]["Color"])
+    assert 0.0 <= float(emd["accuracy"]) <= 1.0
+    per_class = json.loads(emd["per_class_metrics"])
+    assert set(per_class) == {"NoData", "Water", "Building", "Road"}
+    assert set(per_class["Water"]) == {"precision", "recall", "f1"}
+
+    fresh = smp.Unet(encoder_name="resnet18", encoder_weights=None, in_channels=4, classes=4)
+    fresh.load_state_dict(weights, strict=True)
+    assert torch.equal(fresh.state_dict()["segmentation_head.0.weight"], weights["segmentation_head.0.weight"])
+
+
+def test_official_arcgis_client_runs_the_task(server: Server) -> None:
+    from arcgis.geoprocessing import import_toolbox
+
+    toolbox = import_toolbox(f"{server.url}/arcgis/rest/services/System/RasterAnalysisTools/GPServer", gis=None)
+    value = toolbox.train_deep_learning_model(
+        in_folder="/fileShares/chips/rgb8", output_name={"name": "rgb_client"}, model_type="UNET",
+        backbone_model="RESNET18", max_epochs=1, learning_rate=None, batch_size=2,
+    )  # fmt: skip
+    assert value == {"uri": "/fileShares/geotrain/models/rgb_client/rgb_client.dlpk"}
+    assert _local(server, value["uri"]).is_file()
+
+
+def test_learning_rate_finder_runs_when_no_rate_is_given(server: Server, client: httpx.Client) -> None:
+    job_id = _submit(
+        client, server, in_folder="/fileShares/chips/rgb8", output_name={"uri": "/fileShares/chips/models/lrf"},
+        model_type="UNET", backbone_model="RESNET18", max_epochs=1, learning_rate=0, data_augmentation="NONE",
+    )  # fmt: skip
+    job = wait_for(client, f"{server.url}{TASK}/jobs/{job_id}")
+    texts = [m["description"] for m in job["messages"]]
+    assert job["jobStatus"] == "esriJobSucceeded", texts
+    chosen = [t for t in texts if t.startswith("The learning-rate finder chose")]
+    assert len(chosen) == 1
+    result = client.get(f"{server.url}{TASK}/jobs/{job_id}/results/out_item", params={"f": "json"}).json()
+    assert result["value"] == {"uri": "/fileShares/chips/models/lrf/lrf.dlpk"}
+    with zipfile.ZipFile(Path(server.stores["/fileShares/chips"]) / "models" / "lrf" / "lrf.dlpk") as zf:
+        emd = json.loads(zf.read("lrf.emd"))
+    assert float(emd["LearningRate"]) == pytest.approx(float(chosen[0].rsplit(" ", 1)[1].rstrip(".")), rel=1e-3)
+
+
+def test_the_same_job_runs_on_postgresql(tmp_path: Path, store_root: Path, pg_url: str, client: httpx.Client) -> None:
+    env = {**os.environ, "GEOTRAIN_DATABASE_URL": pg_url, "GEOTRAIN_HOME": str(tmp_path / "home")}
+    subprocess.run([sys.executable, "-m", "geotrain.cli", "migrate"], env=env, check=True)
+    server = Server(home=tmp_path / "home", stores={"/fileShares/chips": str(store_root)}, database_url=pg_url).start()
+    try:
+        job_id = _submit(
+            client, server, in_folder="/fileShares/chips/uint16_4band", output_name={"name": "pg_unet"},
+            model_type="UNET", backbone_model="RESNET18", max_epochs=1, learning_rate=0.001,
+        )  # fmt: skip
+        job = wait_for(client, f"{server.url}{TASK}/jobs/{job_id}")
+        assert job["jobStatus"] == "esriJobSucceeded", job["messages"]
+        import psycopg
+
+        with psycopg.connect(pg_url.replace("postgresql+psycopg", "postgresql")) as conn:
+            status, attempts = conn.execute("SELECT status, attempts FROM jobs WHERE id = %s", (job_id,)).fetchone()  # type: ignore[misc]
+            n_messages = conn.execute("SELECT count(*) FROM job_messages WHERE job_id = %s", (job_id,)).fetchone()[0]  # type: ignore[index]
+        assert (status, attempts) == ("esriJobSucceeded", 1)
+        assert n_messages == len(job["messages"])
+        assert not (tmp_path / "home" / "geotrain.db").exists()
+    finally:
+        server.stop()
+
+
+def test_cancel_during_training_ends_cancelled_and_kills_the_training_process(
+    server: Server, client: httpx.Client
+) -> None:
+    job_id = _submit(
+        client, server, in_folder="/fileShares/chips/uint16_4band", output_name={"name": "cancelled"},
+        model_type="UNET", backbone_model="RESNET18", max_epochs=5000, learning_rate=0.001, stop_training=False,
+    )  # fmt: skip
+    url = f"{server.url}{TASK}/jobs/{job_id}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        job = client.get(url, params={"f": "json"}).json()
+        if any(m["description"].startswith("Epoch 1/") for m in job["messages"]):
+            break
+        time.sleep(0.2)
+    assert job["jobStatus"] == "esriJobExecuting" and "progress" in job
+    assert job["progress"]["type"] == "default" and 0 < job["progress"]["percentage"] < 100
+    with sqlite3.connect(server.home / "geotrain.db") as db:
+        (pid,) = db.execute("SELECT child_pid FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    assert pid and _alive(pid)
+
+    cancelling = client.get(url + "/cancel", params={"f": "json"}).json()
+    assert cancelling["jobStatus"] in ("esriJobCancelling", "esriJobCancelled")
+    job = wait_for(client, url, timeout=30)
+    assert job["jobStatus"] == "esriJobCancelled"
+    assert not _alive(pid)
+    assert not (server.home / "fileshare" / "models" / "cancelled").exists()
+    again = client.post(url + "/cancel", data={"f": "json"}).json()
+    assert again["jobStatus"] == "esriJobCancelled"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie has exited; only its parent's bookkeeping is left
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split(") ")[1].startswith("Z"))
+
+
+def test_a_corrupt_chip_fails_the_job_naming_the_file(server: Server, client: httpx.Client) -> None:
+    root = write_classified_tiles(Path(server.stores["/fileShares/chips"]) / "corrupt", ExportSpec(chips=4))
+    bad = sorted((root / "images").glob("*.tif"))[2]
+    bad.write_bytes(bad.read_bytes()[:300] + b"\x00garbage" * 50)
+    job_id = _submit(
+        client, server, in_folder="/fileShares/chips/corrupt", output_name={"name": "corrupt"},
+        model_type="UNET", backbone_model="RESNET18", max_epochs=1, learning_rate=0.001,
+    )  # fmt: skip
+    job = wait_for(client, f"{server.url}{TASK}/jobs/{job_id}")
+    assert job["jobStatus"] == "esriJobFailed"
+    errors = [m["description"] for m in job["messages"] if m["type"] == "esriJobMessageTypeError"]
+    assert len(errors) == 1 and bad.name in errors[0] and "cannot be read" in errors[0]
+    assert "results" not in job
+    failed = client.get(f"{server.url}{TASK}/jobs/{job_id}/results/out_item", params={"f": "json"}).json()
+    assert failed["error"]["code"] == 400 and "esriJobFailed" in failed["error"]["details"][0]
