@@ -79,7 +79,7 @@ def job_json(job: JobRecord, return_messages: bool = True) -> dict[str, Any]:
     data: dict[str, Any] = {"jobId": job.id, "jobStatus": job.status.value}
     if job.status == JobStatus.SUCCEEDED and job.results is not None:
         data["results"] = {name: {"paramUrl": f"results/{name}"} for name in job.results}
-    data["inputs"] = {name: {"paramUrl": f"inputs/{name}"} for name in params.INPUT_NAMES if job.inputs.get(name, "") != ""}
+    data["inputs"] = {name: {"paramUrl": f"inputs/{name}"} for name in params.INPUT_NAMES}
     if job.status == JobStatus.EXECUTING and job.progress_percentage is not None:
         data["progress"] = {"type": "default", "message": job.progress_message or "", "percentage": job.progress_percentage}
     if return_messages:
@@ -129,10 +129,7 @@ async def job_input(request: Request, job_id: str, name: str, p: ParamsDep, queu
     spec = metadata.parameter(name)
     if spec is None or name not in params.INPUT_NAMES:
         raise NotFound(f"Parameter '{name}' is not an input of {metadata.TASK_NAME}.")
-    value: Any = job.inputs.get(name, "")
-    if value != "":
-        value = params.echo(params.parse(job.inputs), name)
-    data = {"paramName": name, "dataType": spec["dataType"], "value": value if value != "" else None}
+    data = {"paramName": name, "dataType": spec["dataType"], "value": params.echo(params.parse(job.inputs), name)}
     return render(data, request.state.f, f"Input {name}")
 
 

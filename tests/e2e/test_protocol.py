@@ -1,0 +1,212 @@
+"""The GP REST protocol as ArcGIS clients read it, and bad input answered with the error envelope."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import TASK, Server, arcgis_form
+
+GPSERVER = "/arcgis/rest/services/System/RasterAnalysisTools/GPServer"
+GOOD = {"in_folder": "/fileShares/chips/uint16_4band", "output_name": {"name": "never_run"}, "model_type": "UNET"}
+
+
+def test_service_resource_has_what_import_toolbox_reads(server: Server, client: httpx.Client) -> None:
+    service = client.get(server.url + GPSERVER, params={"f": "json"}).json()
+    assert service["tasks"] == ["TrainDeepLearningModel"]
+    assert service["executionType"] == "esriExecutionTypeAsynchronous"
+    assert service["resultMapServerName"] == "" and service["currentVersion"] >= 12.0
+
+
+def test_task_declares_all_twenty_inputs_and_out_item_with_required_keys(server: Server, client: httpx.Client) -> None:
+    task = client.post(server.url + TASK, data={"f": "json"}).json()
+    assert task["name"] == "TrainDeepLearningModel" and task["executionType"] == "esriExecutionTypeAsynchronous"
+    params = {p["name"]: p for p in task["parameters"]}
+    inputs = [n for n, p in params.items() if p["direction"] == "esriGPParameterDirectionInput"]
+    assert inputs == [
+        "in_folder", "output_name", "model_type", "arguments", "batch_size", "max_epochs", "learning_rate",
+        "backbone_model", "validation_percent", "pretrained_model", "stop_training", "freeze_model",
+        "overwrite_model", "context", "data_augmentation", "augmentation_parameters", "chip_size", "resize_to",
+        "weight_init_scheme", "monitor",
+    ]  # fmt: skip
+    for p in params.values():
+        assert {"name", "dataType", "displayName", "direction", "defaultValue", "parameterType"} <= set(p)
+    assert params["out_item"]["direction"] == "esriGPParameterDirectionOutput"
+    assert params["out_item"]["parameterType"] == "esriGPParameterTypeDerived"
+    assert "UNET" in params["model_type"]["choiceList"] and "RESNET34" in params["backbone_model"]["choiceList"]
+    assert params["monitor"]["choiceList"][0] == "VALID_LOSS" and params["batch_size"]["defaultValue"] == 2
+    for name in ("in_folder", "output_name", "model_type"):
+        assert params[name]["parameterType"] == "esriGPParameterTypeRequired"
+
+
+def test_pjson_and_html_formats_and_html_is_the_default(server: Server, client: httpx.Client) -> None:
+    pretty = client.get(server.url + TASK, params={"f": "pjson"})
+    assert pretty.headers["content-type"].startswith("application/json") and "\n  " in pretty.text
+    page = client.get(server.url + TASK)
+    assert page.headers["content-type"].startswith("text/html") and "<form" in page.text and "in_folder" in page.text
+
+
+def test_submit_by_get_query_and_html_redirect_to_the_job_page(server: Server, client: httpx.Client) -> None:
+    form = arcgis_form(**GOOD, max_epochs=1)
+    form["f"] = "html"
+    response = client.get(server.url + TASK + "/submitJob", params=form, follow_redirects=False)
+    assert response.status_code == 303 and response.headers["location"].startswith("jobs/j")
+    page = client.get(server.url + TASK + "/" + response.headers["location"])
+    assert page.headers["content-type"].startswith("text/html") and "Job status" in page.text
+    job_id = response.headers["location"].split("/")[1].split("?")[0]
+    cancel = client.get(f"{server.url}{TASK}/jobs/{job_id}/cancel", params={"f": "json"}).json()
+    assert cancel["jobId"] == job_id
+
+
+def test_inputs_echo_the_parsed_values(server: Server, client: httpx.Client) -> None:
+    form = arcgis_form(**GOOD, stop_training="FALSE", batch_size="4", arguments="class_balancing True;focal_loss 'False'")
+    job_id = client.post(server.url + TASK + "/submitJob", data=form).json()["jobId"]
+    client.post(f"{server.url}/jobs/{job_id}/cancel", data={"f": "json"})
+    base = f"{server.url}/TrainDeepLearningModel/jobs/{job_id}/inputs"
+    assert client.get(f"{base}/stop_training", params={"f": "json"}).json()["value"] is False
+    assert client.get(f"{base}/batch_size", params={"f": "json"}).json() == {
+        "paramName": "batch_size", "dataType": "GPLong", "value": 4,
+    }  # fmt: skip
+    assert client.get(f"{base}/arguments", params={"f": "json"}).json()["value"] == {
+        "class_balancing": True, "focal_loss": False,
+    }  # fmt: skip
+    assert client.get(f"{base}/output_name", params={"f": "json"}).json()["value"] == {"name": "never_run"}
+    assert client.get(f"{base}/backbone_model", params={"f": "json"}).json()["value"] == "RESNET34"
+
+
+def test_messages_can_be_left_out(server: Server, client: httpx.Client) -> None:
+    job_id = client.post(server.url + TASK + "/submitJob", data=arcgis_form(**GOOD)).json()["jobId"]
+    job = client.get(f"{server.url}/jobs/{job_id}", params={"f": "json", "returnMessages": "False"}).json()
+    client.post(f"{server.url}/jobs/{job_id}/cancel", data={"f": "json"})
+    assert "messages" not in job and job["jobId"] == job_id
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/jobs/j00000000000000000000000000000000", f"{TASK}/jobs/nope", f"{TASK}/jobs/nope/results/out_item", "/jobs/x/cancel"],
+)
+def test_unknown_job_is_code_404_in_the_envelope(server: Server, client: httpx.Client, path: str) -> None:
+    body = client.get(server.url + path, params={"f": "json"}).json()
+    assert body["error"]["code"] == 404 and "does not exist" in body["error"]["message"]
+
+
+def _error(client: httpx.Client, server: Server, **overrides: object) -> dict[str, object]:
+    response = client.post(server.url + TASK + "/submitJob", data=arcgis_form(**{**GOOD, **overrides}))
+    assert response.status_code == 200  # ArcGIS Server's way: the code is in the body
+    body = response.json()
+    assert "jobId" not in body, body
+    error: dict[str, object] = body["error"]
+    return error
+
+
+BAD = [
+    ("in_folder", ""),
+    ("in_folder", "/fileShares/chips/missing_folder"),
+    ("in_folder", "/fileShares/chips/../chips/uint16_4band"),
+    ("in_folder", "/etc"),
+    ("in_folder", "C:\\data\\chips"),
+    ("in_folder", "\\\\fileserver\\share\\chips"),
+    ("in_folder", "/fileShares/chips/uint16_4band\x00"),
+    ("in_folder", "/fileShares/chips"),
+    ("in_folder", '{"uri": 5}'),
+    ("output_name", ""),
+    ("output_name", '{"name": "../escape"}'),
+    ("output_name", '{"name": "x"'),
+    ("output_name", '{"uri": "/fileShares/chips/../../outside"}'),
+    ("output_name", '{"uri": "/rasterStores/rs/models"}'),
+    ("output_name", "[1, 2]"),
+    ("model_type", ""),
+    ("model_type", "UNETT"),
+    ("arguments", '{"no_such_argument": "1"}'),
+    ("arguments", '{"class_balancing": "maybe"}'),
+    ("arguments", '{"dice_loss_fraction": "2"}'),
+    ("arguments", '{"ignore_classes": "[42]"}'),
+    ("arguments", '{"mixup": "True"}'),
+    ("arguments", "[1, 2]"),
+    ("batch_size", "abc"),
+    ("batch_size", "0"),
+    ("batch_size", "2.5"),
+    ("max_epochs", "-1"),
+    ("learning_rate", "fast"),
+    ("learning_rate", "-0.1"),
+    ("learning_rate", "nan"),
+    ("backbone_model", "RESNET999"),
+    ("backbone_model", "VGG16"),
+    ("validation_percent", "100"),
+    ("validation_percent", "-5"),
+    ("pretrained_model", '{"uri": "/fileShares/chips/old.dlpk"}'),
+    ("pretrained_model", "{not json"),
+    ("stop_training", "maybe"),
+    ("freeze_model", "2"),
+    ("overwrite_model", "perhaps"),
+    ("context", "[1]"),
+    ("context", '{"processorType": "TPU"}'),
+    ("data_augmentation", "SOMETIMES"),
+    ("data_augmentation", "CUSTOM"),
+    ("augmentation_parameters", '[["rotate", "45.0;0.3"]]'),
+    ("augmentation_parameters", "{bad"),
+    ("chip_size", "64"),
+    ("chip_size", "abc"),
+    ("resize_to", "64"),
+    ("weight_init_scheme", "GREEN_BAND"),
+    ("monitor", "AVERAGE_PRECISION"),
+    ("monitor", "BLEU"),
+]
+
+
+@pytest.mark.parametrize(("name", "value"), BAD)
+def test_bad_parameter_gets_the_envelope_naming_it(server: Server, client: httpx.Client, name: str, value: str) -> None:
+    error = _error(client, server, **{name: value})
+    assert error["code"] == 400 and error["message"] == "Unable to complete operation."
+    details = error["details"]
+    assert isinstance(details, list) and details and f"'{name}'" in details[0], details
+
+
+def test_unbuilt_model_type_lists_the_ones_that_are_built(server: Server, client: httpx.Client) -> None:
+    error = _error(client, server, model_type="MASKRCNN")
+    assert "MASKRCNN" in str(error["details"]) and "available: UNET" in str(error["details"])
+
+
+def test_bad_keyword_lists_what_is_allowed(server: Server, client: httpx.Client) -> None:
+    assert "RESNET18, RESNET34" in str(_error(client, server, backbone_model="VGG16")["details"])
+    assert "VALID_LOSS, ACCURACY, MIOU" in str(_error(client, server, monitor="DICE")["details"])
+
+
+def test_wrong_metadata_format_names_found_and_accepted(server: Server, client: httpx.Client) -> None:
+    shared = Path(server.stores["/fileShares/chips"]) / "kitti"
+    if not shared.exists():
+        source = Path(__file__).resolve().parents[3] / "shared" / "data" / "kitti-phragmites-6band"
+        os.symlink(source if source.exists() else "/nonexistent", shared)
+    details = str(_error(client, server, in_folder="/fileShares/chips/kitti")["details"])
+    # a symlink out of the store is refused before anything is read; the message says so
+    assert "leaves its data store" in details
+
+
+def test_kitti_export_is_refused_for_unet(server: Server, client: httpx.Client, tmp_path: Path) -> None:
+    import shutil
+
+    source = Path(__file__).resolve().parents[3] / "shared" / "data" / "kitti-phragmites-6band"
+    target = Path(server.stores["/fileShares/chips"]) / "kitti_copy"
+    if not target.exists():
+        shutil.copytree(source, target)
+    details = str(_error(client, server, in_folder="/fileShares/chips/kitti_copy")["details"])
+    assert "KITTI_rectangles" in details and "Classified_Tiles" in details
+
+
+def test_existing_model_name_needs_overwrite(server: Server, client: httpx.Client) -> None:
+    target = server.home / "fileshare" / "models" / "taken" / "taken.dlpk"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(b"PK")
+    assert "overwrite_model" in str(_error(client, server, output_name={"name": "taken"})["details"])
+    ok = client.post(server.url + TASK + "/submitJob", data=arcgis_form(**{**GOOD, "output_name": {"name": "taken"}, "overwrite_model": "TRUE"}))
+    job_id = ok.json()["jobId"]
+    client.post(f"{server.url}/jobs/{job_id}/cancel", data={"f": "json"})
+
+
+def test_garbage_bodies_never_give_a_500(server: Server, client: httpx.Client) -> None:
+    for content, ctype in ((b"\xff\xfe\x00garbage=%%%", "application/x-www-form-urlencoded"), (b"--x\r\n", "multipart/form-data; boundary=x")):
+        response = client.post(server.url + TASK + "/submitJob?f=json", content=content, headers={"content-type": ctype})
+        assert response.status_code == 200 and response.json()["error"]["code"] == 400
