@@ -125,7 +125,10 @@ def store_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A file-share data store with a few exports in it."""
     root = tmp_path_factory.mktemp("stores") / "chips"
     write_classified_tiles(root / "uint16_4band", ExportSpec())
-    write_classified_tiles(root / "rgb8", ExportSpec(bands=3, dtype="uint8", values=(1, 2), absent=None, digits=9, compress=None, placeholder_emd=False))
+    write_classified_tiles(
+        root / "rgb8",
+        ExportSpec(bands=3, dtype="uint8", values=(1, 2), absent=None, digits=9, compress=None, placeholder_emd=False),
+    )
     return root
 
 

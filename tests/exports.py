@@ -26,7 +26,8 @@ class ExportSpec:
     seed: int = 0
 
 
-def write_classified_tiles(root: Path, spec: ExportSpec = ExportSpec()) -> Path:
+def write_classified_tiles(root: Path, spec: ExportSpec | None = None) -> Path:
+    spec = spec or ExportSpec()
     rng = np.random.default_rng(spec.seed)
     (root / "images").mkdir(parents=True, exist_ok=True)
     (root / "labels").mkdir(exist_ok=True)

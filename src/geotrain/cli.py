@@ -11,8 +11,24 @@ from types import FrameType
 from geotrain.config import Settings
 
 
+def _training_installed() -> bool:
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        print(
+            "geotrain: workers need the training stack; install it with  pip install 'geotrain[train]'  "
+            "(or run the API alone with --workers 0)",
+            file=sys.stderr,
+        )
+        return False
+    return True
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
+
+    if args.workers > 0 and not _training_installed():
+        return 2
 
     from geotrain.api.app import create_app
 
@@ -26,6 +42,8 @@ def _worker(args: argparse.Namespace) -> int:
     from geotrain.jobs.queue import Queue
     from geotrain.worker.loop import Worker
 
+    if not _training_installed():
+        return 2
     settings = Settings()
     settings.ensure_dirs()
     worker = Worker(settings, Queue(make_sessionmaker(make_engine(settings.effective_database_url))))

@@ -62,7 +62,9 @@ def test_submit_by_get_query_and_html_redirect_to_the_job_page(server: Server, c
 
 
 def test_inputs_echo_the_parsed_values(server: Server, client: httpx.Client) -> None:
-    form = arcgis_form(**GOOD, stop_training="FALSE", batch_size="4", arguments="class_balancing True;focal_loss 'False'")
+    form = arcgis_form(
+        **GOOD, stop_training="FALSE", batch_size="4", arguments="class_balancing True;focal_loss 'False'"
+    )
     job_id = client.post(server.url + TASK + "/submitJob", data=form).json()["jobId"]
     client.post(f"{server.url}/jobs/{job_id}/cancel", data={"f": "json"})
     base = f"{server.url}/TrainDeepLearningModel/jobs/{job_id}/inputs"
@@ -86,7 +88,12 @@ def test_messages_can_be_left_out(server: Server, client: httpx.Client) -> None:
 
 @pytest.mark.parametrize(
     "path",
-    ["/jobs/j00000000000000000000000000000000", f"{TASK}/jobs/nope", f"{TASK}/jobs/nope/results/out_item", "/jobs/x/cancel"],
+    [
+        "/jobs/j00000000000000000000000000000000",
+        f"{TASK}/jobs/nope",
+        f"{TASK}/jobs/nope/results/out_item",
+        "/jobs/x/cancel",
+    ],
 )
 def test_unknown_job_is_code_404_in_the_envelope(server: Server, client: httpx.Client, path: str) -> None:
     body = client.get(server.url + path, params={"f": "json"}).json()
@@ -201,12 +208,20 @@ def test_existing_model_name_needs_overwrite(server: Server, client: httpx.Clien
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(b"PK")
     assert "overwrite_model" in str(_error(client, server, output_name={"name": "taken"})["details"])
-    ok = client.post(server.url + TASK + "/submitJob", data=arcgis_form(**{**GOOD, "output_name": {"name": "taken"}, "overwrite_model": "TRUE"}))
+    ok = client.post(
+        server.url + TASK + "/submitJob",
+        data=arcgis_form(**{**GOOD, "output_name": {"name": "taken"}, "overwrite_model": "TRUE"}),
+    )
     job_id = ok.json()["jobId"]
     client.post(f"{server.url}/jobs/{job_id}/cancel", data={"f": "json"})
 
 
 def test_garbage_bodies_never_give_a_500(server: Server, client: httpx.Client) -> None:
-    for content, ctype in ((b"\xff\xfe\x00garbage=%%%", "application/x-www-form-urlencoded"), (b"--x\r\n", "multipart/form-data; boundary=x")):
-        response = client.post(server.url + TASK + "/submitJob?f=json", content=content, headers={"content-type": ctype})
+    for content, ctype in (
+        (b"\xff\xfe\x00garbage=%%%", "application/x-www-form-urlencoded"),
+        (b"--x\r\n", "multipart/form-data; boundary=x"),
+    ):
+        response = client.post(
+            server.url + TASK + "/submitJob?f=json", content=content, headers={"content-type": ctype}
+        )
         assert response.status_code == 200 and response.json()["error"]["code"] == 400

@@ -56,7 +56,9 @@ def test_arcgis_form_trains_unet_and_writes_a_dlpk_whose_weights_load(server: Se
     assert uri == "/fileShares/geotrain/models/water_unet/water_unet.dlpk"
     # the same job under the short layouts
     assert client.get(f"{server.url}/jobs/{job_id}", params={"f": "json"}).json()["jobStatus"] == "esriJobSucceeded"
-    short = client.get(f"{server.url}/TrainDeepLearningModel/jobs/{job_id}/results/out_item", params={"f": "json"}).json()
+    short = client.get(
+        f"{server.url}/TrainDeepLearningModel/jobs/{job_id}/results/out_item", params={"f": "json"}
+    ).json()
     assert short["value"]["uri"] == uri
 
     with zipfile.ZipFile(_local(server, uri)) as zf:

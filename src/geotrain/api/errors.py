@@ -15,7 +15,12 @@ from geotrain.errors import GeotrainError
 
 log = logging.getLogger(__name__)
 
-_MESSAGES = {400: "Unable to complete operation.", 404: "Not found.", 405: "Method not allowed.", 500: "Error handling service request."}
+_MESSAGES = {
+    400: "Unable to complete operation.",
+    404: "Not found.",
+    405: "Method not allowed.",
+    500: "Error handling service request.",
+}
 
 
 def envelope(code: int, message: str, details: list[str]) -> dict[str, Any]:

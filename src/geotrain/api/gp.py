@@ -26,7 +26,7 @@ jobs_router = APIRouter()
 @service_router.api_route("/arcgis/rest/info", methods=GET_POST)
 async def rest_info(p: ParamsDep) -> Response:
     data = {"currentVersion": metadata.CURRENT_VERSION, "authInfo": {"isTokenBasedSecurity": False}}
-    return render(data, p.get("f") and p["f"].lower() or "json", "Server info")
+    return render(data, (p.get("f") and p["f"].lower()) or "json", "Server info")
 
 
 @service_router.api_route("/arcgis/rest/services", methods=GET_POST)
@@ -38,12 +38,22 @@ async def services(request: Request, p: ParamsDep) -> Response:
         "folders": ["System"] if top else [],
         "services": [] if top else [{"name": "System/RasterAnalysisTools", "type": "GPServer"}],
     }
-    return render(data, request.state.f, "Services Directory", _links(request.url.path.rstrip("/"), ["System"] if top else ["RasterAnalysisTools/GPServer"]))
+    return render(
+        data,
+        request.state.f,
+        "Services Directory",
+        _links(request.url.path.rstrip("/"), ["System"] if top else ["RasterAnalysisTools/GPServer"]),
+    )
 
 
 @service_router.api_route(metadata.SERVICE_PATH, methods=GET_POST)
 async def gp_service(request: Request, p: ParamsDep) -> Response:
-    return render(metadata.service_resource(), request.state.f, "RasterAnalysisTools (GPServer)", _links(metadata.SERVICE_PATH, [metadata.TASK_NAME]))
+    return render(
+        metadata.service_resource(),
+        request.state.f,
+        "RasterAnalysisTools (GPServer)",
+        _links(metadata.SERVICE_PATH, [metadata.TASK_NAME]),
+    )
 
 
 def _links(base: str, names: list[str]) -> str:
@@ -81,7 +91,11 @@ def job_json(job: JobRecord, return_messages: bool = True) -> dict[str, Any]:
         data["results"] = {name: {"paramUrl": f"results/{name}"} for name in job.results}
     data["inputs"] = {name: {"paramUrl": f"inputs/{name}"} for name in params.INPUT_NAMES}
     if job.status == JobStatus.EXECUTING and job.progress_percentage is not None:
-        data["progress"] = {"type": "default", "message": job.progress_message or "", "percentage": job.progress_percentage}
+        data["progress"] = {
+            "type": "default",
+            "message": job.progress_message or "",
+            "percentage": job.progress_percentage,
+        }
     if return_messages:
         data["messages"] = [{"type": m.type, "description": m.description} for m in job.messages]
     return data
@@ -110,7 +124,9 @@ async def cancel_job(request: Request, job_id: str, p: ParamsDep, queue: QueueDe
 
 
 @jobs_router.api_route("/{job_id}/results/{name}", methods=GET_POST)
-async def job_result(request: Request, job_id: str, name: str, p: ParamsDep, queue: QueueDep, user: UserDep) -> Response:
+async def job_result(
+    request: Request, job_id: str, name: str, p: ParamsDep, queue: QueueDep, user: UserDep
+) -> Response:
     job = await run_in_threadpool(queue.get, job_id, user)
     if job.status != JobStatus.SUCCEEDED or not job.results:
         raise GeotrainError(
@@ -140,7 +156,8 @@ async def index() -> Response:
     return HTMLResponse(
         page(
             "geotrain",
-            f"<p>ArcGIS-compatible deep learning training.</p><ul><li><a href='{metadata.SERVICE_PATH}'>GPServer</a></li>"
+            "<p>ArcGIS-compatible deep learning training.</p>"
+            f"<ul><li><a href='{metadata.SERVICE_PATH}'>GPServer</a></li>"
             f"<li><a href='{metadata.SERVICE_PATH}/{metadata.TASK_NAME}'>{metadata.TASK_NAME}</a></li></ul>",
         )
     )

@@ -59,7 +59,9 @@ def submit_form(parameters: list[dict[str, Any]], action: str) -> str:
         else:
             field = f"<input type='text' name='{name}' value='{html.escape(default)}'>"
         required = " *" if p["parameterType"] == "esriGPParameterTypeRequired" else ""
-        rows.append(f"<tr><td>{html.escape(p['displayName'])}{required}<br><code>{name}</code></td><td>{field}</td></tr>")
+        rows.append(
+            f"<tr><td>{html.escape(p['displayName'])}{required}<br><code>{name}</code></td><td>{field}</td></tr>"
+        )
     return (
         f"<form method='post' action='{html.escape(action)}'><table>{''.join(rows)}</table>"
         "<input type='hidden' name='f' value='html'><button type='submit'>Submit Job</button></form>"

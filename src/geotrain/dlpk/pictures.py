@@ -8,9 +8,10 @@ from collections.abc import Sequence
 import matplotlib
 
 matplotlib.use("Agg")  # no screen on servers
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
 
 
 def loss_graph(epochs: Sequence[int], train: Sequence[float], valid: Sequence[float]) -> bytes:
@@ -50,7 +51,7 @@ def _display(image: np.ndarray) -> np.ndarray:
     return np.clip((x - low) / max(high - low, 1e-9), 0, 1).transpose(1, 2, 0)
 
 
-def _png(fig: plt.Figure) -> bytes:
+def _png(fig: Figure) -> bytes:
     buffer = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buffer, format="png")

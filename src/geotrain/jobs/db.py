@@ -38,13 +38,16 @@ def alembic_dir() -> Path:
     for candidate in (Path(__file__).resolve().parents[3] / "alembic", Path.cwd() / "alembic"):
         if (candidate / "env.py").is_file():
             return candidate
-    raise FileNotFoundError("the alembic/ migrations folder was not found beside the source or in the working directory")
+    raise FileNotFoundError(
+        "the alembic/ migrations folder was not found beside the source or in the working directory"
+    )
 
 
 def migrate(url: str) -> None:
     """Bring the database schema to the newest migration."""
-    from alembic import command
     from alembic.config import Config
+
+    from alembic import command
 
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)

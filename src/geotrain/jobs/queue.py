@@ -132,7 +132,9 @@ class Queue:
                 return None
             job = session.get_one(Job, job_id)
             session.refresh(job)
-            note = "Executing..." if job.attempts == 1 else f"Executing (attempt {job.attempts} of {job.max_attempts})..."
+            note = (
+                "Executing..." if job.attempts == 1 else f"Executing (attempt {job.attempts} of {job.max_attempts})..."
+            )
             session.add(JobMessage(job_id=job_id, type=MessageType.INFORMATIVE, description=note))
             return JobRecord.from_row(job)
 
@@ -171,9 +173,7 @@ class Queue:
                 .values(progress_percentage=round(percentage, 1), progress_message=message)
             )
 
-    def _finish(
-        self, job_id: str, worker_id: str, status: JobStatus, message: Message | None, **values: Any
-    ) -> bool:
+    def _finish(self, job_id: str, worker_id: str, status: JobStatus, message: Message | None, **values: Any) -> bool:
         with self._sessions.begin() as session:
             done = session.execute(
                 update(Job)

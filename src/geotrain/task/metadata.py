@@ -102,7 +102,9 @@ def task_resource(help_url: str) -> dict[str, Any]:
     return {
         "name": TASK_NAME,
         "displayName": "Train Deep Learning Model",
-        "description": "Trains a deep learning model from exported training chips and writes a deep learning package (.dlpk).",
+        "description": (
+            "Trains a deep learning model from exported training chips and writes a deep learning package (.dlpk)."
+        ),
         "category": "",
         "helpUrl": help_url,
         "executionType": ASYNC,

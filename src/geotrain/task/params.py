@@ -50,6 +50,7 @@ def _in_folder(value: Any) -> list[str]:
         value = value.get("uri") or value.get("url") or value.get("path")
         if not isinstance(value, str):
             raise ValueError('a JSON in_folder must be {"uri": "/fileShares/<store>/<folder>"}')
+    items: list[Any]
     if isinstance(value, list):
         items = [v.get("uri") if isinstance(v, dict) else v for v in value]
     elif isinstance(value, str):
@@ -225,23 +226,23 @@ class TrainParams(BaseModel):
     # None (or 0) means: find it with the learning-rate finder
     learning_rate: Annotated[float | None, BeforeValidator(_optional(_float(0, 10)))] = None
     backbone_model: Annotated[str | None, BeforeValidator(_optional(_keyword(catalog.ALL_BACKBONES)))] = None
-    validation_percent: Annotated[
-        float, BeforeValidator(_optional(_float(0, 100, low_open=True, high_open=True)))
-    ] = 10.0
+    validation_percent: Annotated[float, BeforeValidator(_optional(_float(0, 100, low_open=True, high_open=True)))] = (
+        10.0
+    )
     pretrained_model: Annotated[dict[str, Any], BeforeValidator(_json_object)] = {}
     stop_training: Annotated[bool, BeforeValidator(_optional(_bool))] = True
     freeze_model: Annotated[bool, BeforeValidator(_optional(_bool))] = True
     overwrite_model: Annotated[bool, BeforeValidator(_optional(_bool))] = False
     context: Annotated[dict[str, Any], BeforeValidator(_json_object)] = {}
-    data_augmentation: Annotated[
-        str, BeforeValidator(_optional(_keyword(("DEFAULT", "NONE", "CUSTOM", "FILE"))))
-    ] = "DEFAULT"
+    data_augmentation: Annotated[str, BeforeValidator(_optional(_keyword(("DEFAULT", "NONE", "CUSTOM", "FILE"))))] = (
+        "DEFAULT"
+    )
     augmentation_parameters: Annotated[list[Any] | None, BeforeValidator(_json_list)] = None
     chip_size: Annotated[int | None, BeforeValidator(_optional(_int(8, 16384)))] = None
     resize_to: Annotated[int | None, BeforeValidator(_optional(_int(8, 16384)))] = None
-    weight_init_scheme: Annotated[
-        str, BeforeValidator(_optional(_keyword(("RANDOM", "RED_BAND", "ALL_RANDOM"))))
-    ] = "RANDOM"
+    weight_init_scheme: Annotated[str, BeforeValidator(_optional(_keyword(("RANDOM", "RED_BAND", "ALL_RANDOM"))))] = (
+        "RANDOM"
+    )
     monitor: Annotated[str, BeforeValidator(_optional(_keyword(catalog.MONITORS)))] = "VALID_LOSS"
 
     @model_validator(mode="before")

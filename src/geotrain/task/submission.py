@@ -42,7 +42,8 @@ def check(params: TrainParams, settings: Settings) -> ExportInfo:
         raise ParameterError("in_folder", "the export lists no image chips whose files exist.")
     if params.chip_size is not None and export.tile_size is not None and params.chip_size > min(export.tile_size):
         raise ParameterError(
-            "chip_size", f"{params.chip_size} is larger than the exported chips ({export.tile_size[1]}x{export.tile_size[0]})."
+            "chip_size",
+            f"{params.chip_size} is larger than the exported chips ({export.tile_size[1]}x{export.tile_size[0]}).",
         )
     ignored = params.argument("ignore_classes", [])
     known = {c.value for c in export.classes}
@@ -55,6 +56,7 @@ def check(params: TrainParams, settings: Settings) -> ExportInfo:
         raise ParameterError("output_name", f"{exc}.") from None
     if params.output_name.name is not None and target.local.exists() and not params.overwrite_model:
         raise ParameterError(
-            "output_name", f"a model named '{params.output_name.name}' exists; set overwrite_model to true to replace it."
+            "output_name",
+            f"a model named '{params.output_name.name}' exists; set overwrite_model to true to replace it.",
         )
     return export

@@ -13,10 +13,10 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
-from pytorch_lightning.tuner import Tuner
-from segmentation_models_pytorch.losses import DiceLoss, FocalLoss
+from pytorch_lightning.tuner.tuning import Tuner
 from torch import nn
 from torch.utils.data import DataLoader
+from torchmetrics.classification import MulticlassConfusionMatrix
 
 from geotrain.training.metrics import SegmentationMetrics, from_confusion
 from geotrain.training.models.registry import OUTPUT_STRIDE
@@ -36,21 +36,20 @@ class LossOptions:
 
 
 class SegmentationTask(pl.LightningModule):
-    def __init__(self, network: nn.Module, encoder: nn.Module, num_classes: int, lr: float, loss: LossOptions, freeze: bool) -> None:
+    def __init__(
+        self, network: nn.Module, encoder: nn.Module, num_classes: int, lr: float, loss: LossOptions, freeze: bool
+    ) -> None:
         super().__init__()
         self.network = network
         self.encoder = encoder
         self.num_classes = num_classes
         self.lr = lr
         self.loss_options = loss
-        self.freeze = freeze
         weights = loss.class_weights.float() if loss.class_weights is not None else torch.ones(num_classes)
         for index in loss.ignore_index:
             weights[index] = 0.0
         self.register_buffer("class_weights", weights)
-        self.focal = FocalLoss(mode="multiclass") if loss.focal else None
-        self.dice = DiceLoss(mode="multiclass") if loss.dice_fraction > 0 else None
-        self.confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
+        self.confusion = MulticlassConfusionMatrix(num_classes=num_classes)
         self.last_metrics: SegmentationMetrics | None = None
         if freeze:
             for p in encoder.parameters():
@@ -71,14 +70,26 @@ class SegmentationTask(pl.LightningModule):
 
     def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         weights: torch.Tensor = self.class_weights  # type: ignore[assignment]
-        if self.focal is not None:
-            base = self.focal(logits, target)
-        else:
-            base = F.cross_entropy(logits, target, weight=weights)
-        if self.dice is not None:
-            frac = self.loss_options.dice_fraction
-            return (1 - frac) * base + frac * self.dice(logits, target)
+        per_pixel = F.cross_entropy(logits.float(), target, reduction="none")
+        w = weights[target]
+        if self.loss_options.focal:
+            # focal loss (gamma 2): confident pixels count less
+            per_pixel = (1 - torch.exp(-per_pixel)) ** 2 * per_pixel
+        base = (per_pixel * w).sum() / w.sum().clamp(min=1e-12)
+        frac = self.loss_options.dice_fraction
+        if frac > 0:
+            return (1 - frac) * base + frac * self._dice(logits, target, weights > 0)
         return base
+
+    def _dice(self, logits: torch.Tensor, target: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+        probs = logits.float().softmax(dim=1)
+        onehot = F.one_hot(target, self.num_classes).permute(0, 3, 1, 2).float()
+        dims = (0, 2, 3)
+        inter = (probs * onehot).sum(dims)[kept]
+        card = (probs + onehot).sum(dims)[kept]
+        if self.loss_options.dice_average == "macro":
+            return 1 - (2 * inter / card.clamp(min=1e-6)).mean()
+        return 1 - 2 * inter.sum() / card.sum().clamp(min=1e-6)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
@@ -87,7 +98,7 @@ class SegmentationTask(pl.LightningModule):
         return loss
 
     def on_validation_epoch_start(self) -> None:
-        self.confusion = torch.zeros(self.num_classes, self.num_classes, dtype=torch.long)
+        self.confusion.reset()
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
@@ -97,12 +108,10 @@ class SegmentationTask(pl.LightningModule):
         keep = torch.ones_like(y, dtype=torch.bool)
         for index in self.loss_options.ignore_index:
             keep &= y != index
-        pairs = y[keep] * self.num_classes + pred[keep]
-        counts = torch.bincount(pairs.flatten(), minlength=self.num_classes**2)
-        self.confusion += counts.reshape(self.num_classes, self.num_classes).cpu()
+        self.confusion.update(pred[keep], y[keep])
 
     def on_validation_epoch_end(self) -> None:
-        metrics = from_confusion(self.confusion)
+        metrics = from_confusion(self.confusion.compute().cpu())
         self.last_metrics = metrics
         self.log("accuracy", metrics.accuracy)
         self.log("miou", metrics.miou)
@@ -179,14 +188,22 @@ def fit(
     warn: Callable[[str], None],
 ) -> FitResult:
     pl.seed_everything(42, workers=True, verbose=False)
+    n_train = len(train_set)  # type: ignore[arg-type]
     train_loader = DataLoader(
-        train_set, batch_size=options.batch_size, shuffle=True, drop_last=len(train_set) > options.batch_size,
+        train_set, batch_size=options.batch_size, shuffle=True, drop_last=n_train > options.batch_size,
         num_workers=options.num_workers, persistent_workers=options.num_workers > 0, pin_memory=options.use_gpu,
     )  # fmt: skip
-    valid_loader = DataLoader(valid_set, batch_size=options.batch_size, num_workers=options.num_workers, pin_memory=options.use_gpu)
+    valid_loader = DataLoader(
+        valid_set, batch_size=options.batch_size, num_workers=options.num_workers, pin_memory=options.use_gpu
+    )
     monitor_key, mode = MONITOR_KEYS[options.monitor]
     checkpoint = ModelCheckpoint(
-        dirpath=options.workdir / "checkpoints", filename="best", monitor=monitor_key, mode=mode, save_last=True, save_top_k=1
+        dirpath=options.workdir / "checkpoints",
+        filename="best",
+        monitor=monitor_key,
+        mode=mode,
+        save_last=True,
+        save_top_k=1,
     )
     reporter = Reporter(options.max_epochs, report_epoch)
     callbacks: list[Callback] = [checkpoint, reporter]
@@ -237,7 +254,11 @@ def fit(
 
 
 def find_lr(
-    trainer: pl.Trainer, task: SegmentationTask, train_loader: DataLoader[Any], valid_loader: DataLoader[Any], note: Callable[[str], None]
+    trainer: pl.Trainer,
+    task: SegmentationTask,
+    train_loader: DataLoader[Any],
+    valid_loader: DataLoader[Any],
+    note: Callable[[str], None],
 ) -> float:
     steps = min(100, max(30, 3 * len(train_loader)))
     result = Tuner(trainer).lr_find(

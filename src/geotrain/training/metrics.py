@@ -26,7 +26,9 @@ def from_confusion(matrix: torch.Tensor) -> SegmentationMetrics:
     actual = m.sum(dim=1)
     precision = torch.where(predicted > 0, tp / predicted.clamp(min=1), torch.zeros_like(tp))
     recall = torch.where(actual > 0, tp / actual.clamp(min=1), torch.zeros_like(tp))
-    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp(min=1e-12), torch.zeros_like(tp))
+    f1 = torch.where(
+        precision + recall > 0, 2 * precision * recall / (precision + recall).clamp(min=1e-12), torch.zeros_like(tp)
+    )
     union = predicted + actual - tp
     iou = torch.where(union > 0, tp / union.clamp(min=1), torch.zeros_like(tp))
     present = union > 0  # classes neither in the truth nor predicted do not pull the mean down

@@ -68,17 +68,19 @@ def train(params: TrainParams, settings: Settings, workdir: Path, progress: Prog
     progress.info(f"Reading {len(export.items)} chips of {export.metadata_format} from {', '.join(params.in_folder)}.")
     scanned = scan(export, class_map, lambda n, total: progress.percent(_PREPARE * n / max(total, 1), "Reading chips"))
     if scanned.bad:
-        names = ", ".join(str(e) for e in scanned.bad[:5])
+        listed = ", ".join(str(e) for e in scanned.bad[:5])
         more = f" and {len(scanned.bad) - 5} more" if len(scanned.bad) > 5 else ""
         raise TrainingError(
-            f"{len(scanned.bad)} chip or label file(s) cannot be read: {names}{more}. "
+            f"{len(scanned.bad)} chip or label file(s) cannot be read: {listed}{more}. "
             "Re-export them or remove their lines from map.txt."
         )
     absent = [c.name for c, n in zip(export.classes, scanned.class_pixels[1:], strict=True) if n == 0]
     if absent:
         progress.warn(f"Classes declared in the export but absent from every label: {', '.join(absent)}.")
     train_idx, valid_idx = split(len(scanned.items), params.validation_percent)
-    progress.info(f"Training on {len(train_idx)} chips, validating on {len(valid_idx)} ({params.validation_percent:g}%).")
+    progress.info(
+        f"Training on {len(train_idx)} chips, validating on {len(valid_idx)} ({params.validation_percent:g}%)."
+    )
 
     tile = export.tile_size or scanned_size(scanned)
     chip_size = params.chip_size or min(tile)
@@ -91,7 +93,9 @@ def train(params: TrainParams, settings: Settings, workdir: Path, progress: Prog
         progress.warn("processorType GPU was requested but this worker has no CUDA device; training on the CPU.")
     progress.info(f"Training {params.model_type} ({params.backbone.lower()}) on {'GPU' if use_gpu else 'CPU'}.")
 
-    built = build(params.model_type, params.backbone, scanned.num_bands, class_map.num_classes, params.weight_init_scheme)
+    built = build(
+        params.model_type, params.backbone, scanned.num_bands, class_map.num_classes, params.weight_init_scheme
+    )
     for note in built.notes:
         (progress.info if built.pretrained_from else progress.warn)(note)
     freeze = params.freeze_model and built.pretrained_from is not None
@@ -99,15 +103,20 @@ def train(params: TrainParams, settings: Settings, workdir: Path, progress: Prog
         progress.warn("freeze_model: the backbone has no pretrained weights to keep, so it is trained too.")
 
     loss = _loss_options(params, class_map, scanned.class_pixels)
-    task = SegmentationTask(built.network, built.encoder, class_map.num_classes, params.learning_rate or 1e-3, loss, freeze)
+    task = SegmentationTask(
+        built.network, built.encoder, class_map.num_classes, params.learning_rate or 1e-3, loss, freeze
+    )
 
     def on_epoch(record: EpochRecord, max_epochs: int) -> None:
         text = (
-            f"Epoch {record.epoch}/{max_epochs}: train_loss {record.train_loss:.4f}, valid_loss {record.valid_loss:.4f}, "
+            f"Epoch {record.epoch}/{max_epochs}: train_loss {record.train_loss:.4f}, "
+            f"valid_loss {record.valid_loss:.4f}, "
             f"accuracy {record.metrics['accuracy']:.4f}, mIoU {record.metrics['miou']:.4f}"
         )
         progress.info(text)
-        progress.percent(_PREPARE + (_PACKAGE - _PREPARE) * record.epoch / max_epochs, f"Epoch {record.epoch}/{max_epochs}")
+        progress.percent(
+            _PREPARE + (_PACKAGE - _PREPARE) * record.epoch / max_epochs, f"Epoch {record.epoch}/{max_epochs}"
+        )
 
     options = FitOptions(
         max_epochs=params.max_epochs, batch_size=params.batch_size, lr=params.learning_rate, monitor=params.monitor,
@@ -160,7 +169,9 @@ def train(params: TrainParams, settings: Settings, workdir: Path, progress: Prog
         name=name,
         emd=emd,
         state_dict=built.network.state_dict(),
-        loss_graph=pictures.loss_graph([h.epoch for h in history], [h.train_loss for h in history], [h.valid_loss for h in history]),
+        loss_graph=pictures.loss_graph(
+            [h.epoch for h in history], [h.train_loss for h in history], [h.valid_loss for h in history]
+        ),
         show_results=_show_results(task, valid_set, np.array([(0, 0, 0), *colors], dtype=np.float64)),
         report_rows=[
             ("Model", MODEL_NAMES[params.model_type]),

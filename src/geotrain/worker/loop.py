@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -120,10 +121,8 @@ class Worker:
     def _end(self, child: subprocess.Popen[bytes]) -> None:
         """Stop the training process and everything it started; SIGKILL if it ignores SIGTERM."""
         for sig, wait in ((signal.SIGTERM, self.settings.kill_grace_seconds), (signal.SIGKILL, 10.0)):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(child.pid, sig)
-            except ProcessLookupError:
-                pass
             try:
                 child.wait(timeout=wait)
                 return

@@ -19,7 +19,8 @@ def read_chip(path: Path) -> np.ndarray:
     """All bands as (bands, rows, cols), in the file's own data type."""
     try:
         with rasterio.open(path) as src:
-            return src.read()
+            data: np.ndarray = src.read()
+            return data
     except (RasterioError, OSError, ValueError) as exc:
         raise ChipReadError(path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
 
@@ -28,6 +29,7 @@ def read_label(path: Path) -> np.ndarray:
     """The first band of a class-value raster as (rows, cols)."""
     try:
         with rasterio.open(path) as src:
-            return src.read(1)
+            band: np.ndarray = src.read(1)
+            return band
     except (RasterioError, OSError, ValueError) as exc:
         raise ChipReadError(path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None

@@ -33,7 +33,8 @@ class Normalization:
 
     def apply(self, image: np.ndarray) -> np.ndarray:
         x = image.astype(np.float32) * self.scale
-        return (x - self.mean[:, None, None]) / self.std[:, None, None]
+        out: np.ndarray = (x - self.mean[:, None, None]) / self.std[:, None, None]
+        return out
 
 
 @dataclass
@@ -138,7 +139,9 @@ def scan(export: ExportInfo, class_map: ClassMap, on_progress: Callable[[int, in
 
 
 def _identity(bands: int) -> Normalization:
-    return Normalization(1.0, np.zeros(bands, np.float32), np.ones(bands, np.float32), False, [0.0] * bands, [1.0] * bands)
+    return Normalization(
+        1.0, np.zeros(bands, np.float32), np.ones(bands, np.float32), False, [0.0] * bands, [1.0] * bands
+    )
 
 
 def _normalization(

@@ -61,8 +61,6 @@ class ExportInfo:
     image_space: str = "MAP_SPACE"
     min_cell_size: Any = None
     max_cell_size: Any = None
-    # pixels per class value, from ClassPixelStats when the export wrote it
-    class_pixels: dict[int, float] = field(default_factory=dict)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -188,7 +186,8 @@ def read_export(folder: Path) -> ExportInfo:
     items, missing = mapped if mapped is not None else (_scan_items(folder), [])
     height = _int_or_none(emd.get("ImageHeight")) or _int_or_none(stats.get("TileSizeY"))
     width = _int_or_none(emd.get("ImageWidth")) or _int_or_none(stats.get("TileSizeX"))
-    props = emd.get("InputRastersProps") if isinstance(emd.get("InputRastersProps"), dict) else {}
+    raw_props = emd.get("InputRastersProps")
+    props: dict[str, Any] = raw_props if isinstance(raw_props, dict) else {}
     band_names = [str(b) for b in props.get("BandNames", [])] if isinstance(props.get("BandNames"), list) else []
     info = ExportInfo(
         root=folder,
@@ -203,25 +202,10 @@ def read_export(folder: Path) -> ExportInfo:
         image_space=str(emd.get("ImageSpaceUsed") or "MAP_SPACE"),
         min_cell_size=emd.get("MinCellSize"),
         max_cell_size=emd.get("MaxCellSize"),
-        class_pixels=_class_pixels(stats),
     )
     if (info.tile_size is None or info.num_bands is None) and items:
         _fill_from_first_chip(info)
     return info
-
-
-def _class_pixels(stats: dict[str, Any]) -> dict[int, float]:
-    pixel_stats = stats.get("ClassPixelStats")
-    classes = stats.get("Classes")
-    if not isinstance(pixel_stats, dict) or not isinstance(classes, list):
-        return {}
-    counts = pixel_stats.get("NumPixelsPerClass")
-    if not isinstance(counts, list) or len(counts) != len(classes):
-        return {}
-    try:
-        return {int(c.get("ClassValue", c.get("Value"))): float(n) for c, n in zip(classes, counts, strict=True)}
-    except (TypeError, ValueError, AttributeError):
-        return {}
 
 
 def _fill_from_first_chip(info: ExportInfo) -> None:
@@ -246,7 +230,9 @@ def merge_exports(exports: list[ExportInfo]) -> ExportInfo:
                 f"all folders must share one metadata format; found {first.metadata_format} and {other.metadata_format}"
             )
         if first.num_bands and other.num_bands and other.num_bands != first.num_bands:
-            raise ExportError(f"all folders must have the same band count; found {first.num_bands} and {other.num_bands}")
+            raise ExportError(
+                f"all folders must have the same band count; found {first.num_bands} and {other.num_bands}"
+            )
     classes: dict[int, ClassInfo] = {}
     for export in exports:
         for cls in export.classes:

@@ -1,0 +1,124 @@
+"""The queue on a real SQLite file and a real PostgreSQL database."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from geotrain.errors import JobNotFound
+from geotrain.jobs.db import make_engine, make_sessionmaker, migrate
+from geotrain.jobs.queue import Queue
+from geotrain.jobs.tables import Base, JobStatus
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'q.db'}"
+    else:
+        yield request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def queue(db_url: str) -> Iterator[Queue]:
+    migrate(db_url)
+    engine = make_engine(db_url)
+    yield Queue(make_sessionmaker(engine))
+    engine.dispose()
+
+
+def test_migrations_produce_the_schema_of_the_models(db_url: str) -> None:
+    migrate(db_url)
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    engine.dispose()
+    assert diff == []
+
+
+def test_jobs_are_claimed_oldest_first_and_once(queue: Queue) -> None:
+    ids = [queue.submit("T", "u", {"n": i}, 3).id for i in range(3)]
+    first = queue.claim("w1", 60)
+    assert first is not None and first.id == ids[0] and first.status == JobStatus.EXECUTING and first.attempts == 1
+    assert queue.claim("w2", 60).id == ids[1]  # type: ignore[union-attr]
+
+
+def test_concurrent_workers_never_share_a_job(queue: Queue) -> None:
+    ids = {queue.submit("T", "u", {}, 3).id for _ in range(40)}
+    taken: list[str] = []
+    lock = threading.Lock()
+
+    def work(name: str) -> None:
+        while (job := queue.claim(name, 60)) is not None:
+            with lock:
+                taken.append(job.id)
+
+    threads = [threading.Thread(target=work, args=(f"w{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(taken) == sorted(ids)
+
+
+def test_messages_are_append_only_in_order(queue: Queue) -> None:
+    job = queue.submit("T", "u", {}, 3)
+    for i in range(20):
+        queue.add_message(job.id, f"m{i}")
+    texts = [m.description for m in queue.get(job.id).messages]
+    assert texts == ["Submitted.", *[f"m{i}" for i in range(20)]]
+
+
+def test_an_expired_lease_puts_the_job_back_then_fails_it_after_the_last_attempt(queue: Queue) -> None:
+    job = queue.submit("T", "u", {}, 2)
+    assert queue.claim("dead-worker", 0.05) is not None
+    time.sleep(0.1)
+    assert queue.reap_expired() == [job.id]
+    again = queue.get(job.id)
+    assert again.status == JobStatus.SUBMITTED and again.attempts == 1
+    second = queue.claim("w2", 0.05)
+    assert second is not None and second.attempts == 2
+    assert queue.heartbeat(job.id, "dead-worker", 60) == "lost"
+    time.sleep(0.1)
+    queue.reap_expired()
+    final = queue.get(job.id)
+    assert final.status == JobStatus.FAILED and "after 2 of 2 attempts" in final.messages[-1].description
+
+
+def test_cancel_queued_running_and_finished_jobs(queue: Queue) -> None:
+    queued = queue.submit("T", "u", {}, 3)
+    assert queue.request_cancel(queued.id).status == JobStatus.CANCELLED
+    running = queue.submit("T", "u", {}, 3)
+    queue.claim("w", 60)
+    assert queue.request_cancel(running.id).status == JobStatus.CANCELLING
+    assert queue.heartbeat(running.id, "w", 60) == "cancel"
+    assert queue.cancelled(running.id, "w")
+    assert queue.request_cancel(running.id).status == JobStatus.CANCELLED
+    done = queue.submit("T", "u", {}, 3)
+    queue.claim("w", 60)
+    queue.succeed(done.id, "w", {"out_item": {"uri": "x"}})
+    assert queue.request_cancel(done.id).status == JobStatus.SUCCEEDED
+
+
+def test_a_worker_that_lost_its_lease_cannot_finish_the_job(queue: Queue) -> None:
+    job = queue.submit("T", "u", {}, 3)
+    queue.claim("w1", 0.01)
+    time.sleep(0.05)
+    queue.reap_expired()
+    queue.claim("w2", 60)
+    assert not queue.succeed(job.id, "w1", {"out_item": {}})
+    assert queue.get(job.id).status == JobStatus.EXECUTING
+
+
+def test_another_owner_does_not_see_the_job(queue: Queue) -> None:
+    job = queue.submit("T", "alice", {}, 3)
+    with pytest.raises(JobNotFound):
+        queue.get(job.id, owner="bob")
+    with pytest.raises(JobNotFound):
+        queue.request_cancel(job.id, owner="bob")
