@@ -38,8 +38,12 @@ def check(params: TrainParams, settings: Settings) -> ExportInfo:
             f"the export's metadata format is {export.metadata_format}, but {params.model_type} trains on "
             f"{', '.join(info.formats)}. Export the training data again with a matching metadata format.",
         )
-    if not export.items:
-        raise ParameterError("in_folder", "the export lists no image chips whose files exist.")
+    if len(export.items) < 2:
+        raise ParameterError(
+            "in_folder",
+            f"the export has {len(export.items)} image chip(s) whose files exist; "
+            "training and validation need at least 2.",
+        )
     if params.chip_size is not None and export.tile_size is not None and params.chip_size > min(export.tile_size):
         raise ParameterError(
             "chip_size",

@@ -62,7 +62,10 @@ class SegmentationTask(pl.LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows, cols = x.shape[-2:]
-        pad_r, pad_c = (-rows) % OUTPUT_STRIDE, (-cols) % OUTPUT_STRIDE
+        # Pad to a multiple of the stride, and to at least two strides: BatchNorm cannot train on a
+        # 1x1 bottleneck when a batch holds a single chip.
+        pad_r = max((-rows) % OUTPUT_STRIDE, 2 * OUTPUT_STRIDE - rows)
+        pad_c = max((-cols) % OUTPUT_STRIDE, 2 * OUTPUT_STRIDE - cols)
         if pad_r or pad_c:
             x = F.pad(x, (0, pad_c, 0, pad_r), mode="reflect" if min(rows, cols) > max(pad_r, pad_c) else "constant")
         out: torch.Tensor = self.network(x)

@@ -74,6 +74,9 @@ def train(params: TrainParams, settings: Settings, workdir: Path, progress: Prog
             f"{len(scanned.bad)} chip or label file(s) cannot be read: {listed}{more}. "
             "Re-export them or remove their lines from map.txt."
         )
+    if scanned.undeclared:
+        values = ", ".join(str(v) for v in sorted(scanned.undeclared)[:10])
+        progress.warn(f"Label values that are not classes of the export were treated as NoData: {values}.")
     absent = [c.name for c, n in zip(export.classes, scanned.class_pixels[1:], strict=True) if n == 0]
     if absent:
         progress.warn(f"Classes declared in the export but absent from every label: {', '.join(absent)}.")

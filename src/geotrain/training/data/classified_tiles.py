@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -49,6 +49,7 @@ class ScanResult:
     num_bands: int
     normalization: Normalization
     class_pixels: np.ndarray  # pixels per class index (0 = NoData)
+    undeclared: set[int] = field(default_factory=set)  # label values that are not classes of the export
 
 
 class ClassMap:
@@ -93,6 +94,8 @@ def scan(export: ExportInfo, class_map: ClassMap, on_progress: Callable[[int, in
     count = 0
     dtype: np.dtype | None = None
     pixels = np.zeros(class_map.num_classes, dtype=np.int64)
+    undeclared: set[int] = set()
+    declared = {0, *class_map.values}
     for n, item in enumerate(export.items):
         if on_progress is not None:
             on_progress(n, len(export.items))
@@ -121,6 +124,7 @@ def scan(export: ExportInfo, class_map: ClassMap, on_progress: Callable[[int, in
         squares += (flat**2).sum(axis=1)
         mins, maxs = np.minimum(mins, flat.min(axis=1)), np.maximum(maxs, flat.max(axis=1))
         count += flat.shape[1]
+        undeclared.update(int(v) for v in np.unique(label) if int(v) not in declared)
         encoded = class_map.encode(label)
         pixels += np.bincount(encoded.ravel(), minlength=class_map.num_classes)
         if images is not None and labels is not None:
@@ -135,7 +139,7 @@ def scan(export: ExportInfo, class_map: ClassMap, on_progress: Callable[[int, in
     mean = sums / count
     std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
     norm = _normalization(export, dtype, mean, std, mins, maxs)
-    return ScanResult(good, bad, images, labels, dtype, len(sums), norm, pixels)
+    return ScanResult(good, bad, images, labels, dtype, len(sums), norm, pixels, undeclared)
 
 
 def _identity(bands: int) -> Normalization:
