@@ -132,10 +132,28 @@ def store_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+RESNET34_FILE = "resnet34-b627a593.pth"  # torchvision's file name for its ImageNet resnet34 weights
+
+
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory, store_root: Path) -> Iterator[Server]:
+def torch_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A weight cache holding resnet34 only. The real ImageNet file cannot be downloaded here, so it holds
+    torchvision's resnet34 in its initial state under the real file name: the loading path is the same."""
+    import torch
+    import torchvision
+
+    home = tmp_path_factory.mktemp("torch_home")
+    (home / "hub" / "checkpoints").mkdir(parents=True)
+    torch.manual_seed(1)
+    torch.save(torchvision.models.resnet34().state_dict(), home / "hub" / "checkpoints" / RESNET34_FILE)
+    return home
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory, store_root: Path, torch_home: Path) -> Iterator[Server]:
     home = tmp_path_factory.mktemp("home") / "geotrain"
-    srv = Server(home=home, stores={"/fileShares/chips": str(store_root)}).start()
+    srv = Server(home=home, stores={"/fileShares/chips": str(store_root)}, extra_env={"TORCH_HOME": str(torch_home)})
+    srv.start()
     yield srv
     srv.stop()
 

@@ -190,3 +190,45 @@ def test_a_corrupt_chip_fails_the_job_naming_the_file(server: Server, client: ht
     assert "results" not in job
     failed = client.get(f"{server.url}{TASK}/jobs/{job_id}/results/out_item", params={"f": "json"}).json()
     assert failed["error"]["code"] == 400 and "esriJobFailed" in failed["error"]["details"][0]
+
+
+def test_cached_imagenet_weights_are_used_and_a_frozen_backbone_keeps_them(
+    server: Server, client: httpx.Client, torch_home: Path
+) -> None:
+    from tests.conftest import RESNET34_FILE
+
+    job_id = _submit(
+        client, server, in_folder="/fileShares/chips/uint16_4band", output_name={"name": "frozen34"},
+        model_type="UNET", backbone_model="RESNET34", max_epochs=1, learning_rate=0.01, freeze_model=True,
+        weight_init_scheme="RED_BAND",
+    )  # fmt: skip
+    job = wait_for(client, f"{server.url}{TASK}/jobs/{job_id}")
+    texts = [m["description"] for m in job["messages"]]
+    assert job["jobStatus"] == "esriJobSucceeded", texts
+    assert any(RESNET34_FILE in t and "ImageNet" in t for t in texts)
+    assert "First layer adapted to 4 bands (RED_BAND)." in texts
+    cached = torch.load(torch_home / "hub" / "checkpoints" / RESNET34_FILE, weights_only=True)
+    uri = client.get(f"{server.url}/jobs/{job_id}/results/out_item", params={"f": "json"}).json()["value"]["uri"]
+    with zipfile.ZipFile(_local(server, uri)) as zf:
+        trained = torch.load(__import__("io").BytesIO(zf.read("frozen34.pth")), weights_only=True)
+    conv1 = trained["encoder.conv1.weight"]
+    assert conv1.shape[1] == 4
+    assert torch.equal(conv1[:, :3], cached["conv1.weight"]) and torch.equal(conv1[:, 3], cached["conv1.weight"][:, 0])
+    assert torch.equal(trained["encoder.layer3.2.conv2.weight"], cached["layer3.2.conv2.weight"])
+    # the decoder did learn
+    fresh = smp.Unet(encoder_name="resnet34", encoder_weights=None, in_channels=4, classes=4)
+    assert not torch.equal(trained["segmentation_head.0.weight"], fresh.state_dict()["segmentation_head.0.weight"])
+
+
+def test_stop_training_stops_when_the_validation_loss_stalls(server: Server, client: httpx.Client) -> None:
+    job_id = _submit(
+        client, server, in_folder="/fileShares/chips/rgb8", output_name={"name": "stalls"}, model_type="UNET",
+        backbone_model="RESNET18", max_epochs=40, learning_rate=1e-9, stop_training=True, validation_percent=25,
+    )  # fmt: skip
+    job = wait_for(client, f"{server.url}{TASK}/jobs/{job_id}")
+    texts = [m["description"] for m in job["messages"]]
+    assert job["jobStatus"] == "esriJobSucceeded", texts
+    assert "Training on 6 chips, validating on 2 (25%)." in texts
+    assert any(t.startswith("Early stopping") for t in texts)
+    epochs = [t for t in texts if t.startswith("Epoch ")]
+    assert len(epochs) == 6 and epochs[-1].startswith("Epoch 6/40")

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import warnings
+
 import numpy as np
 import rasterio
-from rasterio.errors import RasterioError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
+
+# Chips exported in pixel space, or PNG/JPEG without world files, carry no georeference: that is fine here.
+warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
 
 
 class ChipReadError(Exception):

@@ -43,7 +43,8 @@ def _unet(arch: str, bands: int, num_classes: int, scheme: str) -> BuiltModel:
     if bands != 3:
         state["conv1.weight"] = pretrained.adapt_first_conv(state["conv1.weight"], bands, scheme)
         notes.append(f"First layer adapted to {bands} bands ({scheme}).")
-    missing, unexpected = network.encoder.load_state_dict(state, strict=False)
+    # nn.Module's own loader: smp's override drops the result that says what did not fit
+    missing, unexpected = nn.Module.load_state_dict(network.encoder, state, strict=False)
     if missing or unexpected:
         raise ValueError(f"{source.name} does not fit {arch}: missing {missing[:3]}, unexpected {unexpected[:3]}")
     notes.append(f"Backbone {arch} starts from ImageNet weights ({source.name}).")

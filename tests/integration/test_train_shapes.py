@@ -1,0 +1,78 @@
+"""Training runs on the range of chips real exports hold: band counts, data types, sizes, file formats."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from geotrain.config import Settings
+from geotrain.task import submission
+from geotrain.task.params import parse
+from geotrain.training.run import Progress, train
+from tests.exports import ExportSpec, write_classified_tiles
+
+
+def _to_jpeg_and_png(root: Path) -> None:
+    lines = []
+    for tif in sorted((root / "images").glob("*.tif")):
+        with rasterio.open(tif) as src:
+            image = src.read()
+        with rasterio.open(root / "labels" / tif.name) as src:
+            label = src.read()
+        h, w = label.shape[1:]
+        with rasterio.open(tif.with_suffix(".jpg"), "w", driver="JPEG", width=w, height=h, count=3, dtype="uint8") as d:
+            d.write(image)
+        with rasterio.open(
+            (root / "labels" / tif.stem).with_suffix(".png"),
+            "w",
+            driver="PNG",
+            width=w,
+            height=h,
+            count=1,
+            dtype="uint8",
+        ) as d:
+            d.write(label)
+        tif.unlink()
+        (root / "labels" / tif.name).unlink()
+        lines.append(f"images\\{tif.stem}.jpg labels\\{tif.stem}.png")
+    (root / "map.txt").write_text("\n".join(lines) + "\n")
+
+
+CASES = {
+    "one_band_50px": ExportSpec(bands=1, dtype="uint8", size=50, values=(1, 2), absent=None, chips=5),
+    "twelve_band_float_deflate": ExportSpec(
+        bands=12, dtype="float32", size=40, values=(10, 200), absent=None, compress="deflate", chips=5
+    ),
+    "jpeg_png": ExportSpec(bands=3, dtype="uint8", values=(1, 2), absent=None, compress=None, chips=5),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_training_runs_on_real_world_chip_shapes(tmp_path: Path, case: str) -> None:
+    root = write_classified_tiles(tmp_path / "chips" / case, CASES[case])
+    if case == "jpeg_png":
+        _to_jpeg_and_png(root)
+    settings = Settings(home=tmp_path / "home", data_stores={"/fileShares/c": tmp_path / "chips"})
+    settings.ensure_dirs()
+    params = parse(
+        {"in_folder": f"/fileShares/c/{case}", "output_name": json.dumps({"name": case}), "model_type": "UNET",
+         "backbone_model": "RESNET18", "max_epochs": "1", "learning_rate": "0.001", "batch_size": "1",
+         "arguments": '{"focal_loss": "True", "dice_loss_fraction": "0.3", "class_balancing": "True"}'}
+    )  # fmt: skip
+    submission.check(params, settings)
+    warnings: list[str] = []
+    result = train(params, settings, tmp_path / "work", Progress(lambda t: None, warnings.append, lambda p, t: None))
+    package = settings.stores["/fileShares/geotrain"] / result["uri"].removeprefix("/fileShares/geotrain/")
+    with zipfile.ZipFile(package) as zf:
+        emd = json.loads(zf.read(f"{case}.emd"))
+    spec = CASES[case]
+    assert emd["ExtractBands"] == list(range(spec.bands)) and emd["ImageHeight"] == spec.size
+    assert [c["Value"] for c in emd["Classes"]] == list(spec.values)
+    assert emd["IsImageNetNormalization"] == (spec.bands == 3 and spec.dtype == "uint8")
+    assert len(emd["NormalizationStats"]["band_mean_values"]) == spec.bands
+    assert np.isfinite(float(emd["accuracy"]))
