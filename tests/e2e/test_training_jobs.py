@@ -232,3 +232,41 @@ def test_stop_training_stops_when_the_validation_loss_stalls(server: Server, cli
     assert any(t.startswith("Early stopping") for t in texts)
     epochs = [t for t in texts if t.startswith("Epoch ")]
     assert len(epochs) == 6 and epochs[-1].startswith("Epoch 6/40")
+
+
+def test_a_killed_worker_loses_no_job(tmp_path: Path, store_root: Path, client: httpx.Client) -> None:
+    """kill -9 of the server and its worker: the lease expires, the job goes back to the queue with its
+    attempt count raised, the orphaned training process stops, and the next worker finishes the job."""
+    home = tmp_path / "home"
+    lease = {"GEOTRAIN_LEASE_SECONDS": "3"}
+    first = Server(home=home, stores={"/fileShares/chips": str(store_root)}, extra_env=lease).start()
+    job_id = _submit(
+        client, first, in_folder="/fileShares/chips/uint16_4band", output_name={"name": "survivor"},
+        model_type="UNET", backbone_model="RESNET18", max_epochs=12, learning_rate=0.001, stop_training=False,
+    )  # fmt: skip
+    url = f"{first.url}/jobs/{job_id}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        job = client.get(url, params={"f": "json"}).json()
+        if any(m["description"].startswith("Epoch 1/") for m in job["messages"]):
+            break
+        time.sleep(0.2)
+    with sqlite3.connect(home / "geotrain.db") as db:
+        (orphan,) = db.execute("SELECT child_pid FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    assert first.process is not None
+    first.process.kill()
+    first.process.wait()
+    time.sleep(2.5)  # the orphan notices its parent is gone within a second
+    assert not _alive(orphan)
+
+    second = Server(home=home, stores={"/fileShares/chips": str(store_root)}, extra_env=lease).start()
+    try:
+        job = wait_for(client, f"{second.url}/jobs/{job_id}", timeout=180)
+        texts = [m["description"] for m in job["messages"]]
+        assert job["jobStatus"] == "esriJobSucceeded", texts
+        assert any("stopped responding" in t and "put back in the queue" in t for t in texts)
+        assert "Executing (attempt 2 of 3)..." in texts
+        with sqlite3.connect(home / "geotrain.db") as db:
+            assert db.execute("SELECT attempts FROM jobs WHERE id = ?", (job_id,)).fetchone() == (2,)
+    finally:
+        second.stop()

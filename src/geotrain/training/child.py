@@ -10,13 +10,29 @@ import json
 import logging
 import os
 import sys
+import threading
+import time
 import traceback
 from pathlib import Path
 
 OUTCOME = "outcome.json"
 
 
+def _exit_with_parent() -> None:
+    """A worker that dies (kill -9) leaves its job to another worker: this process must not train on."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(3)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def main(job_id: str) -> int:
+    _exit_with_parent()
     # Never reach for the network at run time: hub libraries read their caches only.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TIMM_OFFLINE", "1")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import colorsys
 import logging
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,6 +188,8 @@ def train(params: TrainParams, settings: Settings, workdir: Path, progress: Prog
         per_class=per_class,
     )
     package.write(contents, target.local)
+    # the package holds what is worth keeping; checkpoints stay only for jobs that did not finish
+    shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
     progress.info(f"Wrote {target.uri} (accuracy {result.metrics.accuracy:.4f}, mIoU {result.metrics.miou:.4f}).")
     return {"uri": target.uri}
 
