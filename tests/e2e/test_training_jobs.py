@@ -10,6 +10,7 @@ import sys
 import time
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -143,12 +144,7 @@ def test_cancel_during_training_ends_cancelled_and_kills_the_training_process(
         model_type="UNET", backbone_model="RESNET18", max_epochs=5000, learning_rate=0.001, stop_training=False,
     )  # fmt: skip
     url = f"{server.url}{TASK}/jobs/{job_id}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        job = client.get(url, params={"f": "json"}).json()
-        if any(m["description"].startswith("Epoch 1/") for m in job["messages"]):
-            break
-        time.sleep(0.2)
+    job = _first_epoch(client, url)
     assert job["jobStatus"] == "esriJobExecuting" and "progress" in job
     assert job["progress"]["type"] == "default" and 0 < job["progress"]["percentage"] < 100
     with sqlite3.connect(server.home / "geotrain.db") as db:
@@ -163,6 +159,17 @@ def test_cancel_during_training_ends_cancelled_and_kills_the_training_process(
     assert not (server.home / "fileshare" / "models" / "cancelled").exists()
     again = client.post(url + "/cancel", data={"f": "json"}).json()
     assert again["jobStatus"] == "esriJobCancelled"
+
+
+def _first_epoch(client: httpx.Client, url: str) -> dict[str, Any]:
+    """Poll until the job reports its first epoch: training is under way."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        job: dict[str, Any] = client.get(url, params={"f": "json"}).json()
+        if any(m["description"].startswith("Epoch 1/") for m in job["messages"]):
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"no epoch finished in 120 s: {job}")
 
 
 def _alive(pid: int) -> bool:
@@ -245,12 +252,7 @@ def test_a_killed_worker_loses_no_job(tmp_path: Path, store_root: Path, client: 
         model_type="UNET", backbone_model="RESNET18", max_epochs=12, learning_rate=0.001, stop_training=False,
     )  # fmt: skip
     url = f"{first.url}/jobs/{job_id}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        job = client.get(url, params={"f": "json"}).json()
-        if any(m["description"].startswith("Epoch 1/") for m in job["messages"]):
-            break
-        time.sleep(0.2)
+    _first_epoch(client, url)
     with sqlite3.connect(home / "geotrain.db") as db:
         (orphan,) = db.execute("SELECT child_pid FROM jobs WHERE id = ?", (job_id,)).fetchone()
     assert first.process is not None
