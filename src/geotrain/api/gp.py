@@ -24,9 +24,9 @@ jobs_router = APIRouter()
 
 
 @service_router.api_route("/arcgis/rest/info", methods=GET_POST)
-async def rest_info(p: ParamsDep) -> Response:
+async def rest_info(request: Request, p: ParamsDep) -> Response:
     data = {"currentVersion": metadata.CURRENT_VERSION, "authInfo": {"isTokenBasedSecurity": False}}
-    return render(data, (p.get("f") and p["f"].lower()) or "json", "Server info")
+    return render(data, request.state.f, "Server info")
 
 
 @service_router.api_route("/arcgis/rest/services", methods=GET_POST)

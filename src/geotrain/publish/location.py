@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 
 from geotrain.config import DEFAULT_FILE_SHARE, Settings
-from geotrain.stores import StorePath, resolve
+from geotrain.stores import StorePath, StorePathError, resolve
 from geotrain.task.params import OutputName
 
 
@@ -16,11 +16,7 @@ def package_location(output: OutputName, settings: Settings) -> StorePath:
         if folder.relative.suffix.lower() == ".dlpk":
             return folder
         if folder.relative == PurePosixPath("."):
-            raise_store = "give a folder inside the file share, e.g. " + f"{folder.store}/models/<name>"
-            from geotrain.stores import StorePathError
-
-            raise StorePathError(raise_store)
-        name = folder.relative.name
-        return resolve(f"{folder.uri}/{name}.dlpk", settings.stores, kinds=("fileShares",))
+            raise StorePathError(f"give a folder inside the file share, e.g. {folder.store}/models/<name>")
+        return resolve(f"{folder.uri}/{folder.relative.name}.dlpk", settings.stores, kinds=("fileShares",))
     assert output.name is not None
     return resolve(f"{DEFAULT_FILE_SHARE}/models/{output.name}/{output.name}.dlpk", settings.stores)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -33,6 +34,8 @@ def _exit_with_parent() -> None:
 
 def main(job_id: str) -> int:
     _exit_with_parent()
+    # SIGTERM (cancel) unwinds through finally blocks, so no half-written file is left behind
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     # Never reach for the network at run time: hub libraries read their caches only.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TIMM_OFFLINE", "1")

@@ -21,7 +21,7 @@ from geotrain.publish.location import package_location
 from geotrain.stores import StorePathError
 from geotrain.task.params import TrainParams
 from geotrain.task.submission import load_export
-from geotrain.training.data.classified_tiles import ClassMap, SegmentationChips, scan, split
+from geotrain.training.data.classified_tiles import ClassMap, ScanResult, SegmentationChips, scan, split
 from geotrain.training.data.export import ClassInfo
 from geotrain.training.fit import EpochRecord, FitOptions, LossOptions, SegmentationTask, fit
 from geotrain.training.models.registry import build
@@ -197,7 +197,7 @@ def train(params: TrainParams, settings: Settings, workdir: Path, progress: Prog
 MONITOR_NAMES = {"VALID_LOSS": "valid_loss", "ACCURACY": "accuracy", "MIOU": "miou"}
 
 
-def scanned_size(scanned: Any) -> tuple[int, int]:
+def scanned_size(scanned: ScanResult) -> tuple[int, int]:
     first = scanned.images[0] if scanned.images else None
     return (first.shape[1], first.shape[2]) if first is not None else (256, 256)
 

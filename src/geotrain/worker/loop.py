@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 
 from geotrain.config import Settings
 from geotrain.jobs.queue import JobRecord, Queue
@@ -101,10 +102,8 @@ class Worker:
                 return
         self._finish(job, child.returncode, workdir)
 
-    def _finish(self, job: JobRecord, returncode: int, workdir: os.PathLike[str] | str) -> None:
-        from pathlib import Path
-
-        outcome = read_outcome(Path(workdir))
+    def _finish(self, job: JobRecord, returncode: int, workdir: Path) -> None:
+        outcome = read_outcome(workdir)
         if outcome is not None and outcome.get("status") == "succeeded" and isinstance(outcome.get("results"), dict):
             self.queue.succeed(job.id, self.worker_id, outcome["results"])  # type: ignore[arg-type]
             return
@@ -115,7 +114,7 @@ class Worker:
         self.queue.fail(
             job.id,
             self.worker_id,
-            f"The training process {how} without a result (out of memory?). See {Path(workdir) / 'train.log'}.",
+            f"The training process {how} without a result (out of memory?). See {workdir / 'train.log'}.",
         )
 
     def _end(self, child: subprocess.Popen[bytes]) -> None:
