@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 OUTCOME = "outcome.json"
@@ -30,6 +31,21 @@ def _exit_with_parent() -> None:
                 os._exit(3)
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _throttled(write: Callable[[float, str], None], seconds: float = 0.5) -> Callable[[float, str], None]:
+    """Progress from a loop over thousands of chips: at most one database write per half second,
+    but every change of stage (its text) goes through."""
+    last_at, last_text = 0.0, ""
+
+    def percent(pct: float, text: str) -> None:
+        nonlocal last_at, last_text
+        now = time.monotonic()
+        if text != last_text or now - last_at >= seconds:
+            last_at, last_text = now, text
+            write(pct, text)
+
+    return percent
 
 
 def main(job_id: str) -> int:
@@ -66,7 +82,7 @@ def main(job_id: str) -> int:
         progress = Progress(
             info=lambda text: queue.add_message(job_id, text),
             warn=lambda text: queue.add_message(job_id, text, MessageType.WARNING),
-            percent=lambda pct, text: queue.set_progress(job_id, pct, text),
+            percent=_throttled(lambda pct, text: queue.set_progress(job_id, pct, text)),
         )
         result = train(params, settings, workdir, progress)
         return finish({"status": "succeeded", "results": {"out_item": result}})
