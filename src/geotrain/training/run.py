@@ -117,10 +117,11 @@ def train(params: TrainParams, settings: Settings, workdir: Path, progress: Prog
             f"valid_loss {record.valid_loss:.4f}, "
             f"accuracy {record.metrics['accuracy']:.4f}, mIoU {record.metrics['miou']:.4f}"
         )
-        progress.info(text)
+        # the percentage first: a client that sees the epoch's message also sees its progress
         progress.percent(
             _PREPARE + (_PACKAGE - _PREPARE) * record.epoch / max_epochs, f"Epoch {record.epoch}/{max_epochs}"
         )
+        progress.info(text)
 
     options = FitOptions(
         max_epochs=params.max_epochs, batch_size=params.batch_size, lr=params.learning_rate, monitor=params.monitor,

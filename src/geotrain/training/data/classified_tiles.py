@@ -98,7 +98,7 @@ def scan(export: ExportInfo, class_map: ClassMap, on_progress: Callable[[int, in
     declared = {0, *class_map.values}
     for n, item in enumerate(export.items):
         if on_progress is not None:
-            on_progress(n, len(export.items))
+            on_progress(n + 1, len(export.items))
         try:
             image = read_chip(item.image)
             if item.label is None:
