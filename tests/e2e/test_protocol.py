@@ -225,3 +225,17 @@ def test_garbage_bodies_never_give_a_500(server: Server, client: httpx.Client) -
             server.url + TASK + "/submitJob?f=json", content=content, headers={"content-type": ctype}
         )
         assert response.status_code == 200 and response.json()["error"]["code"] == 400
+
+
+def test_multipart_form_bodies_are_read_too(server: Server, client: httpx.Client) -> None:
+    form = arcgis_form(**GOOD)
+    response = client.post(server.url + TASK + "/submitJob", files={k: (None, v) for k, v in form.items()})
+    job_id = response.json()["jobId"]
+    client.post(f"{server.url}/jobs/{job_id}/cancel", data={"f": "json"})
+
+
+def test_errors_render_as_html_when_html_is_asked_for(server: Server, client: httpx.Client) -> None:
+    form = arcgis_form(**{**GOOD, "batch_size": "lots"})
+    form["f"] = "html"
+    page = client.post(server.url + TASK + "/submitJob", data=form)
+    assert page.headers["content-type"].startswith("text/html") and "batch_size" in page.text
