@@ -48,6 +48,7 @@ CASES = {
     "twelve_band_float_deflate": ExportSpec(
         bands=12, dtype="float32", size=40, values=(10, 200), absent=None, compress="deflate", chips=5
     ),
+    "background_class_0": ExportSpec(bands=2, dtype="uint16", size=48, values=(0, 255), absent=None, chips=4),
     "jpeg_png": ExportSpec(bands=3, dtype="uint8", values=(1, 2), absent=None, compress=None, chips=5),
 }  # fmt: skip
 
@@ -73,6 +74,8 @@ def test_training_runs_on_real_world_chip_shapes(tmp_path: Path, case: str) -> N
     spec = CASES[case]
     assert emd["ExtractBands"] == list(range(spec.bands)) and emd["ImageHeight"] == spec.size
     assert [c["Value"] for c in emd["Classes"]] == list(spec.values)
+    background = set() if 0 in spec.values else {"NoData"}
+    assert set(json.loads(emd["per_class_metrics"])) == {c["Name"] for c in emd["Classes"]} | background
     assert emd["IsImageNetNormalization"] == (spec.bands == 3 and spec.dtype == "uint8")
     assert len(emd["NormalizationStats"]["band_mean_values"]) == spec.bands
     assert np.isfinite(float(emd["accuracy"]))

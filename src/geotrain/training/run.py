@@ -65,7 +65,10 @@ def train(params: TrainParams, settings: Settings, workdir: Path, progress: Prog
             f"{len(export.missing)} of {len(export.missing) + len(export.items)} chips listed in map.txt are missing "
             f"on disk and were skipped (first: {export.missing[0]})."
         )
-    class_map = ClassMap([c.value for c in export.classes])
+    # value 0 is background (NoData): a class the export declares with value 0 names it
+    foreground = [c for c in export.classes if c.value != 0]
+    background = next((c.name for c in export.classes if c.value == 0), "NoData")
+    class_map = ClassMap([c.value for c in foreground])
     progress.info(f"Reading {len(export.items)} chips of {export.metadata_format} from {', '.join(params.in_folder)}.")
     scanned = scan(export, class_map, lambda n, total: progress.percent(_PREPARE * n / max(total, 1), "Reading chips"))
     if scanned.bad:
@@ -78,7 +81,7 @@ def train(params: TrainParams, settings: Settings, workdir: Path, progress: Prog
     if scanned.undeclared:
         values = ", ".join(str(v) for v in sorted(scanned.undeclared)[:10])
         progress.warn(f"Label values that are not classes of the export were treated as NoData: {values}.")
-    absent = [c.name for c, n in zip(export.classes, scanned.class_pixels[1:], strict=True) if n == 0]
+    absent = [c.name for c, n in zip(foreground, scanned.class_pixels[1:], strict=True) if n == 0]
     if absent:
         progress.warn(f"Classes declared in the export but absent from every label: {', '.join(absent)}.")
     train_idx, valid_idx = split(len(scanned.items), params.validation_percent)
@@ -134,7 +137,7 @@ def train(params: TrainParams, settings: Settings, workdir: Path, progress: Prog
         progress.info(f"Keeping the weights of epoch {result.best_epoch} (best {params.monitor.lower()}).")
     progress.percent(_PACKAGE, "Writing the deep learning package")
 
-    names = ["NoData", *[c.name for c in export.classes]]
+    names = [background, *[c.name for c in foreground]]
     per_class = {
         name: {"precision": p, "recall": r, "f1": f}
         for name, p, r, f in zip(names, result.metrics.precision, result.metrics.recall, result.metrics.f1, strict=True)
