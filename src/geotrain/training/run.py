@@ -21,8 +21,9 @@ from geotrain.publish.location import package_location
 from geotrain.stores import StorePathError
 from geotrain.task.params import TrainParams
 from geotrain.task.submission import load_export
-from geotrain.training.data.classified_tiles import ClassMap, ScanResult, SegmentationChips, scan, split
+from geotrain.training.data.classified_tiles import ClassMap, SegmentationChips, scan_segmentation
 from geotrain.training.data.export import ClassInfo
+from geotrain.training.data.scan import Scan, bad_chip_verdict, split
 from geotrain.training.fit import EpochRecord, FitOptions, LossOptions, SegmentationTask, fit
 from geotrain.training.models.registry import build
 
@@ -70,18 +71,19 @@ def train(params: TrainParams, settings: Settings, workdir: Path, progress: Prog
     background = next((c.name for c in export.classes if c.value == 0), "NoData")
     class_map = ClassMap([c.value for c in foreground])
     progress.info(f"Reading {len(export.items)} chips of {export.metadata_format} from {', '.join(params.in_folder)}.")
-    scanned = scan(export, class_map, lambda n, total: progress.percent(_PREPARE * n / max(total, 1), "Reading chips"))
-    if scanned.bad:
-        listed = ", ".join(str(e) for e in scanned.bad[:5])
-        more = f" and {len(scanned.bad) - 5} more" if len(scanned.bad) > 5 else ""
-        raise TrainingError(
-            f"{len(scanned.bad)} chip or label file(s) cannot be read: {listed}{more}. "
-            "Re-export them or remove their lines from map.txt."
-        )
-    if scanned.undeclared:
-        values = ", ".join(str(v) for v in sorted(scanned.undeclared)[:10])
+    scanned, counts = scan_segmentation(
+        export, class_map, lambda n, total: progress.percent(_PREPARE * n / max(total, 1), "Reading chips")
+    )
+    verdict = bad_chip_verdict(scanned)
+    if verdict is not None:
+        fatal, text = verdict
+        if fatal:
+            raise TrainingError(text)
+        progress.warn(text)
+    if counts.undeclared:
+        values = ", ".join(str(v) for v in sorted(counts.undeclared)[:10])
         progress.warn(f"Label values that are not classes of the export were treated as NoData: {values}.")
-    absent = [c.name for c, n in zip(foreground, scanned.class_pixels[1:], strict=True) if n == 0]
+    absent = [c.name for c, n in zip(foreground, counts.per_class[1:], strict=True) if n == 0]
     if absent:
         progress.warn(f"Classes declared in the export but absent from every label: {', '.join(absent)}.")
     train_idx, valid_idx = split(len(scanned.items), params.validation_percent)
@@ -92,8 +94,8 @@ def train(params: TrainParams, settings: Settings, workdir: Path, progress: Prog
     tile = export.tile_size or scanned_size(scanned)
     chip_size = params.chip_size or min(tile)
     augment = params.data_augmentation == "DEFAULT"
-    train_set = SegmentationChips(scanned, train_idx, class_map, chip_size, train=True, augment=augment)
-    valid_set = SegmentationChips(scanned, valid_idx, class_map, chip_size, train=False, augment=False)
+    train_set = SegmentationChips(scanned, train_idx, chip_size, train=True, augment=augment)
+    valid_set = SegmentationChips(scanned, valid_idx, chip_size, train=False, augment=False)
 
     use_gpu = torch.cuda.is_available() and str(params.context.get("processorType", "")).upper() != "CPU"
     if str(params.context.get("processorType", "")).upper() == "GPU" and not torch.cuda.is_available():
@@ -109,7 +111,7 @@ def train(params: TrainParams, settings: Settings, workdir: Path, progress: Prog
     if params.freeze_model and not freeze:
         progress.warn("freeze_model: the backbone has no pretrained weights to keep, so it is trained too.")
 
-    loss = _loss_options(params, class_map, scanned.class_pixels)
+    loss = _loss_options(params, class_map, counts.per_class)
     task = SegmentationTask(
         built.network, built.encoder, class_map.num_classes, params.learning_rate or 1e-3, loss, freeze
     )
@@ -201,9 +203,9 @@ def train(params: TrainParams, settings: Settings, workdir: Path, progress: Prog
 MONITOR_NAMES = {"VALID_LOSS": "valid_loss", "ACCURACY": "accuracy", "MIOU": "miou"}
 
 
-def scanned_size(scanned: ScanResult) -> tuple[int, int]:
-    first = scanned.images[0] if scanned.images else None
-    return (first.shape[1], first.shape[2]) if first is not None else (256, 256)
+def scanned_size(scanned: Scan[np.ndarray]) -> tuple[int, int]:
+    image, _ = scanned.sample(0)
+    return image.shape[1], image.shape[2]
 
 
 def _loss_options(params: TrainParams, class_map: ClassMap, pixels: np.ndarray) -> LossOptions:
@@ -231,7 +233,7 @@ def _show_results(task: SegmentationTask, valid_set: SegmentationChips, colors: 
     with torch.no_grad():
         for i in range(min(4, len(valid_set))):
             x, y = valid_set[i]
-            raw, _ = valid_set._crop(*valid_set.raw(i))
+            raw, _ = valid_set.crop(*valid_set.raw(i))
             pred = task(x.unsqueeze(0).to(device)).argmax(dim=1)[0].cpu().numpy()
             images.append(raw)
             truths.append(y.numpy())

@@ -35,7 +35,14 @@ class ClassInfo:
 @dataclass(frozen=True)
 class ChipItem:
     image: Path
-    label: Path | None
+    # the class raster, box file (.xml/.txt) or label XML; None where the format has none
+    label: Path | None = None
+    # images2/: the "after" image of change detection, the target of image translation
+    image2: Path | None = None
+    # instance masks: labels/<class>/<stem> (RCNN_Masks), labels2/<class>/<stem> (Panoptic_Segmentation)
+    masks: tuple[Path, ...] = ()
+    # Imagenet: the class folder the chip sits in
+    class_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -131,7 +138,47 @@ def _band_stats(emd: dict[str, Any], stats: dict[str, Any]) -> BandStats | None:
     return None
 
 
-def _map_items(root: Path) -> tuple[list[ChipItem], list[str]] | None:
+def _by_stem(folder: Path, recursive: bool = False) -> dict[str, list[Path]]:
+    """Files of a folder keyed by stem (sidecars such as .aux.xml, .tfw and .ovr left out)."""
+    index: dict[str, list[Path]] = {}
+    if folder.is_dir():
+        for path in sorted(folder.rglob("*") if recursive else folder.glob("*")):
+            if path.is_file() and not path.name.lower().endswith(SIDECARS):
+                index.setdefault(path.stem, []).append(path)
+    return index
+
+
+SIDECARS = (".aux.xml", ".tfw", ".jgw", ".pgw", ".ovr", ".xml.aux.xml", ".idx", ".lrc")
+
+
+class _Lookup:
+    """Per-stem lookups into the folders an export may have besides images/."""
+
+    def __init__(self, root: Path, fmt: str) -> None:
+        self.root = root
+        self.fmt = fmt
+        self.labels = _by_stem(root / "labels")
+        self.images2 = _by_stem(root / "images2")
+        mask_folder = {"RCNN_Masks": "labels", "Panoptic_Segmentation": "labels2"}.get(fmt)
+        self.masks = _by_stem(root / mask_folder, recursive=True) if mask_folder else {}
+        if fmt == "RCNN_Masks":  # masks sit in per-class sub-folders; files directly in labels/ are not masks
+            self.masks = {k: [p for p in v if p.parent != root / "labels"] for k, v in self.masks.items()}
+
+    def complete(self, image: Path, label: Path | None, image2: Path | None) -> ChipItem:
+        stem = image.stem
+        if label is None and self.fmt not in ("RCNN_Masks", "Export_Tiles", "CycleGAN", "Imagenet"):
+            found = self.labels.get(stem)
+            label = found[0] if found else None
+        if image2 is None and self.images2:
+            found = self.images2.get(stem)
+            image2 = found[0] if found else None
+        class_name = None
+        if self.fmt == "Imagenet" and image.parent != self.root / "images":
+            class_name = image.parent.name
+        return ChipItem(image, label, image2, tuple(self.masks.get(stem, ())), class_name)
+
+
+def _map_items(root: Path, lookup: _Lookup) -> tuple[list[ChipItem], list[str]] | None:
     path = root / MAP_FILE
     if not path.is_file():
         return None
@@ -144,11 +191,24 @@ def _map_items(root: Path) -> tuple[list[ChipItem], list[str]] | None:
             continue
         seen.add(tokens[0])
         image = _inside(root, tokens[0])
-        label = _inside(root, tokens[1]) if len(tokens) > 1 else None
-        if image is None or not image.is_file() or (len(tokens) > 1 and (label is None or not label.exists())):
+        label = image2 = None
+        absent = image is None or not image.is_file()
+        for token in tokens[1:]:
+            other = _inside(root, token)
+            top = token.split("/", 1)[0].lower()
+            if other is None or not other.exists():
+                # instance masks are looked up by stem, whatever map.txt says of them
+                if top != "labels2" and lookup.fmt != "RCNN_Masks":
+                    absent = True
+                continue
+            if top == "images2":
+                image2 = other
+            elif top == "labels" and label is None and other.is_file() and lookup.fmt != "RCNN_Masks":
+                label = other
+        if absent or image is None:
             missing.append(line.strip())
             continue
-        items.append(ChipItem(image, label))
+        items.append(lookup.complete(image, label, image2))
     return items, missing
 
 
@@ -158,13 +218,13 @@ def _inside(root: Path, relative: str) -> Path | None:
     return candidate if candidate.is_relative_to(root.resolve()) else None
 
 
-def _scan_items(root: Path) -> list[ChipItem]:
+def _scan_items(root: Path, lookup: _Lookup) -> list[ChipItem]:
     images = root / "images"
-    labels = {p.stem: p for p in (root / "labels").glob("*") if p.is_file()} if (root / "labels").is_dir() else {}
+    recursive = lookup.fmt == "Imagenet"
     items = []
-    for image in sorted(images.glob("*")) if images.is_dir() else []:
+    for image in sorted(images.rglob("*") if recursive else images.glob("*")) if images.is_dir() else []:
         if image.suffix.lower() in IMAGE_EXTENSIONS and image.is_file():
-            items.append(ChipItem(image, labels.get(image.stem)))
+            items.append(lookup.complete(image, None, None))
     return items
 
 
@@ -182,8 +242,9 @@ def read_export(folder: Path) -> ExportInfo:
         )
     if fmt not in FORMATS:
         raise ExportError(f"its metadata format '{fmt}' is unknown (known: {', '.join(FORMATS)})")
-    mapped = _map_items(folder)
-    items, missing = mapped if mapped is not None else (_scan_items(folder), [])
+    lookup = _Lookup(folder, str(fmt))
+    mapped = _map_items(folder, lookup)
+    items, missing = mapped if mapped is not None else (_scan_items(folder, lookup), [])
     height = _int_or_none(emd.get("ImageHeight")) or _int_or_none(stats.get("TileSizeY"))
     width = _int_or_none(emd.get("ImageWidth")) or _int_or_none(stats.get("TileSizeX"))
     raw_props = emd.get("InputRastersProps")
