@@ -65,6 +65,8 @@ class ExportInfo:
     num_bands: int | None = None
     band_stats: BandStats | None = None
     band_names: list[str] = field(default_factory=list)
+    # CycleGAN: the chips of domain B (items holds domain A)
+    items_b: list[ChipItem] = field(default_factory=list)
     image_space: str = "MAP_SPACE"
     min_cell_size: Any = None
     max_cell_size: Any = None
@@ -232,6 +234,9 @@ def read_export(folder: Path) -> ExportInfo:
     """Read an export folder's metadata and its list of chips (chips themselves are not opened)."""
     if not folder.is_dir():
         raise ExportError("the folder does not exist")
+    own_metadata = (folder / STATS_FILE).is_file() or (folder / EMD_FILE).is_file()
+    if not own_metadata and (folder / "A" / STATS_FILE).is_file() and (folder / "B" / STATS_FILE).is_file():
+        return _read_cyclegan(folder)
     emd = _read_json(folder / EMD_FILE) if (folder / EMD_FILE).is_file() else {}
     stats = _read_json(folder / STATS_FILE) if (folder / STATS_FILE).is_file() else {}
     fmt = stats.get("MetaDataMode") or emd.get("MetaDataMode")
@@ -267,6 +272,28 @@ def read_export(folder: Path) -> ExportInfo:
     if (info.tile_size is None or info.num_bands is None) and items:
         _fill_from_first_chip(info)
     return info
+
+
+def _read_cyclegan(folder: Path) -> ExportInfo:
+    """CycleGAN: two full exports, A/ and B/, one per domain."""
+    a, b = read_export(folder / "A"), read_export(folder / "B")
+    a.root, a.metadata_format = folder, "CycleGAN"
+    a.items_b, a.missing = b.items, a.missing + b.missing
+    return a
+
+
+def data_kind(export: ExportInfo) -> str:
+    """What the export holds, from its format and folders (never from the model asked for)."""
+    has_images2 = any(item.image2 is not None for item in export.items)
+    match export.metadata_format:
+        case "Classified_Tiles" if has_images2:
+            return "ChangeDetection"
+        case "Export_Tiles" if has_images2:
+            return "Pix2Pix"
+        case "Export_Tiles":
+            return "SuperResolution"
+        case fmt:
+            return fmt
 
 
 def _fill_from_first_chip(info: ExportInfo) -> None:
