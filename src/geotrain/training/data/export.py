@@ -250,6 +250,7 @@ def read_export(folder: Path) -> ExportInfo:
     lookup = _Lookup(folder, str(fmt))
     mapped = _map_items(folder, lookup)
     items, missing = mapped if mapped is not None else (_scan_items(folder, lookup), [])
+    items.sort(key=lambda item: item.image)  # map.txt order is arbitrary; the split must not depend on it
     height = _int_or_none(emd.get("ImageHeight")) or _int_or_none(stats.get("TileSizeY"))
     width = _int_or_none(emd.get("ImageWidth")) or _int_or_none(stats.get("TileSizeX"))
     raw_props = emd.get("InputRastersProps")
