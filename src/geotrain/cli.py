@@ -64,6 +64,30 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _inspect(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from geotrain.stores import StorePathError, resolve
+    from geotrain.training.data.export import ExportError
+    from geotrain.training.data.inspect import inspect
+
+    folder = Path(args.folder)
+    if not folder.is_dir() and args.folder.startswith(("/fileShares/", "/rasterStores/", "/cloudStores/")):
+        try:
+            folder = resolve(args.folder, Settings().stores).local
+        except StorePathError as exc:
+            print(f"geotrain inspect: {args.folder}: {exc}", file=sys.stderr)
+            return 2
+    try:
+        report = inspect(folder)
+    except ExportError as exc:
+        print(f"geotrain inspect: {args.folder}: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report.as_json(), indent=2) if args.json else report.as_text())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="geotrain", description="ArcGIS-compatible deep learning training server")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -75,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     serve.set_defaults(func=_serve)
     sub.add_parser("worker", help="a standalone worker on the configured database").set_defaults(func=_worker)
     sub.add_parser("migrate", help="bring the database schema up to date").set_defaults(func=_migrate)
+    inspect = sub.add_parser("inspect", help="what an export holds, before training on it")
+    inspect.add_argument("folder", help="an export folder, or a data-store path such as /fileShares/chips/x")
+    inspect.add_argument("--json", action="store_true", help="machine-readable output")
+    inspect.set_defaults(func=_inspect)
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     result: int = args.func(args)
