@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import colorsys
 import logging
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -131,6 +132,8 @@ def train(params: TrainParams, settings: Settings, workdir: Path, progress: Prog
     options = FitOptions(
         max_epochs=params.max_epochs, batch_size=params.batch_size, lr=params.learning_rate, monitor=params.monitor,
         stop_training=params.stop_training, use_gpu=use_gpu, workdir=workdir,
+        # chips held in memory are cropped faster than worker processes start; from disk, read in parallel
+        num_workers=0 if scanned.samples is not None else min(4, os.cpu_count() or 1),
     )  # fmt: skip
     result = fit(task, train_set, valid_set, options, on_epoch, progress.info, progress.warn)
     if result.stopped_early:

@@ -29,10 +29,14 @@ class ClassMap:
         return len(self.values) + 1
 
     def encode(self, label: np.ndarray) -> np.ndarray:
-        label = label.astype(np.int64, copy=False)
-        inside = (label >= 0) & (label < len(self.lut))
-        encoded: np.ndarray = np.where(inside, self.lut[np.clip(label, 0, len(self.lut) - 1)], 0)
-        return encoded.astype(np.uint8 if self.num_classes < 256 else np.int64)
+        lut = self.lut.astype(np.uint8) if self.num_classes < 256 else self.lut
+        if label.dtype.kind == "u" and label.size and int(label.max()) < len(lut):
+            fast: np.ndarray = lut[label]  # the common case: one table look-up
+            return fast
+        wide = label.astype(np.int64, copy=False)
+        inside = (wide >= 0) & (wide < len(lut))
+        encoded: np.ndarray = np.where(inside, lut[np.clip(wide, 0, len(lut) - 1)], 0).astype(lut.dtype)
+        return encoded
 
 
 @dataclass
@@ -43,7 +47,8 @@ class PixelCounts:
     undeclared: set[int] = field(default_factory=set)
 
 
-def loader(class_map: ClassMap, counts: PixelCounts) -> Callable[[ChipItem], tuple[np.ndarray, np.ndarray]]:
+def loader(class_map: ClassMap, counts: PixelCounts | None = None) -> Callable[[ChipItem], tuple[np.ndarray, np.ndarray]]:
+    """Reads a chip and its label; with ``counts`` (the scan) it also notes undeclared label values."""
     declared = {0, *class_map.values}
 
     def load(item: ChipItem) -> tuple[np.ndarray, np.ndarray]:
@@ -53,7 +58,8 @@ def loader(class_map: ClassMap, counts: PixelCounts) -> Callable[[ChipItem], tup
         label = read_label(item.label)
         if label.shape != image.shape[1:]:
             raise ChipReadError(item.label, f"label size {label.shape} differs from chip size {image.shape[1:]}")
-        counts.undeclared.update(int(v) for v in np.unique(label) if int(v) not in declared)
+        if counts is not None:
+            counts.undeclared.update(int(v) for v in np.unique(label) if int(v) not in declared)
         return image, class_map.encode(label)
 
     return load
@@ -67,7 +73,9 @@ def scan_segmentation(
     def observe(_image: np.ndarray, label: np.ndarray) -> None:
         counts.per_class += np.bincount(label.ravel(), minlength=class_map.num_classes)
 
-    return scan(export, loader(class_map, counts), on_progress, observe), counts
+    result = scan(export, loader(class_map, counts), on_progress, observe)
+    result.load = loader(class_map)  # training reads (when chips are not held in memory) skip the checks
+    return result, counts
 
 
 class SegmentationChips(Dataset[tuple[torch.Tensor, torch.Tensor]]):
@@ -87,7 +95,6 @@ class SegmentationChips(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         self.chip_size = chip_size
         self.train = train
         self.augment = augment and train
-        self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -98,11 +105,12 @@ class SegmentationChips(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         image, label = self.crop(*self.raw(i))
         if self.augment:
-            if self.rng.random() < 0.5:
+            # torch's generator: seeded by Lightning, and differently in every DataLoader worker
+            flip_x, flip_y, turns = (int(v) for v in torch.randint(0, 4, (3,)))
+            if flip_x % 2:
                 image, label = image[:, :, ::-1], label[:, ::-1]
-            if self.rng.random() < 0.5:
+            if flip_y % 2:
                 image, label = image[:, ::-1, :], label[::-1, :]
-            turns = int(self.rng.integers(0, 4))
             if turns and image.shape[1] == image.shape[2]:
                 image, label = np.rot90(image, turns, axes=(1, 2)), np.rot90(label, turns)
         x = self.scanned.normalization.apply(np.ascontiguousarray(image))
@@ -117,8 +125,8 @@ class SegmentationChips(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             label = np.pad(label, pad)
             rows, cols = label.shape
         if self.augment:
-            top = int(self.rng.integers(0, rows - size + 1))
-            left = int(self.rng.integers(0, cols - size + 1))
+            top = int(torch.randint(0, rows - size + 1, ()))
+            left = int(torch.randint(0, cols - size + 1, ()))
         else:
             top, left = (rows - size) // 2, (cols - size) // 2
         return image[:, top : top + size, left : left + size], label[top : top + size, left : left + size]

@@ -31,8 +31,12 @@ class Normalization:
     band_max: list[float]
 
     def apply(self, image: np.ndarray) -> np.ndarray:
-        x = image.astype(np.float32) * self.scale
-        out: np.ndarray = (x - self.mean[:, None, None]) / self.std[:, None, None]
+        # one multiply-add per pixel: x * scale/std - mean/std
+        gain = (self.scale / self.std).astype(np.float32)[:, None, None]
+        offset = (-self.mean / self.std).astype(np.float32)[:, None, None]
+        out: np.ndarray = image.astype(np.float32)
+        out *= gain
+        out += offset
         return out
 
 
