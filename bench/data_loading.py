@@ -118,7 +118,7 @@ def main() -> None:
             # the scan as training runs it, but keeping nothing, so every step below reads from disk
             head = scan(export, loader(class_map, counts), budget=0)
             uncached = Scan(export.items, [], None, head.dtype, head.num_bands, head.normalization, loader(class_map))
-            dataset = SegmentationChips(uncached, range(len(export.items)), 224, train=True, augment=True)
+            dataset = SegmentationChips(uncached, range(len(export.items)), 224, True, True, class_map=class_map)
             plain(export.items, 1)  # warm the page cache and GDAL
             # alternate the two and keep each one's best round: this machine's timings wander
             rounds = [(plain(export.items, args.passes), pipeline(dataset, args.passes)) for _ in range(args.rounds)]

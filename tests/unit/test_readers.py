@@ -121,3 +121,31 @@ def test_a_box_of_an_unknown_class_names_the_label_file(tmp_path: Path) -> None:
     export = read_export(root)
     result = scan(export, reader_for(export).load)
     assert len(result.bad) == 1 and bad.name in str(result.bad[0]) and "'42'" in str(result.bad[0])
+
+
+def test_mrf_chips_with_their_index_and_data_files(tmp_path: Path) -> None:
+    from tests.exports import write_classified_tiles
+
+    root = write_classified_tiles(tmp_path / "mrf")
+    lines = []
+    for tif in sorted((root / "images").glob("*.tif")):
+        for folder in ("images", "labels"):
+            source = root / folder / tif.name
+            data = rasterio_read(source)
+            formats.raster(source.with_suffix(".mrf"), data, driver="MRF")
+            source.unlink()
+        lines.append(f"images\\{tif.stem}.mrf  labels\\{tif.stem}.mrf ")
+    (root / "map.txt").write_text("\r\n".join(lines))
+    assert any(p.suffix == ".idx" for p in (root / "labels").iterdir())
+    kind, result = _scan(root)
+    image, label = result.sample(0)
+    assert kind == "Classified_Tiles" and image.shape == (4, 32, 32) and image.dtype == np.uint16
+    assert set(np.unique(label).tolist()) <= {0, 1, 2, 3} and label.dtype == np.uint8
+
+
+def rasterio_read(path: Path) -> np.ndarray:
+    import rasterio
+
+    with rasterio.open(path) as src:
+        data: np.ndarray = src.read()
+    return data

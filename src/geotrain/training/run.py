@@ -95,8 +95,8 @@ def train(params: TrainParams, settings: Settings, workdir: Path, progress: Prog
     tile = export.tile_size or scanned_size(scanned)
     chip_size = params.chip_size or min(tile)
     augment = params.data_augmentation == "DEFAULT"
-    train_set = SegmentationChips(scanned, train_idx, chip_size, train=True, augment=augment)
-    valid_set = SegmentationChips(scanned, valid_idx, chip_size, train=False, augment=False)
+    train_set = SegmentationChips(scanned, train_idx, chip_size, train=True, augment=augment, class_map=class_map)
+    valid_set = SegmentationChips(scanned, valid_idx, chip_size, train=False, augment=False, class_map=class_map)
 
     use_gpu = torch.cuda.is_available() and str(params.context.get("processorType", "")).upper() != "CPU"
     if str(params.context.get("processorType", "")).upper() == "GPU" and not torch.cuda.is_available():

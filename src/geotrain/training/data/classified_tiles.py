@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from geotrain.training.data.chips import ChipReadError, read_chip, read_label
+from geotrain.training.data.chips import ChipReadError, read_chip, read_crop, read_label
 from geotrain.training.data.export import ChipItem, ExportInfo
 from geotrain.training.data.scan import Scan, scan
 
@@ -47,7 +47,9 @@ class PixelCounts:
     undeclared: set[int] = field(default_factory=set)
 
 
-def loader(class_map: ClassMap, counts: PixelCounts | None = None) -> Callable[[ChipItem], tuple[np.ndarray, np.ndarray]]:
+def loader(
+    class_map: ClassMap, counts: PixelCounts | None = None
+) -> Callable[[ChipItem], tuple[np.ndarray, np.ndarray]]:
     """Reads a chip and its label; with ``counts`` (the scan) it also notes undeclared label values."""
     declared = {0, *class_map.values}
 
@@ -88,9 +90,11 @@ class SegmentationChips(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         chip_size: int,
         train: bool,
         augment: bool,
-        seed: int = 42,
+        class_map: ClassMap | None = None,
     ) -> None:
         self.scanned = scanned
+        # with the class map, chips that are not held in memory are read as just the window trained on
+        self.class_map = class_map
         self.indices = list(indices)
         self.chip_size = chip_size
         self.train = train
@@ -103,7 +107,13 @@ class SegmentationChips(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         return self.scanned.sample(self.indices[i])
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image, label = self.crop(*self.raw(i))
+        if self.scanned.samples is None and self.class_map is not None:
+            item = self.scanned.items[self.indices[i]]
+            assert item.label is not None  # the scan kept only chips with labels
+            image, label = read_crop(item.image, item.label, self.chip_size, self._offset)
+            label = self.class_map.encode(label)
+        else:
+            image, label = self.crop(*self.raw(i))
         if self.augment:
             # torch's generator: seeded by Lightning, and differently in every DataLoader worker
             flip_x, flip_y, turns = (int(v) for v in torch.randint(0, 4, (3,)))
@@ -124,9 +134,16 @@ class SegmentationChips(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             image = np.pad(image, ((0, 0), *pad))
             label = np.pad(label, pad)
             rows, cols = label.shape
-        if self.augment:
-            top = int(torch.randint(0, rows - size + 1, ()))
-            left = int(torch.randint(0, cols - size + 1, ()))
-        else:
-            top, left = (rows - size) // 2, (cols - size) // 2
+        top, left = self._offset(rows, cols)
         return image[:, top : top + size, left : left + size], label[top : top + size, left : left + size]
+
+    def _offset(self, rows: int, cols: int) -> tuple[int, int]:
+        """Where the crop starts: random when training with augmentation, else the centre."""
+        size = self.chip_size
+        if rows <= size and cols <= size:
+            return 0, 0
+        if self.augment:
+            return int(torch.randint(0, max(rows - size, 0) + 1, ())), int(
+                torch.randint(0, max(cols - size, 0) + 1, ())
+            )
+        return max(rows - size, 0) // 2, max(cols - size, 0) // 2

@@ -141,16 +141,17 @@ def _band_stats(emd: dict[str, Any], stats: dict[str, Any]) -> BandStats | None:
 
 
 def _by_stem(folder: Path, recursive: bool = False) -> dict[str, list[Path]]:
-    """Files of a folder keyed by stem (sidecars such as .aux.xml, .tfw and .ovr left out)."""
+    """Raster and label files of a folder keyed by stem."""
     index: dict[str, list[Path]] = {}
     if folder.is_dir():
         for path in sorted(folder.rglob("*") if recursive else folder.glob("*")):
-            if path.is_file() and not path.name.lower().endswith(SIDECARS):
+            if path.is_file() and path.suffix.lower() in LABEL_EXTENSIONS:
                 index.setdefault(path.stem, []).append(path)
     return index
 
 
-SIDECARS = (".aux.xml", ".tfw", ".jgw", ".pgw", ".ovr", ".xml.aux.xml", ".idx", ".lrc")
+# what a chip's label or partner can be; leaves out sidecars (.aux.xml, .tfw, .ovr, MRF's .idx and .ppg)
+LABEL_EXTENSIONS = (*IMAGE_EXTENSIONS, ".xml", ".txt")
 
 
 class _Lookup:
