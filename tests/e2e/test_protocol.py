@@ -152,9 +152,10 @@ BAD = [
     ("context", "[1]"),
     ("context", '{"processorType": "TPU"}'),
     ("data_augmentation", "SOMETIMES"),
-    ("data_augmentation", "CUSTOM"),
+    ("data_augmentation", "FILE"),
     ("augmentation_parameters", '[["rotate", "45.0;0.3"]]'),
     ("augmentation_parameters", "{bad"),
+    ("augmentation_parameters", '[["rotate", "45.0;0.3"]]'),
     ("chip_size", "64"),
     ("chip_size", "abc"),
     ("resize_to", "64"),
@@ -175,6 +176,22 @@ def test_bad_parameter_gets_the_envelope_naming_it(server: Server, client: httpx
 def test_unbuilt_model_type_lists_the_ones_that_are_built(server: Server, client: httpx.Client) -> None:
     error = _error(client, server, model_type="MASKRCNN")
     assert "MASKRCNN" in str(error["details"]) and "available: UNET" in str(error["details"])
+
+
+@pytest.mark.parametrize(
+    "value",
+    ['[["spin", "45;0.5"]]', '[["rotate", "45"]]', '[["zoom", "(1.0,x);1"]]', '[["crop", "64;1;(0,1);(0,1)"]]',
+     '[["brightness", "2;0.5"]]', '[["flip_lr", "1.5"]]', "[]", '[["rotate", "1;1"], ["rotate", "2;1"]]'],
+)  # fmt: skip
+def test_custom_augmentation_grammar_errors_name_the_parameter(
+    server: Server, client: httpx.Client, value: str
+) -> None:
+    error = _error(client, server, data_augmentation="CUSTOM", augmentation_parameters=value)
+    assert "'augmentation_parameters'" in str(error["details"])
+
+
+def test_custom_augmentation_without_parameters_is_refused(server: Server, client: httpx.Client) -> None:
+    assert "'augmentation_parameters'" in str(_error(client, server, data_augmentation="CUSTOM")["details"])
 
 
 def test_bad_keyword_lists_what_is_allowed(server: Server, client: httpx.Client) -> None:

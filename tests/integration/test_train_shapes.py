@@ -53,6 +53,15 @@ CASES = {
 }  # fmt: skip
 
 
+CUSTOM = {
+    "one_band_50px": {
+        "data_augmentation": "CUSTOM",
+        "augmentation_parameters": '[["rotate", "30;0.5"], ["zoom", "(1.0,1.2);0.5"], ["crop", "40;1;(0,1);(0,1)"],'
+        ' ["brightness", "(0.4,0.6);1"], ["contrast", "(0.75,1.5);1"], ["dihedral_affine", "0.5"]]',
+    }
+}
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_training_runs_on_real_world_chip_shapes(tmp_path: Path, case: str) -> None:
     root = write_classified_tiles(tmp_path / "chips" / case, CASES[case])
@@ -63,7 +72,8 @@ def test_training_runs_on_real_world_chip_shapes(tmp_path: Path, case: str) -> N
     params = parse(
         {"in_folder": f"/fileShares/c/{case}", "output_name": json.dumps({"name": case}), "model_type": "UNET",
          "backbone_model": "RESNET18", "max_epochs": "1", "learning_rate": "0.001", "batch_size": "1",
-         "arguments": '{"focal_loss": "True", "dice_loss_fraction": "0.3", "class_balancing": "True"}'}
+         "arguments": '{"focal_loss": "True", "dice_loss_fraction": "0.3", "class_balancing": "True"}',
+         **CUSTOM.get(case, {})}
     )  # fmt: skip
     submission.check(params, settings)
     warnings: list[str] = []
@@ -72,7 +82,8 @@ def test_training_runs_on_real_world_chip_shapes(tmp_path: Path, case: str) -> N
     with zipfile.ZipFile(package) as zf:
         emd = json.loads(zf.read(f"{case}.emd"))
     spec = CASES[case]
-    assert emd["ExtractBands"] == list(range(spec.bands)) and emd["ImageHeight"] == spec.size
+    assert emd["ExtractBands"] == list(range(spec.bands))
+    assert emd["ImageHeight"] == (40 if case in CUSTOM else spec.size)
     assert [c["Value"] for c in emd["Classes"]] == list(spec.values)
     background = set() if 0 in spec.values else {"NoData"}
     assert set(json.loads(emd["per_class_metrics"])) == {c["Name"] for c in emd["Classes"]} | background

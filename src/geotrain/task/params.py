@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, field_validator, model_validator
 
 from geotrain.errors import ParameterError
-from geotrain.task import catalog
+from geotrain.task import augmentation, catalog
 
 INPUT_NAMES = (
     "in_folder", "output_name", "model_type", "arguments", "batch_size", "max_epochs", "learning_rate",
@@ -285,11 +285,22 @@ class TrainParams(BaseModel):
             )
         if self.pretrained_model:
             raise ParameterError("pretrained_model", "fine-tuning from a pretrained model is not supported yet.")
-        if self.data_augmentation in ("CUSTOM", "FILE"):
+        if self.data_augmentation == "FILE":
             raise ParameterError(
-                "data_augmentation", f"'{self.data_augmentation}' is not supported yet. Allowed: DEFAULT, NONE."
+                "data_augmentation", "'FILE' (transforms.json) is not supported yet. Allowed: DEFAULT, NONE, CUSTOM."
             )
-        if self.augmentation_parameters is not None:
+        if self.data_augmentation == "CUSTOM":
+            if self.augmentation_parameters is None:
+                raise ParameterError("augmentation_parameters", "data_augmentation CUSTOM needs them.")
+            try:
+                crops = [a for a in augmentation.parse(self.augmentation_parameters) if a.name == "crop"]
+            except ValueError as exc:
+                raise ParameterError("augmentation_parameters", f"{exc}.") from None
+            if crops and self.chip_size is not None and crops[0].size != self.chip_size:
+                raise ParameterError(
+                    "augmentation_parameters", f"crop size {crops[0].size} differs from chip_size {self.chip_size}."
+                )
+        elif self.augmentation_parameters is not None:
             raise ParameterError("augmentation_parameters", "applies only with data_augmentation CUSTOM.")
         if self.resize_to is not None and info.family == "pixel_classification":
             raise ParameterError("resize_to", f"does not apply to {info.keyword} (Classified_Tiles).")
@@ -297,6 +308,19 @@ class TrainParams(BaseModel):
         if processor is not None and str(processor).upper() not in ("CPU", "GPU"):
             raise ParameterError("context", f"processorType '{processor}' is not allowed. Allowed: CPU, GPU.")
         return self
+
+    @property
+    def augmentations(self) -> list[augmentation.Augmentation]:
+        """The CUSTOM transforms; empty for DEFAULT and NONE."""
+        if self.data_augmentation != "CUSTOM" or self.augmentation_parameters is None:
+            return []
+        return augmentation.parse(self.augmentation_parameters)
+
+    @property
+    def crop_size(self) -> int | None:
+        """The training crop: chip_size, else a CUSTOM crop's size, else None (the exported tile size)."""
+        crops = [a.size for a in self.augmentations if a.name == "crop"]
+        return self.chip_size or (crops[0] if crops else None)
 
     @property
     def backbone(self) -> str:

@@ -44,10 +44,10 @@ def check(params: TrainParams, settings: Settings) -> ExportInfo:
             f"the export has {len(export.items)} image chip(s) whose files exist; "
             "training and validation need at least 2.",
         )
-    if params.chip_size is not None and export.tile_size is not None and params.chip_size > min(export.tile_size):
+    if params.crop_size is not None and export.tile_size is not None and params.crop_size > min(export.tile_size):
         raise ParameterError(
-            "chip_size",
-            f"{params.chip_size} is larger than the exported chips ({export.tile_size[1]}x{export.tile_size[0]}).",
+            "chip_size" if params.chip_size else "augmentation_parameters",
+            f"{params.crop_size} is larger than the exported chips ({export.tile_size[1]}x{export.tile_size[0]}).",
         )
     ignored = params.argument("ignore_classes", [])
     known = {c.value for c in export.classes}

@@ -22,6 +22,7 @@ from geotrain.publish.location import package_location
 from geotrain.stores import StorePathError
 from geotrain.task.params import TrainParams
 from geotrain.task.submission import load_export
+from geotrain.training.data.augment import SegmentationAugmenter
 from geotrain.training.data.classified_tiles import ClassMap, SegmentationChips, scan_segmentation
 from geotrain.training.data.export import ClassInfo
 from geotrain.training.data.scan import Scan, bad_chip_verdict, split
@@ -93,9 +94,17 @@ def train(params: TrainParams, settings: Settings, workdir: Path, progress: Prog
     )
 
     tile = export.tile_size or scanned_size(scanned)
-    chip_size = params.chip_size or min(tile)
-    augment = params.data_augmentation == "DEFAULT"
-    train_set = SegmentationChips(scanned, train_idx, chip_size, train=True, augment=augment, class_map=class_map)
+    chip_size = params.crop_size or min(tile)
+    augment = params.data_augmentation != "NONE"
+    norm = scanned.normalization
+    augmenter = (
+        SegmentationAugmenter(params.augmentations, norm.band_min, norm.band_max) if params.augmentations else None
+    )
+    if augmenter is not None:
+        progress.info(f"Custom augmentation: {', '.join(a.name for a in params.augmentations)}.")
+    train_set = SegmentationChips(
+        scanned, train_idx, chip_size, train=True, augment=augment, class_map=class_map, augmenter=augmenter
+    )
     valid_set = SegmentationChips(scanned, valid_idx, chip_size, train=False, augment=False, class_map=class_map)
 
     use_gpu = torch.cuda.is_available() and str(params.context.get("processorType", "")).upper() != "CPU"
@@ -149,7 +158,6 @@ def train(params: TrainParams, settings: Settings, workdir: Path, progress: Prog
     }
     colors = _colors(export.classes)
     name = target.local.stem
-    norm = scanned.normalization
     emd = emd_writer.pixel_classification_emd(
         name=name,
         model_type=params.model_type,

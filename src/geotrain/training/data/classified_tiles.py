@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from geotrain.training.data.augment import SegmentationAugmenter
 from geotrain.training.data.chips import ChipReadError, read_chip, read_crop, read_label
 from geotrain.training.data.export import ChipItem, ExportInfo
 from geotrain.training.data.scan import Scan, scan
@@ -91,8 +92,11 @@ class SegmentationChips(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         train: bool,
         augment: bool,
         class_map: ClassMap | None = None,
+        augmenter: SegmentationAugmenter | None = None,
     ) -> None:
         self.scanned = scanned
+        # CUSTOM augmentation replaces the default flips and turns
+        self.augmenter = augmenter if train else None
         # with the class map, chips that are not held in memory are read as just the window trained on
         self.class_map = class_map
         self.indices = list(indices)
@@ -114,7 +118,9 @@ class SegmentationChips(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             label = self.class_map.encode(label)
         else:
             image, label = self.crop(*self.raw(i))
-        if self.augment:
+        if self.augmenter is not None:
+            image, label = self.augmenter(image, label)
+        elif self.augment:
             # torch's generator: seeded by Lightning, and differently in every DataLoader worker
             flip_x, flip_y, turns = (int(v) for v in torch.randint(0, 4, (3,)))
             if flip_x % 2:
@@ -142,6 +148,9 @@ class SegmentationChips(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         size = self.chip_size
         if rows <= size and cols <= size:
             return 0, 0
+        if self.augmenter is not None:
+            placed = self.augmenter.crop_offset(rows, cols, size)
+            return placed if placed is not None else (max(rows - size, 0) // 2, max(cols - size, 0) // 2)
         if self.augment:
             return int(torch.randint(0, max(rows - size, 0) + 1, ())), int(
                 torch.randint(0, max(cols - size, 0) + 1, ())
