@@ -149,3 +149,20 @@ def rasterio_read(path: Path) -> np.ndarray:
     with rasterio.open(path) as src:
         data: np.ndarray = src.read()
     return data
+
+
+def test_extract_bands_from_a_real_list_selects_and_orders_bands(tmp_path: Path) -> None:
+    import json
+
+    from tests.exports import ExportSpec, write_classified_tiles
+
+    root = write_classified_tiles(tmp_path / "eb", ExportSpec(chips=2, bands=4))
+    emd = json.loads((root / "esri_model_definition.emd").read_text())
+    emd["ExtractBands"] = [3, 0, 1]
+    (root / "esri_model_definition.emd").write_text(json.dumps(emd))
+    export = read_export(root)
+    assert export.extract_bands == [3, 0, 1] and export.num_bands == 3
+    full = rasterio_read(export.items[0].image)
+    _, result = _scan(root)
+    image, _ = result.sample(0)
+    assert image.shape[0] == 3 and np.array_equal(image, full[[3, 0, 1]])

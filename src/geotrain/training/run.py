@@ -165,6 +165,7 @@ def train(params: TrainParams, settings: Settings, workdir: Path, progress: Prog
         backbone=params.backbone,
         classes=[emd_writer.ClassEntry(c.value, c.name, col) for c, col in zip(export.classes, colors, strict=True)],
         bands=scanned.num_bands,
+        extract_bands=export.extract_bands,
         tile_size=(chip_size, chip_size),
         learning_rate=result.lr,
         accuracy=result.metrics.accuracy,

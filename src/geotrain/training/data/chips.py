@@ -62,3 +62,12 @@ def read_crop(
     except (RasterioError, OSError, ValueError) as exc:
         raise ChipReadError(label_path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
     return image, label
+
+
+def select_bands(image: np.ndarray, bands: list[int] | None, path: Path) -> np.ndarray:
+    """The bands the export's ExtractBands names, in that order."""
+    if not bands:
+        return image
+    if max(bands) >= image.shape[0]:
+        raise ChipReadError(path, f"ExtractBands names band {max(bands)}, but the chip has {image.shape[0]} bands")
+    return image[bands]

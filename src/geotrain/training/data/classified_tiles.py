@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import Dataset
 
 from geotrain.training.data.augment import SegmentationAugmenter
-from geotrain.training.data.chips import ChipReadError, read_chip, read_crop, read_label
+from geotrain.training.data.chips import ChipReadError, read_chip, read_crop, read_label, select_bands
 from geotrain.training.data.export import ChipItem, ExportInfo
 from geotrain.training.data.scan import Scan, scan
 
@@ -49,13 +49,13 @@ class PixelCounts:
 
 
 def loader(
-    class_map: ClassMap, counts: PixelCounts | None = None
+    class_map: ClassMap, counts: PixelCounts | None = None, bands: list[int] | None = None
 ) -> Callable[[ChipItem], tuple[np.ndarray, np.ndarray]]:
     """Reads a chip and its label; with ``counts`` (the scan) it also notes undeclared label values."""
     declared = {0, *class_map.values}
 
     def load(item: ChipItem) -> tuple[np.ndarray, np.ndarray]:
-        image = read_chip(item.image)
+        image = select_bands(read_chip(item.image), bands, item.image)
         if item.label is None:
             raise ChipReadError(item.image, "it has no label raster")
         label = read_label(item.label)
@@ -76,8 +76,10 @@ def scan_segmentation(
     def observe(_image: np.ndarray, label: np.ndarray) -> None:
         counts.per_class += np.bincount(label.ravel(), minlength=class_map.num_classes)
 
-    result = scan(export, loader(class_map, counts), on_progress, observe)
-    result.load = loader(class_map)  # training reads (when chips are not held in memory) skip the checks
+    result = scan(export, loader(class_map, counts, export.extract_bands), on_progress, observe)
+    result.load = loader(
+        class_map, bands=export.extract_bands
+    )  # training reads (when chips are not held in memory) skip the checks
     return result, counts
 
 
@@ -115,6 +117,7 @@ class SegmentationChips(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             item = self.scanned.items[self.indices[i]]
             assert item.label is not None  # the scan kept only chips with labels
             image, label = read_crop(item.image, item.label, self.chip_size, self._offset)
+            image = select_bands(image, self.scanned.bands, item.image)
             label = self.class_map.encode(label)
         else:
             image, label = self.crop(*self.raw(i))

@@ -65,6 +65,8 @@ class ExportInfo:
     num_bands: int | None = None
     band_stats: BandStats | None = None
     band_names: list[str] = field(default_factory=list)
+    # the EMD's ExtractBands when it is a real list (exports mostly write a placeholder): bands to train on
+    extract_bands: list[int] | None = None
     # CycleGAN: the chips of domain B (items holds domain A)
     items_b: list[ChipItem] = field(default_factory=list)
     image_space: str = "MAP_SPACE"
@@ -257,6 +259,17 @@ def read_export(folder: Path) -> ExportInfo:
     raw_props = emd.get("InputRastersProps")
     props: dict[str, Any] = raw_props if isinstance(raw_props, dict) else {}
     band_names = [str(b) for b in props.get("BandNames", [])] if isinstance(props.get("BandNames"), list) else []
+    extract = emd.get("ExtractBands")
+    extract_bands = None
+    if isinstance(extract, list) and extract and all(isinstance(b, int) and b >= 0 for b in extract):
+        extract_bands = [int(b) for b in extract]
+    stats_of_bands = _band_stats(emd, stats)
+    if extract_bands and stats_of_bands and max(extract_bands) < len(stats_of_bands.mean):
+        stats_of_bands = BandStats(
+            *([getattr(stats_of_bands, k)[b] for b in extract_bands] for k in ("mean", "std", "min", "max"))
+        )
+    if extract_bands and band_names and max(extract_bands) < len(band_names):
+        band_names = [band_names[b] for b in extract_bands]
     info = ExportInfo(
         root=folder,
         metadata_format=str(fmt),
@@ -264,8 +277,9 @@ def read_export(folder: Path) -> ExportInfo:
         items=items,
         missing=missing,
         tile_size=(height, width) if height and width else None,
-        num_bands=_int_or_none(stats.get("NumBands")),
-        band_stats=_band_stats(emd, stats),
+        num_bands=len(extract_bands) if extract_bands else _int_or_none(stats.get("NumBands")),
+        band_stats=stats_of_bands,
+        extract_bands=extract_bands,
         band_names=band_names,
         image_space=str(emd.get("ImageSpaceUsed") or "MAP_SPACE"),
         min_cell_size=emd.get("MinCellSize"),
@@ -338,6 +352,7 @@ def merge_exports(exports: list[ExportInfo]) -> ExportInfo:
         num_bands=first.num_bands,
         band_stats=None,  # per-folder statistics do not combine; the trainer computes them from the chips
         band_names=first.band_names,
+        extract_bands=first.extract_bands,
         image_space=first.image_space,
         min_cell_size=first.min_cell_size,
         max_cell_size=first.max_cell_size,

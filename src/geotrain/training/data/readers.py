@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from geotrain.training.data.chips import ChipReadError, read_chip, read_label
+from geotrain.training.data.chips import ChipReadError, read_chip, read_label, select_bands
 from geotrain.training.data.export import ChipItem, ExportInfo, data_kind
 from geotrain.training.data.labels import Box, ClassLookup, read_kitti, read_object_names, read_pascal_voc
 
@@ -186,6 +186,20 @@ def _count_labels(labels: np.ndarray) -> Counter[int]:
 
 def reader_for(export: ExportInfo) -> Reader:
     """The reader of the export's own format (detected from its metadata and folders)."""
+
+    reader = _reader_for(export)
+    if export.extract_bands:
+        inner, bands = reader.load, export.extract_bands
+
+        def load(item: ChipItem) -> tuple[np.ndarray, Target]:
+            image, target = inner(item)
+            return select_bands(image, bands, item.image), target
+
+        reader.load = load
+    return reader
+
+
+def _reader_for(export: ExportInfo) -> Reader:
     from geotrain.training.data.classified_tiles import ClassMap
 
     lookup = ClassLookup(export.classes)

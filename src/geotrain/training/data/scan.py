@@ -49,6 +49,7 @@ class Scan(Generic[T]):
     num_bands: int
     normalization: Normalization
     load: Callable[[ChipItem], tuple[np.ndarray, T]]
+    bands: list[int] | None = None  # ExtractBands, applied by `load`
 
     def sample(self, index: int) -> tuple[np.ndarray, T]:
         if self.samples is not None:
@@ -102,7 +103,7 @@ def scan(
         return Scan([], bad, None, np.dtype("uint8"), export.num_bands or 0, _identity(1), load)
     norm = stats.normalization(export)
     assert stats.dtype is not None
-    return Scan(good, bad, samples, stats.dtype, stats.bands, norm, load)
+    return Scan(good, bad, samples, stats.dtype, stats.bands, norm, load, export.extract_bands)
 
 
 def _nbytes(target: object) -> int:
