@@ -152,7 +152,10 @@ def torch_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory, store_root: Path, torch_home: Path) -> Iterator[Server]:
     home = tmp_path_factory.mktemp("home") / "geotrain"
-    srv = Server(home=home, stores={"/fileShares/chips": str(store_root)}, extra_env={"TORCH_HOME": str(torch_home)})
+    stores = {"/fileShares/chips": str(store_root)}
+    if SHARED_DATA.is_dir():
+        stores["/fileShares/real"] = str(SHARED_DATA)  # the real third-party exports, read in place
+    srv = Server(home=home, stores=stores, extra_env={"TORCH_HOME": str(torch_home)})
     srv.start()
     yield srv
     srv.stop()

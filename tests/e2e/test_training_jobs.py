@@ -273,3 +273,31 @@ def test_a_killed_worker_loses_no_job(tmp_path: Path, store_root: Path, client: 
             assert db.execute("SELECT attempts FROM jobs WHERE id = ?", (job_id,)).fetchone() == (2,)
     finally:
         second.stop()
+
+
+def test_fasterrcnn_trains_on_the_real_multispectral_kitti_export(server: Server, client: httpx.Client) -> None:
+    """The shared third-party export: 6-band uint16 LZW chips, 50 of the 306 map.txt lists, 7 classes."""
+    if "/fileShares/real" not in server.stores:
+        pytest.skip("shared/data is not beside this checkout")
+    job_id = _submit(
+        client, server, in_folder="/fileShares/real/kitti-phragmites-6band", output_name={"name": "phragmites"},
+        model_type="FASTERRCNN", backbone_model="RESNET18", max_epochs=1, learning_rate=0.001, batch_size=4,
+    )  # fmt: skip
+    job = wait_for(client, f"{server.url}{TASK}/jobs/{job_id}")
+    texts = [m["description"] for m in job["messages"]]
+    assert job["jobStatus"] == "esriJobSucceeded", texts
+    assert any(t.startswith("256 of 306 chips listed in map.txt are missing") for t in texts)
+    assert any(t.startswith("Epoch 1/1:") and "average_precision" in t for t in texts)
+    uri = client.get(f"{server.url}/jobs/{job_id}/results/out_item", params={"f": "json"}).json()["value"]["uri"]
+    with zipfile.ZipFile(_local(server, uri)) as zf:
+        emd = json.loads(zf.read("phragmites.emd"))
+        weights = torch.load(__import__("io").BytesIO(zf.read("phragmites.pth")), weights_only=True)
+        assert zf.read("ModelCharacteristics/show_results.png")[:4] == b"\x89PNG"
+    assert emd["ModelType"] == "ObjectDetection" and emd["ModelName"] == "FasterRCNN"
+    assert [c["Name"] for c in emd["Classes"]][-1] == "Phragmites" and emd["ExtractBands"] == [0, 1, 2, 3, 4, 5]
+    assert set(emd["average_precision_score"]) == {c["Name"] for c in emd["Classes"]}
+    assert 0.0 <= float(emd["mAP"]) <= 1.0 and emd["IsMultispectral"] is True
+    from geotrain.training.detection import build_fasterrcnn
+
+    fresh = build_fasterrcnn("RESNET18", 6, 8, "RANDOM", emd["ModelParameters"]["input_size"], freeze=False)
+    fresh.network.load_state_dict(weights, strict=True)

@@ -90,3 +90,25 @@ def test_training_runs_on_real_world_chip_shapes(tmp_path: Path, case: str) -> N
     assert emd["IsImageNetNormalization"] == (spec.bands == 3 and spec.dtype == "uint8")
     assert len(emd["NormalizationStats"]["band_mean_values"]) == spec.bands
     assert np.isfinite(float(emd["accuracy"]))
+
+
+def test_fasterrcnn_on_pascal_voc_jpeg_chips_with_a_crop(tmp_path: Path) -> None:
+    from tests import formats
+
+    formats.pascal_voc(tmp_path / "chips" / "voc", chips=6, size=48)
+    settings = Settings(home=tmp_path / "home", data_stores={"/fileShares/c": tmp_path / "chips"})
+    settings.ensure_dirs()
+    params = parse(
+        {"in_folder": "/fileShares/c/voc", "output_name": '{"name": "voc"}', "model_type": "FASTERRCNN",
+         "backbone_model": "RESNET18", "max_epochs": "1", "learning_rate": "0.001", "batch_size": "2",
+         "chip_size": "40", "monitor": "AVERAGE_PRECISION", "validation_percent": "34"}
+    )  # fmt: skip
+    submission.check(params, settings)
+    infos: list[str] = []
+    result = train(params, settings, tmp_path / "work", Progress(infos.append, infos.append, lambda p, t: None))
+    package = settings.stores["/fileShares/geotrain"] / result["uri"].removeprefix("/fileShares/geotrain/")
+    with zipfile.ZipFile(package) as zf:
+        emd = json.loads(zf.read("voc.emd"))
+    assert emd["ImageHeight"] == 40 and emd["ModelParameters"]["input_size"] == 128
+    assert "monitored_average_precision" in emd and set(emd["average_precision_score"]) == {"Palm", "Pine", "Oak"}
+    assert any(i.startswith("Classes declared in the export but with no box: Oak") for i in infos)

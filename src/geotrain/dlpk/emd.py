@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import geotrain
+
+if TYPE_CHECKING:
+    from geotrain.training.data.export import ExportInfo
+    from geotrain.training.fit import FitResult
 
 # Bumped when the EMD we write changes shape, so a reader can upgrade old packages.
 GEOTRAIN_EMD_VERSION = 1
@@ -19,65 +23,58 @@ class ClassEntry:
     color: tuple[int, int, int]
 
 
-def _metric(value: float) -> str:
+def metric_text(value: float) -> str:
     # arcgis.learn writes metrics as text in this notation
     return f"{value:.4e}"
 
 
-def pixel_classification_emd(
+def json_text(value: Any) -> str:
+    return json.dumps(value)
+
+
+def common_emd(
     *,
     name: str,
     model_type: str,
+    model_kind: str,
     model_name: str,
     backbone: str,
     classes: list[ClassEntry],
     bands: int,
-    extract_bands: list[int] | None,
+    export: ExportInfo,
     tile_size: tuple[int, int],
-    learning_rate: float,
-    accuracy: float,
-    miou: float,
-    per_class: dict[str, dict[str, float]],
-    monitored: tuple[str, float] | None,
+    result: FitResult,
+    monitored: str,
     normalization: dict[str, Any],
     is_imagenet: bool,
-    image_space: str,
-    min_cell_size: Any,
-    max_cell_size: Any,
-    ignore_classes: list[int],
-    extra: dict[str, Any],
 ) -> dict[str, Any]:
+    """The keys every family writes; the family adds its metrics and its own keys."""
     emd: dict[str, Any] = {
         "Framework": "PyTorch",
         "ModelConfiguration": f"geotrain.{model_type.lower()}",
-        "ModelType": "ImageClassification",
+        "ModelType": model_kind,
         "ModelFile": f"{name}.pth",
         "ModelName": model_name,
         "ModelFormat": "NCHW",
         "ImageHeight": tile_size[0],
         "ImageWidth": tile_size[1],
-        "ExtractBands": extract_bands or list(range(bands)),
+        "ExtractBands": export.extract_bands or list(range(bands)),
         "Classes": [{"Value": c.value, "Name": c.name, "Color": list(c.color)} for c in classes],
-        "ignore_mapped_class": ignore_classes,
-        "SupportsVariableTileSize": True,
-        "ImageSpaceUsed": image_space,
-        "MinCellSize": min_cell_size,
-        "MaxCellSize": max_cell_size,
-        "LearningRate": f"{learning_rate:.4e}",
+        "ImageSpaceUsed": export.image_space,
+        "MinCellSize": export.min_cell_size,
+        "MaxCellSize": export.max_cell_size,
+        "LearningRate": f"{result.lr:.4e}",
         "backend": "pytorch",
         "ModelParameters": {"backbone": backbone.lower(), "backend": "pytorch", "in_channels": bands},
-        "accuracy": _metric(accuracy),
-        "miou": _metric(miou),
-        # arcgis.learn stores this as JSON text, NoData included
-        "per_class_metrics": json.dumps(per_class),
         "IsMultispectral": not is_imagenet,
         "IsImageNetNormalization": is_imagenet,
         "NormalizationStats": normalization,
         "resize_to": None,
+        "BestEpoch": result.best_epoch,
+        "EpochsRun": len(result.history),
         "GeotrainVersion": geotrain.__version__,
         "GeotrainEmdVersion": GEOTRAIN_EMD_VERSION,
     }
-    if monitored is not None:
-        emd[f"monitored_{monitored[0]}"] = monitored[1]
-    emd.update(extra)
+    if result.best_score is not None:
+        emd[f"monitored_{monitored}"] = result.best_score
     return emd

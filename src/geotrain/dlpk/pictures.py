@@ -57,3 +57,23 @@ def _png(fig: Figure) -> bytes:
     fig.savefig(buffer, format="png")
     plt.close(fig)
     return buffer.getvalue()
+
+
+def detection_results(
+    images: Sequence[np.ndarray], truths: Sequence[np.ndarray], predictions: Sequence[np.ndarray]
+) -> bytes:
+    """Validation chips side by side: ground-truth boxes, and the boxes the model found (score >= 0.5)."""
+    from matplotlib.patches import Rectangle
+
+    rows = max(1, len(images))
+    fig, axes = plt.subplots(rows, 2, figsize=(5, 2.5 * rows), dpi=100, squeeze=False)
+    for r, (image, truth, found) in enumerate(zip(images, truths, predictions, strict=True)):
+        for ax, boxes, color in ((axes[r][0], truth, "lime"), (axes[r][1], found, "red")):
+            ax.imshow(_display(image))
+            for x0, y0, x1, y1 in boxes:
+                ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=color, linewidth=1.5))
+    for ax, title in zip(axes[0], ("Ground truth", "Predictions"), strict=True):
+        ax.set_title(title)
+    for ax in axes.flat:
+        ax.axis("off")
+    return _png(fig)

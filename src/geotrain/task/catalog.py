@@ -52,7 +52,21 @@ _SEGMENTATION_ARGUMENTS = {
     "monitor": "valid_loss, accuracy or valid_miou",
 }
 
+_DETECTION_ARGUMENTS = {
+    "chip_size": "an integer chip size in pixels",
+    "monitor": "valid_loss or average_precision",
+}
+
 BUILT: dict[str, ModelTypeInfo] = {
+    "FASTERRCNN": ModelTypeInfo(
+        keyword="FASTERRCNN",
+        family="object_detection",
+        formats=("PASCAL_VOC_rectangles", "KITTI_rectangles"),
+        backbones=RESNETS,
+        default_backbone="RESNET50",
+        monitors=("VALID_LOSS", "AVERAGE_PRECISION"),
+        arguments=_DETECTION_ARGUMENTS,
+    ),
     "UNET": ModelTypeInfo(
         keyword="UNET",
         family="pixel_classification",

@@ -278,7 +278,7 @@ class TrainParams(BaseModel):
             if name not in info.arguments:
                 allowed = ", ".join(sorted(info.arguments))
                 raise ParameterError("arguments", f"unknown argument '{name}' for {info.keyword}. Allowed: {allowed}.")
-            _check_argument(name, value)
+            _check_argument(info, name, value)
         if self.monitor not in info.monitors:
             raise ParameterError(
                 "monitor", f"'{self.monitor}' does not apply to {info.keyword}. Allowed: {', '.join(info.monitors)}."
@@ -330,7 +330,14 @@ class TrainParams(BaseModel):
         return self.arguments.get(name, default)
 
 
-def _check_argument(name: str, value: Any) -> None:
+# arcgis.learn's metric names, as Pro passes them in `arguments`, -> the 12.0 monitor keywords
+MONITOR_ARGUMENTS = {
+    "valid_loss": "VALID_LOSS", "accuracy": "ACCURACY", "valid_miou": "MIOU", "miou": "MIOU",
+    "average_precision": "AVERAGE_PRECISION",
+}  # fmt: skip
+
+
+def _check_argument(info: catalog.ModelTypeInfo, name: str, value: Any) -> None:
     ok: bool
     match name:
         case "class_balancing" | "focal_loss":
@@ -344,11 +351,11 @@ def _check_argument(name: str, value: Any) -> None:
         case "chip_size":
             ok = isinstance(value, int) and not isinstance(value, bool) and 8 <= value <= 16384
         case "monitor":
-            ok = value in ("valid_loss", "accuracy", "valid_miou")
+            ok = MONITOR_ARGUMENTS.get(str(value)) in info.monitors
         case _:
             ok = True
     if not ok:
-        allowed = catalog.BUILT["UNET"].arguments.get(name, "a valid value")
+        allowed = info.arguments.get(name, "a valid value")
         raise ParameterError("arguments", f"'{name}' = {value!r} is not allowed. Expected {allowed}.")
 
 
@@ -370,9 +377,7 @@ def _apply_argument_aliases(params: TrainParams) -> TrainParams:
     if params.chip_size is None and "chip_size" in params.arguments:
         update["chip_size"] = params.arguments["chip_size"]
     if "monitor" in params.arguments and params.monitor == "VALID_LOSS":
-        update["monitor"] = {"valid_loss": "VALID_LOSS", "accuracy": "ACCURACY", "valid_miou": "MIOU"}[
-            params.arguments["monitor"]
-        ]
+        update["monitor"] = MONITOR_ARGUMENTS[params.arguments["monitor"]]
     return params.model_copy(update=update) if update else params
 
 

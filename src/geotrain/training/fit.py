@@ -23,7 +23,31 @@ from geotrain.training.models.registry import OUTPUT_STRIDE
 
 log = logging.getLogger(__name__)
 
-MONITOR_KEYS = {"VALID_LOSS": ("valid_loss", "min"), "ACCURACY": ("accuracy", "max"), "MIOU": ("miou", "max")}
+MONITOR_KEYS = {
+    "VALID_LOSS": ("valid_loss", "min"),
+    "ACCURACY": ("accuracy", "max"),
+    "MIOU": ("miou", "max"),
+    "AVERAGE_PRECISION": ("average_precision", "max"),
+}
+LOSSES = ("train_loss", "valid_loss")
+
+
+class OneCycleTask(pl.LightningModule):
+    """A model with a learning rate ``lr`` (the finder sets it), trained with Adam on a one-cycle schedule."""
+
+    lr: float
+    # the validation metrics of the last validation epoch, in the family's own shape
+    last_metrics: Any = None
+
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(params, lr=self.lr)
+        steps = int(self.trainer.estimated_stepping_batches) if self.trainer is not None else 0
+        if steps < 2 or not math.isfinite(steps):
+            return optimizer
+        # one-cycle schedule, as arcgis.learn's fit_one_cycle
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=self.lr, total_steps=steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
 @dataclass
@@ -35,7 +59,7 @@ class LossOptions:
     ignore_index: list[int] = field(default_factory=list)
 
 
-class SegmentationTask(pl.LightningModule):
+class SegmentationTask(OneCycleTask):
     def __init__(
         self, network: nn.Module, encoder: nn.Module, num_classes: int, lr: float, loss: LossOptions, freeze: bool
     ) -> None:
@@ -119,16 +143,6 @@ class SegmentationTask(pl.LightningModule):
         self.log("accuracy", metrics.accuracy)
         self.log("miou", metrics.miou)
 
-    def configure_optimizers(self) -> Any:
-        params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = torch.optim.Adam(params, lr=self.lr)
-        steps = int(self.trainer.estimated_stepping_batches) if self.trainer is not None else 0
-        if steps < 2 or not math.isfinite(steps):
-            return optimizer
-        # one-cycle schedule, as arcgis.learn's fit_one_cycle
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=self.lr, total_steps=steps)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
 
 @dataclass
 class EpochRecord:
@@ -152,7 +166,7 @@ class Reporter(Callback):
             trainer.current_epoch + 1,
             m.get("train_loss", float("nan")),
             m.get("valid_loss", float("nan")),
-            {"accuracy": m.get("accuracy", float("nan")), "miou": m.get("miou", float("nan"))},
+            {k: v for k, v in m.items() if k not in LOSSES},
         )
         self.history.append(record)
         self.report(record, self.max_epochs)
@@ -177,27 +191,33 @@ class FitResult:
     history: list[EpochRecord]
     best_epoch: int | None
     best_score: float | None
-    metrics: SegmentationMetrics
+    metrics: Any  # the task's last_metrics after validating the kept weights
     stopped_early: bool
 
 
 def fit(
-    task: SegmentationTask,
+    task: OneCycleTask,
     train_set: torch.utils.data.Dataset[Any],
     valid_set: torch.utils.data.Dataset[Any],
     options: FitOptions,
     report_epoch: Callable[[EpochRecord, int], None],
     info: Callable[[str], None],
     warn: Callable[[str], None],
+    collate_fn: Callable[[list[Any]], Any] | None = None,
 ) -> FitResult:
     pl.seed_everything(42, workers=True, verbose=False)
     n_train = len(train_set)  # type: ignore[arg-type]
     train_loader = DataLoader(
         train_set, batch_size=options.batch_size, shuffle=True, drop_last=n_train > options.batch_size,
         num_workers=options.num_workers, persistent_workers=options.num_workers > 0, pin_memory=options.use_gpu,
+        collate_fn=collate_fn,
     )  # fmt: skip
     valid_loader = DataLoader(
-        valid_set, batch_size=options.batch_size, num_workers=options.num_workers, pin_memory=options.use_gpu
+        valid_set,
+        batch_size=options.batch_size,
+        num_workers=options.num_workers,
+        pin_memory=options.use_gpu,
+        collate_fn=collate_fn,
     )
     monitor_key, mode = MONITOR_KEYS[options.monitor]
     checkpoint = ModelCheckpoint(
@@ -258,7 +278,7 @@ def fit(
 
 def find_lr(
     trainer: pl.Trainer,
-    task: SegmentationTask,
+    task: OneCycleTask,
     train_loader: DataLoader[Any],
     valid_loader: DataLoader[Any],
     note: Callable[[str], None],

@@ -1,0 +1,156 @@
+"""What every model family's training run shares: progress, the checked scan, the device, the split,
+epoch reports and writing the package."""
+
+from __future__ import annotations
+
+import colorsys
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+
+from geotrain.config import Settings
+from geotrain.dlpk import package, pictures
+from geotrain.errors import TrainingError
+from geotrain.stores import StorePath
+from geotrain.task.params import TrainParams
+from geotrain.training.data.export import ClassInfo, ExportInfo
+from geotrain.training.data.scan import Normalization, Scan, bad_chip_verdict, split
+from geotrain.training.fit import EpochRecord, FitOptions, FitResult
+
+T = TypeVar("T")
+
+# share of the progress bar spent before and after the epochs
+PREPARE, PACKAGE = 5.0, 95.0
+
+
+@dataclass
+class Progress:
+    """How the training process talks to the job: messages, warnings and a percentage."""
+
+    info: Callable[[str], None]
+    warn: Callable[[str], None]
+    percent: Callable[[float, str], None]
+
+
+@dataclass
+class Job:
+    params: TrainParams
+    settings: Settings
+    workdir: Path
+    progress: Progress
+    export: ExportInfo
+    target: StorePath  # where the .dlpk goes
+
+    def reading(self, n: int, total: int) -> None:
+        self.progress.percent(PREPARE * n / max(total, 1), "Reading chips")
+
+    def checked(self, scanned: Scan[T]) -> Scan[T]:
+        """A few unreadable files are skipped with a warning; many fail the job, naming them."""
+        verdict = bad_chip_verdict(scanned)
+        if verdict is not None:
+            fatal, text = verdict
+            if fatal:
+                raise TrainingError(text)
+            self.progress.warn(text)
+        return scanned
+
+    def split(self, scanned: Scan[Any]) -> tuple[list[int], list[int]]:
+        train, valid = split(len(scanned.items), self.params.validation_percent)
+        self.progress.info(
+            f"Training on {len(train)} chips, validating on {len(valid)} ({self.params.validation_percent:g}%)."
+        )
+        return train, valid
+
+    def use_gpu(self) -> bool:
+        asked = str(self.params.context.get("processorType", "")).upper()
+        gpu = torch.cuda.is_available() and asked != "CPU"
+        if asked == "GPU" and not torch.cuda.is_available():
+            self.progress.warn(
+                "processorType GPU was requested but this worker has no CUDA device; training on the CPU."
+            )
+        self.progress.info(
+            f"Training {self.params.model_type} ({self.params.backbone.lower()}) on {'GPU' if gpu else 'CPU'}."
+        )
+        return gpu
+
+    def fit_options(self, use_gpu: bool, scanned: Scan[Any]) -> FitOptions:
+        p = self.params
+        return FitOptions(
+            max_epochs=p.max_epochs, batch_size=p.batch_size, lr=p.learning_rate, monitor=p.monitor,
+            stop_training=p.stop_training, use_gpu=use_gpu, workdir=self.workdir,
+            # chips held in memory are prepared faster than worker processes start; from disk, read in parallel
+            num_workers=0 if scanned.samples is not None else min(4, os.cpu_count() or 1),
+        )  # fmt: skip
+
+    def on_epoch(self, record: EpochRecord, max_epochs: int) -> None:
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in record.metrics.items())
+        text = (
+            f"Epoch {record.epoch}/{max_epochs}: train_loss {record.train_loss:.4f}, valid_loss {record.valid_loss:.4f}"
+        )
+        # the percentage first: a client that sees the epoch's message also sees its progress
+        self.progress.percent(
+            PREPARE + (PACKAGE - PREPARE) * record.epoch / max_epochs, f"Epoch {record.epoch}/{max_epochs}"
+        )
+        self.progress.info(f"{text}, {shown}" if shown else text)
+
+    def report_fit(self, result: FitResult) -> None:
+        monitor = self.params.monitor.lower()
+        if result.stopped_early:
+            self.progress.info(f"Early stopping: no improvement in {monitor} for 5 epochs.")
+        if result.best_epoch is not None:
+            self.progress.info(f"Keeping the weights of epoch {result.best_epoch} (best {monitor}).")
+        self.progress.percent(PACKAGE, "Writing the deep learning package")
+
+    def write_package(
+        self,
+        emd: dict[str, Any],
+        state_dict: dict[str, torch.Tensor],
+        result: FitResult,
+        show_results: bytes,
+        report_rows: list[tuple[str, str]],
+        per_class: dict[str, dict[str, float]],
+        summary: str,
+    ) -> dict[str, Any]:
+        history = result.history
+        contents = package.PackageContents(
+            name=self.target.local.stem,
+            emd=emd,
+            state_dict=state_dict,
+            loss_graph=pictures.loss_graph(
+                [h.epoch for h in history], [h.train_loss for h in history], [h.valid_loss for h in history]
+            ),
+            show_results=show_results,
+            report_rows=report_rows,
+            per_class=per_class,
+        )
+        package.write(contents, self.target.local)
+        # the package holds what is worth keeping; checkpoints stay only for jobs that did not finish
+        shutil.rmtree(self.workdir / "checkpoints", ignore_errors=True)
+        self.progress.info(f"Wrote {self.target.uri} ({summary}).")
+        return {"uri": self.target.uri}
+
+
+def class_colors(classes: list[ClassInfo]) -> list[tuple[int, int, int]]:
+    out = []
+    for i, c in enumerate(classes):
+        if c.color is not None:
+            out.append(c.color)
+        else:  # [-1,-1,-1] in the export: no symbology, so spread hues evenly
+            r, g, b = colorsys.hsv_to_rgb((i * 0.618) % 1.0, 0.75, 0.95)
+            out.append((int(r * 255), int(g * 255), int(b * 255)))
+    return out
+
+
+def normalization_stats(norm: Normalization) -> dict[str, Any]:
+    return {
+        "band_min_values": norm.band_min,
+        "band_max_values": norm.band_max,
+        "band_mean_values": (norm.mean / norm.scale).tolist(),
+        "band_std_values": (norm.std / norm.scale).tolist(),
+        "scale": norm.scale,
+    }

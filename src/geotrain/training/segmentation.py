@@ -1,0 +1,155 @@
+"""Pixel classification (UNET) on Classified_Tiles."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from geotrain.dlpk import emd as emd_writer
+from geotrain.dlpk import pictures
+from geotrain.task.params import TrainParams
+from geotrain.training.data.augment import SegmentationAugmenter
+from geotrain.training.data.classified_tiles import ClassMap, SegmentationChips, scan_segmentation
+from geotrain.training.data.scan import Scan
+from geotrain.training.fit import LossOptions, SegmentationTask, fit
+from geotrain.training.job import Job, class_colors, normalization_stats
+from geotrain.training.models.registry import build
+
+MODEL_NAMES = {"UNET": "UnetClassifier"}
+MONITOR_NAMES = {"VALID_LOSS": "valid_loss", "ACCURACY": "accuracy", "MIOU": "miou"}
+
+
+def train(job: Job) -> dict[str, Any]:
+    params, export, progress = job.params, job.export, job.progress
+    # value 0 is background (NoData): a class the export declares with value 0 names it
+    foreground = [c for c in export.classes if c.value != 0]
+    background = next((c.name for c in export.classes if c.value == 0), "NoData")
+    class_map = ClassMap([c.value for c in foreground])
+    scanned, counts = scan_segmentation(export, class_map, job.reading)
+    job.checked(scanned)
+    if counts.undeclared:
+        values = ", ".join(str(v) for v in sorted(counts.undeclared)[:10])
+        progress.warn(f"Label values that are not classes of the export were treated as NoData: {values}.")
+    absent = [c.name for c, n in zip(foreground, counts.per_class[1:], strict=True) if n == 0]
+    if absent:
+        progress.warn(f"Classes declared in the export but absent from every label: {', '.join(absent)}.")
+    train_idx, valid_idx = job.split(scanned)
+
+    tile = export.tile_size or _first_size(scanned)
+    chip_size = params.crop_size or min(tile)
+    norm = scanned.normalization
+    augmenter = None
+    if params.augmentations:
+        augmenter = SegmentationAugmenter(params.augmentations, norm.band_min, norm.band_max)
+        progress.info(f"Custom augmentation: {', '.join(a.name for a in params.augmentations)}.")
+    augment = params.data_augmentation != "NONE"
+    train_set = SegmentationChips(scanned, train_idx, chip_size, True, augment, class_map, augmenter)
+    valid_set = SegmentationChips(scanned, valid_idx, chip_size, False, False, class_map)
+
+    use_gpu = job.use_gpu()
+    built = build(
+        params.model_type, params.backbone, scanned.num_bands, class_map.num_classes, params.weight_init_scheme
+    )
+    for note in built.notes:
+        (progress.info if built.pretrained_from else progress.warn)(note)
+    freeze = params.freeze_model and built.pretrained_from is not None
+    if params.freeze_model and not freeze:
+        progress.warn("freeze_model: the backbone has no pretrained weights to keep, so it is trained too.")
+    loss = _loss_options(params, class_map, counts.per_class)
+    task = SegmentationTask(
+        built.network, built.encoder, class_map.num_classes, params.learning_rate or 1e-3, loss, freeze
+    )
+    result = fit(
+        task, train_set, valid_set, job.fit_options(use_gpu, scanned), job.on_epoch, progress.info, progress.warn
+    )
+    job.report_fit(result)
+
+    names = [background, *[c.name for c in foreground]]
+    m = result.metrics
+    per_class = {
+        name: {"precision": p, "recall": r, "f1": f}
+        for name, p, r, f in zip(names, m.precision, m.recall, m.f1, strict=True)
+    }
+    colors = class_colors(export.classes)
+    emd = emd_writer.common_emd(
+        name=job.target.local.stem,
+        model_type=params.model_type,
+        model_kind="ImageClassification",
+        model_name=MODEL_NAMES[params.model_type],
+        backbone=params.backbone,
+        classes=[emd_writer.ClassEntry(c.value, c.name, col) for c, col in zip(export.classes, colors, strict=True)],
+        bands=scanned.num_bands,
+        export=export,
+        tile_size=(chip_size, chip_size),
+        result=result,
+        monitored=MONITOR_NAMES[params.monitor],
+        normalization=normalization_stats(norm),
+        is_imagenet=norm.imagenet,
+    )
+    emd.update(
+        {
+            "accuracy": emd_writer.metric_text(m.accuracy),
+            "miou": emd_writer.metric_text(m.miou),
+            # arcgis.learn stores this as JSON text, NoData included
+            "per_class_metrics": emd_writer.json_text(per_class),
+            "ignore_mapped_class": list(params.argument("ignore_classes", [])),
+            "SupportsVariableTileSize": True,
+            "ExportChipSize": [tile[0], tile[1]],
+        }
+    )
+    return job.write_package(
+        emd,
+        built.network.state_dict(),
+        result,
+        _show_results(task, valid_set, np.array([(0, 0, 0), *colors], dtype=np.float64)),
+        [
+            ("Model", MODEL_NAMES[params.model_type]),
+            ("Backbone", params.backbone.lower()),
+            ("Learning rate", f"{result.lr:.4e}"),
+            ("Accuracy", f"{m.accuracy:.4f}"),
+            ("mIoU", f"{m.miou:.4f}"),
+            ("Epochs", str(len(result.history))),
+        ],
+        per_class,
+        f"accuracy {m.accuracy:.4f}, mIoU {m.miou:.4f}",
+    )
+
+
+def _first_size(scanned: Scan[np.ndarray]) -> tuple[int, int]:
+    image, _ = scanned.sample(0)
+    return image.shape[1], image.shape[2]
+
+
+def _loss_options(params: TrainParams, class_map: ClassMap, pixels: np.ndarray) -> LossOptions:
+    weights = None
+    if params.argument("class_balancing", False):
+        # inverse frequency, normalised to mean 1; classes without pixels keep weight 1
+        freq = pixels.astype(np.float64) / max(pixels.sum(), 1)
+        inv = np.where(freq > 0, 1.0 / np.maximum(freq, 1e-12), 0.0)
+        inv = inv / inv[inv > 0].mean() if (inv > 0).any() else np.ones_like(inv)
+        weights = torch.tensor(np.where(inv > 0, inv, 1.0), dtype=torch.float32)
+    ignore = [class_map.values.index(v) + 1 for v in params.argument("ignore_classes", []) if v in class_map.values]
+    return LossOptions(
+        class_weights=weights,
+        focal=bool(params.argument("focal_loss", False)),
+        dice_fraction=float(params.argument("dice_loss_fraction", 0.0)),
+        dice_average=str(params.argument("dice_loss_average", "micro")),
+        ignore_index=ignore,
+    )
+
+
+def _show_results(task: SegmentationTask, valid_set: SegmentationChips, colors: np.ndarray) -> bytes:
+    task.eval()
+    images, truths, preds = [], [], []
+    device = next(task.parameters()).device
+    with torch.no_grad():
+        for i in range(min(4, len(valid_set))):
+            x, y = valid_set[i]
+            raw, _ = valid_set.crop(*valid_set.raw(i))
+            pred = task(x.unsqueeze(0).to(device)).argmax(dim=1)[0].cpu().numpy()
+            images.append(raw)
+            truths.append(y.numpy())
+            preds.append(pred)
+    return pictures.show_results(images, truths, preds, colors)
