@@ -256,3 +256,14 @@ def test_errors_render_as_html_when_html_is_asked_for(server: Server, client: ht
     form["f"] = "html"
     page = client.post(server.url + TASK + "/submitJob", data=form)
     assert page.headers["content-type"].startswith("text/html") and "batch_size" in page.text
+
+
+def test_detection_model_refuses_a_classified_tiles_export(server: Server, client: httpx.Client) -> None:
+    details = str(_error(client, server, model_type="FASTERRCNN")["details"])
+    assert "Classified_Tiles" in details and "PASCAL_VOC_rectangles, KITTI_rectangles" in details
+
+
+def test_detection_arguments_are_checked_per_model(server: Server, client: httpx.Client) -> None:
+    details = str(_error(client, server, model_type="FASTERRCNN", arguments={"class_balancing": "True"})["details"])
+    assert "unknown argument 'class_balancing' for FASTERRCNN" in details
+    assert "'monitor'" in str(_error(client, server, model_type="FASTERRCNN", monitor="MIOU")["details"])
