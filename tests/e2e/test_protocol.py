@@ -267,3 +267,11 @@ def test_detection_arguments_are_checked_per_model(server: Server, client: httpx
     details = str(_error(client, server, model_type="FASTERRCNN", arguments={"class_balancing": "True"})["details"])
     assert "unknown argument 'class_balancing' for FASTERRCNN" in details
     assert "'monitor'" in str(_error(client, server, model_type="FASTERRCNN", monitor="MIOU")["details"])
+
+
+def test_custom_augmentation_is_refused_where_it_is_not_built(server: Server, client: httpx.Client) -> None:
+    error = _error(
+        client, server, in_folder="/fileShares/chips/uint16_4band", model_type="FASTERRCNN",
+        data_augmentation="CUSTOM", augmentation_parameters=[["rotate", "30;0.5"]],
+    )  # fmt: skip
+    assert "'data_augmentation'" in str(error["details"]) and "FASTERRCNN" in str(error["details"])

@@ -290,6 +290,10 @@ class TrainParams(BaseModel):
                 "data_augmentation", "'FILE' (transforms.json) is not supported yet. Allowed: DEFAULT, NONE, CUSTOM."
             )
         if self.data_augmentation == "CUSTOM":
+            if info.family != "pixel_classification":
+                raise ParameterError(
+                    "data_augmentation", f"CUSTOM is not supported yet for {info.keyword}. Allowed: DEFAULT, NONE."
+                )
             if self.augmentation_parameters is None:
                 raise ParameterError("augmentation_parameters", "data_augmentation CUSTOM needs them.")
             try:
