@@ -119,7 +119,7 @@ class SegmentationTask(OneCycleTask):
         return 1 - 2 * inter.sum() / card.sum().clamp(min=1e-6)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch
+        x, y = batch[0], batch[1].long()
         loss = self._loss(self(x), y)
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(x))
         return loss
@@ -128,7 +128,7 @@ class SegmentationTask(OneCycleTask):
         self.confusion.reset()
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        x, y = batch
+        x, y = batch[0], batch[1].long()
         logits = self(x)
         self.log("valid_loss", self._loss(logits, y), on_step=False, on_epoch=True, batch_size=len(x))
         pred = logits.argmax(dim=1)

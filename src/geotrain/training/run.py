@@ -32,12 +32,13 @@ def train(params: TrainParams, settings: Settings, workdir: Path, progress: Prog
     progress.info(f"Reading {len(export.items)} chips of {export.metadata_format} from {', '.join(params.in_folder)}.")
     job = Job(params, settings, workdir, progress, export, target)
     match catalog.BUILT[params.model_type].family:
+        # each family imports only its own stack
         case "pixel_classification":
-            from geotrain.training import segmentation
+            from geotrain.training.segmentation import train as train_segmentation
 
-            return segmentation.train(job)
+            return train_segmentation(job)
         case "object_detection":
-            from geotrain.training import detection
+            from geotrain.training.detection import train as train_detection
 
-            return detection.train(job)
+            return train_detection(job)
     raise TrainingError(f"{params.model_type} has no training run")

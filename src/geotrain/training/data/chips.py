@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -9,10 +10,23 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
 # Chips exported in pixel space, or PNG/JPEG without world files, carry no georeference: that is fine here.
 warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
+
+_env_pid: int | None = None
+
+
+def _gdal_env() -> None:
+    """One GDAL environment per process for every chip read. GDAL would otherwise list the chip's folder
+    on each open to find sidecars (.aux.xml, world files, overviews) that training does not need: with
+    thousands of chips in images/ that listing costs more than decoding the chip."""
+    global _env_pid
+    if _env_pid != os.getpid():
+        rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR").__enter__()
+        _env_pid = os.getpid()
 
 
 class ChipReadError(Exception):
@@ -23,6 +37,7 @@ class ChipReadError(Exception):
 
 def read_chip(path: Path) -> np.ndarray:
     """All bands as (bands, rows, cols), in the file's own data type."""
+    _gdal_env()
     try:
         with rasterio.open(path) as src:
             data: np.ndarray = src.read()
@@ -33,6 +48,7 @@ def read_chip(path: Path) -> np.ndarray:
 
 def read_label(path: Path) -> np.ndarray:
     """The first band of a class-value raster as (rows, cols)."""
+    _gdal_env()
     try:
         with rasterio.open(path) as src:
             band: np.ndarray = src.read(1)
@@ -48,20 +64,33 @@ def read_crop(
 
     Decoding only the window is what lets the training pipeline keep up with a bare read loop. Windows
     past the edge of a small chip are filled with 0 (NoData)."""
+    _gdal_env()
     try:
         with rasterio.open(image_path) as src:
             top, left = place(src.height, src.width)
-            window = Window(left, top, size, size)
-            inside = top + size <= src.height and left + size <= src.width
-            image: np.ndarray = src.read(window=window, boundless=not inside, fill_value=0)
+            image = _window(src, top, left, size, None)
     except (RasterioError, OSError, ValueError) as exc:
         raise ChipReadError(image_path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
     try:
         with rasterio.open(label_path) as src:
-            label: np.ndarray = src.read(1, window=window, boundless=not inside, fill_value=0)
+            label = _window(src, top, left, size, 1)
     except (RasterioError, OSError, ValueError) as exc:
         raise ChipReadError(label_path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
     return image, label
+
+
+def _window(src: DatasetReader, top: int, left: int, size: int, band: int | None) -> np.ndarray:
+    inside = top + size <= src.height and left + size <= src.width
+    if src.driver in ("JPEG", "PNG"):
+        # these decode the whole image whatever window is asked for: read it all, cut in memory
+        data: np.ndarray = src.read(band)
+        if not inside:
+            rows, cols = data.shape[-2:]
+            pad = [(0, 0)] * (data.ndim - 2) + [(0, max(0, top + size - rows)), (0, max(0, left + size - cols))]
+            data = np.pad(data, pad)
+        return data[..., top : top + size, left : left + size]
+    window: np.ndarray = src.read(band, window=Window(left, top, size, size), boundless=not inside, fill_value=0)
+    return window
 
 
 def select_bands(image: np.ndarray, bands: list[int] | None, path: Path) -> np.ndarray:

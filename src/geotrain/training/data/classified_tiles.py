@@ -132,8 +132,9 @@ class SegmentationChips(Dataset[tuple[torch.Tensor, torch.Tensor]]):
                 image, label = image[:, ::-1, :], label[::-1, :]
             if turns and image.shape[1] == image.shape[2]:
                 image, label = np.rot90(image, turns, axes=(1, 2)), np.rot90(label, turns)
-        x = self.scanned.normalization.apply(np.ascontiguousarray(image))
-        return torch.from_numpy(x), torch.from_numpy(np.ascontiguousarray(label).astype(np.int64))
+        x = self.scanned.normalization.apply(image)
+        # labels travel as their small integer type; the model widens them on its device
+        return torch.from_numpy(x), torch.from_numpy(np.ascontiguousarray(label))
 
     def crop(self, image: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         size = self.chip_size

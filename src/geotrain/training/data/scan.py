@@ -34,7 +34,8 @@ class Normalization:
         # one multiply-add per pixel: x * scale/std - mean/std
         gain = (self.scale / self.std).astype(np.float32)[:, None, None]
         offset = (-self.mean / self.std).astype(np.float32)[:, None, None]
-        out: np.ndarray = image.astype(np.float32)
+        # order="C": flipped or turned views are copied once, here, into a tensor-ready array
+        out: np.ndarray = image.astype(np.float32, order="C")
         out *= gain
         out += offset
         return out
