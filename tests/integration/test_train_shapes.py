@@ -112,3 +112,22 @@ def test_fasterrcnn_on_pascal_voc_jpeg_chips_with_a_crop(tmp_path: Path) -> None
     assert emd["ImageHeight"] == 40 and emd["ModelParameters"]["input_size"] == 128
     assert "monitored_average_precision" in emd and set(emd["average_precision_score"]) == {"Palm", "Pine", "Oak"}
     assert any(i.startswith("Classes declared in the export but with no box: Oak") for i in infos)
+
+
+def test_several_input_folders_train_as_one(tmp_path: Path) -> None:
+    write_classified_tiles(tmp_path / "chips" / "a", ExportSpec(chips=3, values=(3,), absent=None))
+    write_classified_tiles(tmp_path / "chips" / "b", ExportSpec(chips=3, values=(7,), absent=None, seed=1))
+    settings = Settings(home=tmp_path / "home", data_stores={"/fileShares/c": tmp_path / "chips"})
+    settings.ensure_dirs()
+    params = parse(
+        {"in_folder": "/fileShares/c/a,/fileShares/c/b", "output_name": '{"name": "ab"}', "model_type": "UNET",
+         "backbone_model": "RESNET18", "max_epochs": "1", "learning_rate": "0.001"}
+    )  # fmt: skip
+    submission.check(params, settings)
+    infos: list[str] = []
+    result = train(params, settings, tmp_path / "work", Progress(infos.append, infos.append, lambda p, t: None))
+    package = settings.stores["/fileShares/geotrain"] / result["uri"].removeprefix("/fileShares/geotrain/")
+    with zipfile.ZipFile(package) as zf:
+        emd = json.loads(zf.read("ab.emd"))
+    assert [c["Value"] for c in emd["Classes"]] == [3, 7]
+    assert "Training on 5 chips, validating on 1 (10%)." in infos
