@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -53,6 +54,21 @@ CASES = {
 }  # fmt: skip
 
 
+def _train(tmp_path: Path, form: dict[str, str]) -> tuple[dict[str, Any], list[str]]:
+    """Check and train a request in this process on the exports under tmp_path/chips; the EMD and messages."""
+    settings = Settings(home=tmp_path / "home", data_stores={"/fileShares/c": tmp_path / "chips"})
+    settings.ensure_dirs()
+    params = parse(form)
+    submission.check(params, settings)
+    messages: list[str] = []
+    result = train(params, settings, tmp_path / "work", Progress(messages.append, messages.append, lambda p, t: None))
+    package = settings.stores["/fileShares/geotrain"] / result["uri"].removeprefix("/fileShares/geotrain/")
+    with zipfile.ZipFile(package) as zf:
+        (emd_name,) = [n for n in zf.namelist() if n.endswith(".emd")]
+        emd: dict[str, Any] = json.loads(zf.read(emd_name))
+    return emd, messages
+
+
 CUSTOM = {
     "one_band_50px": {
         "data_augmentation": "CUSTOM",
@@ -67,20 +83,13 @@ def test_training_runs_on_real_world_chip_shapes(tmp_path: Path, case: str) -> N
     root = write_classified_tiles(tmp_path / "chips" / case, CASES[case])
     if case == "jpeg_png":
         _to_jpeg_and_png(root)
-    settings = Settings(home=tmp_path / "home", data_stores={"/fileShares/c": tmp_path / "chips"})
-    settings.ensure_dirs()
-    params = parse(
+    emd, _ = _train(
+        tmp_path,
         {"in_folder": f"/fileShares/c/{case}", "output_name": json.dumps({"name": case}), "model_type": "UNET",
          "backbone_model": "RESNET18", "max_epochs": "1", "learning_rate": "0.001", "batch_size": "1",
          "arguments": '{"focal_loss": "True", "dice_loss_fraction": "0.3", "class_balancing": "True"}',
-         **CUSTOM.get(case, {})}
+         **CUSTOM.get(case, {})},
     )  # fmt: skip
-    submission.check(params, settings)
-    warnings: list[str] = []
-    result = train(params, settings, tmp_path / "work", Progress(lambda t: None, warnings.append, lambda p, t: None))
-    package = settings.stores["/fileShares/geotrain"] / result["uri"].removeprefix("/fileShares/geotrain/")
-    with zipfile.ZipFile(package) as zf:
-        emd = json.loads(zf.read(f"{case}.emd"))
     spec = CASES[case]
     assert emd["ExtractBands"] == list(range(spec.bands))
     assert emd["ImageHeight"] == (40 if case in CUSTOM else spec.size)
@@ -96,19 +105,12 @@ def test_fasterrcnn_on_pascal_voc_jpeg_chips_with_a_crop(tmp_path: Path) -> None
     from tests import formats
 
     formats.pascal_voc(tmp_path / "chips" / "voc", chips=6, size=48)
-    settings = Settings(home=tmp_path / "home", data_stores={"/fileShares/c": tmp_path / "chips"})
-    settings.ensure_dirs()
-    params = parse(
+    emd, infos = _train(
+        tmp_path,
         {"in_folder": "/fileShares/c/voc", "output_name": '{"name": "voc"}', "model_type": "FASTERRCNN",
          "backbone_model": "RESNET18", "max_epochs": "1", "learning_rate": "0.001", "batch_size": "2",
-         "chip_size": "40", "monitor": "AVERAGE_PRECISION", "validation_percent": "34"}
+         "chip_size": "40", "monitor": "AVERAGE_PRECISION", "validation_percent": "34"},
     )  # fmt: skip
-    submission.check(params, settings)
-    infos: list[str] = []
-    result = train(params, settings, tmp_path / "work", Progress(infos.append, infos.append, lambda p, t: None))
-    package = settings.stores["/fileShares/geotrain"] / result["uri"].removeprefix("/fileShares/geotrain/")
-    with zipfile.ZipFile(package) as zf:
-        emd = json.loads(zf.read("voc.emd"))
     assert emd["ImageHeight"] == 40 and emd["ModelParameters"]["input_size"] == 128
     assert "monitored_average_precision" in emd and set(emd["average_precision_score"]) == {"Palm", "Pine", "Oak"}
     assert any(i.startswith("Classes declared in the export but with no box: Oak") for i in infos)
@@ -117,17 +119,10 @@ def test_fasterrcnn_on_pascal_voc_jpeg_chips_with_a_crop(tmp_path: Path) -> None
 def test_several_input_folders_train_as_one(tmp_path: Path) -> None:
     write_classified_tiles(tmp_path / "chips" / "a", ExportSpec(chips=3, values=(3,), absent=None))
     write_classified_tiles(tmp_path / "chips" / "b", ExportSpec(chips=3, values=(7,), absent=None, seed=1))
-    settings = Settings(home=tmp_path / "home", data_stores={"/fileShares/c": tmp_path / "chips"})
-    settings.ensure_dirs()
-    params = parse(
+    emd, infos = _train(
+        tmp_path,
         {"in_folder": "/fileShares/c/a,/fileShares/c/b", "output_name": '{"name": "ab"}', "model_type": "UNET",
-         "backbone_model": "RESNET18", "max_epochs": "1", "learning_rate": "0.001"}
+         "backbone_model": "RESNET18", "max_epochs": "1", "learning_rate": "0.001"},
     )  # fmt: skip
-    submission.check(params, settings)
-    infos: list[str] = []
-    result = train(params, settings, tmp_path / "work", Progress(infos.append, infos.append, lambda p, t: None))
-    package = settings.stores["/fileShares/geotrain"] / result["uri"].removeprefix("/fileShares/geotrain/")
-    with zipfile.ZipFile(package) as zf:
-        emd = json.loads(zf.read("ab.emd"))
     assert [c["Value"] for c in emd["Classes"]] == [3, 7]
     assert "Training on 5 chips, validating on 1 (10%)." in infos

@@ -22,7 +22,7 @@ from geotrain.dlpk import pictures
 from geotrain.training.data.readers import reader_for
 from geotrain.training.data.scan import Scan, scan
 from geotrain.training.fit import OneCycleTask, fit
-from geotrain.training.job import Job, class_colors, normalization_stats
+from geotrain.training.job import Job
 from geotrain.training.models import pretrained
 from geotrain.training.models.registry import BuiltModel
 
@@ -221,10 +221,7 @@ def train(job: Job) -> dict[str, Any]:
         input_size,
         params.freeze_model,
     )
-    for note in built.notes:
-        (progress.info if built.pretrained_from else progress.warn)(note)
-    if params.freeze_model and built.pretrained_from is None:
-        progress.warn("freeze_model: the backbone has no pretrained weights to keep, so it is trained too.")
+    job.announce_model(built.notes, built.pretrained_from is not None)
     assert isinstance(built.network, FasterRCNN)
     task = DetectionTask(built.network, params.learning_rate or 1e-3)
     options = job.fit_options(use_gpu, scanned)
@@ -233,21 +230,8 @@ def train(job: Job) -> dict[str, Any]:
 
     metrics: DetectionMetrics = result.metrics
     per_class_ap = {c.name: metrics.per_class.get(i, 0.0) for i, c in enumerate(foreground, start=1)}
-    colors = class_colors(export.classes)
-    emd = emd_writer.common_emd(
-        name=job.target.local.stem,
-        model_type=params.model_type,
-        model_kind="ObjectDetection",
-        model_name=MODEL_NAMES[params.model_type],
-        backbone=params.backbone,
-        classes=[emd_writer.ClassEntry(c.value, c.name, col) for c, col in zip(export.classes, colors, strict=True)],
-        bands=scanned.num_bands,
-        export=export,
-        tile_size=(chip_size, chip_size),
-        result=result,
-        monitored=MONITOR_NAMES[params.monitor],
-        normalization=normalization_stats(scanned.normalization),
-        is_imagenet=scanned.normalization.imagenet,
+    emd = job.model_emd(
+        "ObjectDetection", MODEL_NAMES[params.model_type], scanned, chip_size, result, MONITOR_NAMES[params.monitor]
     )
     emd["ModelParameters"]["input_size"] = input_size
     emd.update(

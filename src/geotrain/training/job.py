@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import torch
 
 from geotrain.config import Settings
+from geotrain.dlpk import emd as emd_writer
 from geotrain.dlpk import package, pictures
 from geotrain.errors import TrainingError
 from geotrain.stores import StorePath
@@ -105,6 +106,42 @@ class Job:
         if result.best_epoch is not None:
             self.progress.info(f"Keeping the weights of epoch {result.best_epoch} (best {monitor}).")
         self.progress.percent(PACKAGE, "Writing the deep learning package")
+
+    def announce_model(self, notes: list[str], pretrained: bool) -> bool:
+        """Say where the backbone's weights came from; True when it is to stay frozen."""
+        for note in notes:
+            (self.progress.info if pretrained else self.progress.warn)(note)
+        if self.params.freeze_model and not pretrained:
+            self.progress.warn("freeze_model: the backbone has no pretrained weights to keep, so it is trained too.")
+        return self.params.freeze_model and pretrained
+
+    def model_emd(
+        self,
+        model_kind: str,
+        model_name: str,
+        scanned: Scan[Any],
+        chip_size: int,
+        result: FitResult,
+        monitored: str,
+    ) -> dict[str, Any]:
+        colors = class_colors(self.export.classes)
+        return emd_writer.common_emd(
+            name=self.target.local.stem,
+            model_type=self.params.model_type,
+            model_kind=model_kind,
+            model_name=model_name,
+            backbone=self.params.backbone,
+            classes=[
+                emd_writer.ClassEntry(c.value, c.name, rgb) for c, rgb in zip(self.export.classes, colors, strict=True)
+            ],
+            bands=scanned.num_bands,
+            export=self.export,
+            tile_size=(chip_size, chip_size),
+            result=result,
+            monitored=monitored,
+            normalization=normalization_stats(scanned.normalization),
+            is_imagenet=scanned.normalization.imagenet,
+        )
 
     def write_package(
         self,

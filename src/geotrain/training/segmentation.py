@@ -14,7 +14,7 @@ from geotrain.training.data.augment import SegmentationAugmenter
 from geotrain.training.data.classified_tiles import ClassMap, SegmentationChips, scan_segmentation
 from geotrain.training.data.scan import Scan
 from geotrain.training.fit import LossOptions, SegmentationTask, fit
-from geotrain.training.job import Job, class_colors, normalization_stats
+from geotrain.training.job import Job, class_colors
 from geotrain.training.models.registry import build
 
 MODEL_NAMES = {"UNET": "UnetClassifier"}
@@ -52,11 +52,7 @@ def train(job: Job) -> dict[str, Any]:
     built = build(
         params.model_type, params.backbone, scanned.num_bands, class_map.num_classes, params.weight_init_scheme
     )
-    for note in built.notes:
-        (progress.info if built.pretrained_from else progress.warn)(note)
-    freeze = params.freeze_model and built.pretrained_from is not None
-    if params.freeze_model and not freeze:
-        progress.warn("freeze_model: the backbone has no pretrained weights to keep, so it is trained too.")
+    freeze = job.announce_model(built.notes, built.pretrained_from is not None)
     loss = _loss_options(params, class_map, counts.per_class)
     task = SegmentationTask(
         built.network, built.encoder, class_map.num_classes, params.learning_rate or 1e-3, loss, freeze
@@ -73,20 +69,8 @@ def train(job: Job) -> dict[str, Any]:
         for name, p, r, f in zip(names, m.precision, m.recall, m.f1, strict=True)
     }
     colors = class_colors(export.classes)
-    emd = emd_writer.common_emd(
-        name=job.target.local.stem,
-        model_type=params.model_type,
-        model_kind="ImageClassification",
-        model_name=MODEL_NAMES[params.model_type],
-        backbone=params.backbone,
-        classes=[emd_writer.ClassEntry(c.value, c.name, col) for c, col in zip(export.classes, colors, strict=True)],
-        bands=scanned.num_bands,
-        export=export,
-        tile_size=(chip_size, chip_size),
-        result=result,
-        monitored=MONITOR_NAMES[params.monitor],
-        normalization=normalization_stats(norm),
-        is_imagenet=norm.imagenet,
+    emd = job.model_emd(
+        "ImageClassification", MODEL_NAMES[params.model_type], scanned, chip_size, result, MONITOR_NAMES[params.monitor]
     )
     emd.update(
         {
