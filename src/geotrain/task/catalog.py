@@ -67,6 +67,25 @@ BUILT: dict[str, ModelTypeInfo] = {
         monitors=("VALID_LOSS", "AVERAGE_PRECISION"),
         arguments=_DETECTION_ARGUMENTS,
     ),
+    "PSPNET": ModelTypeInfo(
+        keyword="PSPNET",
+        family="pixel_classification",
+        formats=("Classified_Tiles",),
+        backbones=(*RESNETS, *DENSENETS, *VGGS),
+        default_backbone="RESNET50",
+        monitors=("VALID_LOSS", "ACCURACY", "MIOU"),
+        arguments=_SEGMENTATION_ARGUMENTS,
+        # segmentation-models-pytorch's PSPNet has a fixed pyramid and no U-Net decoder option
+        arguments_not_yet=(
+            "mixup",
+            "use_unet",
+            "use_net",
+            "pyramid_sizes",
+            "unet_aux_loss",
+            "pointrend",
+            "keep_dilation",
+        ),
+    ),
     "UNET": ModelTypeInfo(
         keyword="UNET",
         family="pixel_classification",

@@ -89,34 +89,19 @@ def build_fasterrcnn(
     backbone: str, bands: int, num_classes: int, scheme: str, input_size: int, freeze: bool
 ) -> BuiltModel:
     arch = backbone.lower()
-    source = pretrained.find_cached(arch)
-    notes: list[str] = []
+    weights = pretrained.backbone_weights(arch, bands, scheme)
     # FrozenBatchNorm keeps ImageNet statistics; a backbone starting from scratch needs BatchNorm that learns
-    norm_layer = FrozenBatchNorm2d if source is not None else nn.BatchNorm2d
-    trainable = 0 if (freeze and source is not None) else 5
+    norm_layer = FrozenBatchNorm2d if weights.state is not None else nn.BatchNorm2d
+    trainable = 0 if (freeze and weights.state is not None) else 5
     fpn = resnet_fpn_backbone(backbone_name=arch, weights=None, norm_layer=norm_layer, trainable_layers=trainable)
     body: nn.Module = fpn.body
-    state: dict[str, torch.Tensor] = {}
-    if source is not None:
-        state = {k: v for k, v in pretrained.load_state_dict(source).items() if not k.startswith("fc.")}
-        if bands != 3:
-            state["conv1.weight"] = pretrained.adapt_first_conv(state["conv1.weight"], bands, scheme)
-            notes.append(f"First layer adapted to {bands} bands ({scheme}).")
-        notes.append(f"Backbone {arch} starts from ImageNet weights ({source.name}).")
-    else:
-        notes.append(
-            f"No ImageNet weights for {arch} in {pretrained.cache_dir()}; the backbone starts from random "
-            "initialisation. Put torchvision's weight file there to start from ImageNet."
-        )
     if bands != 3:
         old = body.conv1
         assert isinstance(old, nn.Conv2d)
         body.conv1 = nn.Conv2d(bands, old.out_channels, 7, 2, 3, bias=False)
-        body.conv1.requires_grad_(trainable > 0 or source is None)
-    if state:
-        missing, unexpected = body.load_state_dict(state, strict=False)
-        if unexpected or [k for k in missing if not k.endswith("num_batches_tracked")]:
-            raise ValueError(f"{source.name if source else arch} does not fit {arch}: {missing[:3]} {unexpected[:3]}")
+        body.conv1.requires_grad_(trainable > 0)
+    if weights.state is not None:
+        pretrained.load_into(body, weights, arch)
     anchors = AnchorGenerator(sizes=((16,), (32,), (64,), (128,), (256,)), aspect_ratios=((0.5, 1.0, 2.0),) * 5)
     # torchvision's proposal counts suit 800 px photographs; a 128 px chip holds a few objects, and every
     # proposal costs a pass through the 12M-weight box head: scale them with the chip's area
@@ -131,7 +116,7 @@ def build_fasterrcnn(
         # the data sets normalise with the export's statistics already
         image_mean=[0.0] * bands, image_std=[1.0] * bands,
     )  # fmt: skip
-    return BuiltModel(network, body, source.name if source else None, notes)
+    return BuiltModel(network, body, weights.source, weights.notes)
 
 
 @dataclass

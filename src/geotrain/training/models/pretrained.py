@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -47,3 +49,52 @@ def adapt_first_conv(weight: torch.Tensor, bands: int, scheme: str) -> torch.Ten
     if scheme == "RED_BAND":
         fresh[:, 3:] = weight[:, :1]
     return fresh
+
+
+# torchvision's DenseNet files name some layers "norm.1"; its own loader renames them, so must we
+_DENSENET_OLD_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$"
+)
+# classification heads: not part of a backbone
+_HEADS = ("fc.", "classifier.")
+
+
+@dataclass
+class BackboneWeights:
+    state: dict[str, torch.Tensor] | None  # None: start from random initialisation
+    source: str | None
+    notes: list[str]
+
+
+def backbone_weights(arch: str, bands: int, scheme: str) -> BackboneWeights:
+    """The cached ImageNet weights of ``arch`` without its head, first layer fitted to ``bands``."""
+    source = find_cached(arch)
+    if source is None:
+        note = (
+            f"No ImageNet weights for {arch} in {cache_dir()}; the backbone starts from random "
+            "initialisation. Put torchvision's weight file there to start from ImageNet."
+        )
+        return BackboneWeights(None, None, [note])
+    state = {}
+    for key, value in load_state_dict(source).items():
+        if key.startswith(_HEADS):
+            continue
+        match = _DENSENET_OLD_KEY.match(key)
+        state[match.group(1) + match.group(2) if match else key] = value
+    notes = []
+    if bands != 3:
+        first = next(k for k, v in state.items() if v.ndim == 4)  # torchvision files start with the first conv
+        state[first] = adapt_first_conv(state[first], bands, scheme)
+        notes.append(f"First layer adapted to {bands} bands ({scheme}).")
+    notes.append(f"Backbone {arch} starts from ImageNet weights ({source.name}).")
+    return BackboneWeights(state, source.name, notes)
+
+
+def load_into(module: nn.Module, weights: BackboneWeights, arch: str) -> None:
+    """Load backbone weights, failing loudly when the file does not fit the network."""
+    assert weights.state is not None
+    # nn.Module's own loader: smp's encoders override it and drop the result that says what did not fit
+    missing, unexpected = nn.Module.load_state_dict(module, weights.state, strict=False)
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise ValueError(f"{weights.source} does not fit {arch}: missing {missing[:3]}, unexpected {unexpected[:3]}")

@@ -22,30 +22,18 @@ class BuiltModel:
 
 
 def build(model_type: str, backbone: str, bands: int, num_classes: int, weight_init_scheme: str) -> BuiltModel:
+    arch = backbone.lower()
     match model_type:
         case "UNET":
-            return _unet(backbone.lower(), bands, num_classes, weight_init_scheme)
+            network: nn.Module = smp.Unet(
+                encoder_name=arch, encoder_weights=None, in_channels=bands, classes=num_classes
+            )
+        case "PSPNET":
+            network = smp.PSPNet(encoder_name=arch, encoder_weights=None, in_channels=bands, classes=num_classes)
         case _:
             raise ValueError(f"model type {model_type} is not built")
-
-
-def _unet(arch: str, bands: int, num_classes: int, scheme: str) -> BuiltModel:
-    network = smp.Unet(encoder_name=arch, encoder_weights=None, in_channels=bands, classes=num_classes)
-    notes: list[str] = []
-    source = pretrained.find_cached(arch)
-    if source is None:
-        notes.append(
-            f"No ImageNet weights for {arch} in {pretrained.cache_dir()}; the backbone starts from random "
-            "initialisation. Put torchvision's weight file there to start from ImageNet."
-        )
-        return BuiltModel(network, network.encoder, None, notes)
-    state = {k: v for k, v in pretrained.load_state_dict(source).items() if not k.startswith("fc.")}
-    if bands != 3:
-        state["conv1.weight"] = pretrained.adapt_first_conv(state["conv1.weight"], bands, scheme)
-        notes.append(f"First layer adapted to {bands} bands ({scheme}).")
-    # nn.Module's own loader: smp's override drops the result that says what did not fit
-    missing, unexpected = nn.Module.load_state_dict(network.encoder, state, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{source.name} does not fit {arch}: missing {missing[:3]}, unexpected {unexpected[:3]}")
-    notes.append(f"Backbone {arch} starts from ImageNet weights ({source.name}).")
-    return BuiltModel(network, network.encoder, source.name, notes)
+    encoder: nn.Module = network.encoder  # type: ignore[assignment]
+    weights = pretrained.backbone_weights(arch, bands, weight_init_scheme)
+    if weights.state is not None:
+        pretrained.load_into(encoder, weights, arch)
+    return BuiltModel(network, encoder, weights.source, weights.notes)
