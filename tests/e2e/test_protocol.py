@@ -175,7 +175,9 @@ def test_bad_parameter_gets_the_envelope_naming_it(server: Server, client: httpx
 
 def test_unbuilt_model_type_lists_the_ones_that_are_built(server: Server, client: httpx.Client) -> None:
     error = _error(client, server, model_type="MASKRCNN")
-    assert "MASKRCNN" in str(error["details"]) and "available: FASTERRCNN, PSPNET, UNET" in str(error["details"])
+    assert "MASKRCNN" in str(error["details"]) and "available: FASTERRCNN, FEATURE_CLASSIFIER, PSPNET, UNET" in str(
+        error["details"]
+    )
 
 
 @pytest.mark.parametrize(

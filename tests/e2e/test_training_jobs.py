@@ -316,3 +316,24 @@ def test_pspnet_trains_through_the_api(server: Server, client: httpx.Client) -> 
         weights = torch.load(__import__("io").BytesIO(zf.read("psp.pth")), weights_only=True)
     assert emd["ModelName"] == "PSPNetClassifier" and "monitored_miou" in emd
     smp.PSPNet(encoder_name="resnet18", encoder_weights=None, in_channels=3, classes=3).load_state_dict(weights)
+
+
+def test_feature_classifier_trains_through_the_api(server: Server, client: httpx.Client) -> None:
+    from tests import formats
+
+    formats.imagenet(Path(server.stores["/fileShares/chips"]) / "imagenet")
+    job_id = _submit(
+        client, server, in_folder="/fileShares/chips/imagenet", output_name={"name": "classes"},
+        model_type="FEATURE_CLASSIFIER", backbone_model="RESNET18", max_epochs=1, learning_rate=0.001,
+        monitor="ACCURACY", validation_percent=50,
+    )  # fmt: skip
+    job = wait_for(client, f"{server.url}{TASK}/jobs/{job_id}")
+    assert job["jobStatus"] == "esriJobSucceeded", job["messages"]
+    uri = client.get(f"{server.url}/jobs/{job_id}/results/out_item", params={"f": "json"}).json()["value"]["uri"]
+    with zipfile.ZipFile(_local(server, uri)) as zf:
+        emd = json.loads(zf.read("classes.emd"))
+        weights = torch.load(__import__("io").BytesIO(zf.read("classes.pth")), weights_only=True)
+    assert emd["ModelType"] == "ObjectClassification" and "monitored_accuracy" in emd
+    from geotrain.training.classification import build_classifier
+
+    build_classifier("RESNET18", 3, 3, "RANDOM").network.load_state_dict(weights, strict=True)

@@ -126,3 +126,20 @@ def test_several_input_folders_train_as_one(tmp_path: Path) -> None:
     )  # fmt: skip
     assert [c["Value"] for c in emd["Classes"]] == [3, 7]
     assert "Training on 5 chips, validating on 1 (10%)." in infos
+
+
+@pytest.mark.parametrize("multi", [False, True])
+def test_feature_classifier_on_variable_size_labeled_tiles(tmp_path: Path, multi: bool) -> None:
+    from tests import formats
+
+    formats.labeled_tiles(tmp_path / "chips" / "lt", multi=multi, chips=6)
+    emd, infos = _train(
+        tmp_path,
+        {"in_folder": "/fileShares/c/lt", "output_name": '{"name": "lt"}', "model_type": "FEATURE_CLASSIFIER",
+         "backbone_model": "RESNET18", "max_epochs": "1", "learning_rate": "0.001", "batch_size": "2",
+         "weight_init_scheme": "ALL_RANDOM", "validation_percent": "34"},
+    )  # fmt: skip
+    assert emd["ModelType"] == "ObjectClassification" and emd["ModelName"] == "FeatureClassifier"
+    assert emd["IsMultiLabel"] is multi and emd["CropSizeFixed"] == 0 and emd["ImageHeight"] == 32
+    assert set(json.loads(emd["per_class_metrics"])) == {"Palm", "Pine", "Oak"}
+    assert any(i.startswith("Classes declared in the export but with no chip: Oak") for i in infos)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from geotrain.task import catalog
+from geotrain.training.classification import build_classifier
 from geotrain.training.detection import build_fasterrcnn
 from geotrain.training.models.registry import build
 
@@ -16,7 +17,12 @@ CASES = [(m, b) for m, info in sorted(catalog.BUILT.items()) for b in info.backb
 def test_backbone_builds_and_runs_forward(model_type: str, backbone: str) -> None:
     torch.manual_seed(0)
     with torch.no_grad():
-        if catalog.BUILT[model_type].family == "object_detection":
+        family = catalog.BUILT[model_type].family
+        if family == "object_classification":
+            built = build_classifier(backbone, 5, 4, "RANDOM")
+            built.network.eval()
+            assert built.network(torch.randn(2, 5, 32, 32)).shape == (2, 4)
+        elif family == "object_detection":
             built = build_fasterrcnn(backbone, 4, 3, "RANDOM", 64, freeze=False)
             built.network.eval()
             out = built.network([torch.randn(4, 32, 32)])

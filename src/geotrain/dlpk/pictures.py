@@ -77,3 +77,15 @@ def detection_results(
     for ax in axes.flat:
         ax.axis("off")
     return _png(fig)
+
+
+def classification_results(images: Sequence[np.ndarray], truths: Sequence[str], predictions: Sequence[str]) -> bytes:
+    """Validation chips titled with their class and the class the model gave them."""
+    count = max(1, len(images))
+    fig, axes = plt.subplots(1, count, figsize=(2.6 * count, 2.9), dpi=100, squeeze=False)
+    for ax, image, truth, found in zip(axes[0], images, truths, predictions, strict=False):
+        ax.imshow(_display(image))
+        ax.set_title(f"{truth}\n→ {found}", fontsize=8, color="green" if truth == found else "red")
+    for ax in axes.flat:
+        ax.axis("off")
+    return _png(fig)

@@ -58,6 +58,16 @@ _DETECTION_ARGUMENTS = {
 }
 
 BUILT: dict[str, ModelTypeInfo] = {
+    "FEATURE_CLASSIFIER": ModelTypeInfo(
+        keyword="FEATURE_CLASSIFIER",
+        family="object_classification",
+        formats=("Labeled_Tiles", "MultiLabeled_Tiles", "Imagenet"),
+        backbones=(*RESNETS, "MOBILENET_V2"),
+        default_backbone="RESNET34",
+        monitors=("VALID_LOSS", "ACCURACY"),
+        arguments={"chip_size": "an integer chip size in pixels", "monitor": "valid_loss or accuracy"},
+        arguments_not_yet=("mixup", "oversample"),
+    ),
     "FASTERRCNN": ModelTypeInfo(
         keyword="FASTERRCNN",
         family="object_detection",

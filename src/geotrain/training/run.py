@@ -37,6 +37,10 @@ def train(params: TrainParams, settings: Settings, workdir: Path, progress: Prog
             from geotrain.training.segmentation import train as train_segmentation
 
             return train_segmentation(job)
+        case "object_classification":
+            from geotrain.training.classification import train as train_classification
+
+            return train_classification(job)
         case "object_detection":
             from geotrain.training.detection import train as train_detection
 

@@ -95,6 +95,7 @@ def load_into(module: nn.Module, weights: BackboneWeights, arch: str) -> None:
     assert weights.state is not None
     # nn.Module's own loader: smp's encoders override it and drop the result that says what did not fit
     missing, unexpected = nn.Module.load_state_dict(module, weights.state, strict=False)
-    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    # a new head starts fresh: a classifier's fc/classifier weights are not in a backbone's file
+    missing = [k for k in missing if not k.endswith("num_batches_tracked") and not k.startswith(_HEADS)]
     if missing or unexpected:
         raise ValueError(f"{weights.source} does not fit {arch}: missing {missing[:3]}, unexpected {unexpected[:3]}")

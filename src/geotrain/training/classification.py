@@ -1,0 +1,228 @@
+"""Object classification (FEATURE_CLASSIFIER) on Labeled_Tiles, MultiLabeled_Tiles and Imagenet."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+from torch.utils.data import Dataset
+from torchmetrics.classification import MulticlassConfusionMatrix, MultilabelStatScores
+
+from geotrain.dlpk import emd as emd_writer
+from geotrain.dlpk import pictures
+from geotrain.training.data.readers import reader_for
+from geotrain.training.data.scan import Scan, scan
+from geotrain.training.fit import OneCycleTask, fit
+from geotrain.training.job import Job
+from geotrain.training.metrics import SegmentationMetrics, from_confusion
+from geotrain.training.models import pretrained
+from geotrain.training.models.registry import BuiltModel
+
+MODEL_NAMES = {"FEATURE_CLASSIFIER": "FeatureClassifier"}
+MONITOR_NAMES = {"VALID_LOSS": "valid_loss", "ACCURACY": "accuracy"}
+
+
+class ClassificationChips(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """Chips resized to one size (Variable_Size exports hold chips of many), flipped and turned in training."""
+
+    def __init__(self, scanned: Scan[Any], indices: Sequence[int], size: int, augment: bool) -> None:
+        self.scanned = scanned
+        self.indices = list(indices)
+        self.size = size
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, label = self.scanned.sample(self.indices[i])
+        x = torch.from_numpy(self.scanned.normalization.apply(image))
+        if x.shape[-2:] != (self.size, self.size):
+            x = F.interpolate(x[None], size=(self.size, self.size), mode="bilinear", align_corners=False)[0]
+        if self.augment:
+            flip, turns = (int(v) for v in torch.randint(0, 4, (2,)))
+            x = torch.rot90(x.flip(-1) if flip % 2 else x, turns, (-2, -1))
+        return x.contiguous(), torch.as_tensor(label)
+
+
+def build_classifier(backbone: str, bands: int, num_classes: int, scheme: str) -> BuiltModel:
+    arch = backbone.lower()
+    network: nn.Module = getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
+    first_name, first = next((n, m) for n, m in network.named_modules() if isinstance(m, nn.Conv2d))
+    if bands != 3:
+        # ResNet's and MobileNet's first layers are square: one number each describes them
+        conv = nn.Conv2d(
+            bands, first.out_channels, first.kernel_size[0], first.stride[0], int(first.padding[0]), bias=False
+        )
+        parent = network.get_submodule(first_name.rpartition(".")[0]) if "." in first_name else network
+        setattr(parent, first_name.rpartition(".")[2], conv)
+    weights = pretrained.backbone_weights(arch, bands, scheme)
+    if weights.state is not None:
+        pretrained.load_into(network, weights, arch)
+    head = network.get_submodule("fc" if hasattr(network, "fc") else "classifier")
+    return BuiltModel(network, head, weights.source, weights.notes)
+
+
+class ClassificationTask(OneCycleTask):
+    def __init__(
+        self, network: nn.Module, head: nn.Module, num_classes: int, multi_label: bool, lr: float, freeze: bool
+    ) -> None:
+        super().__init__()
+        self.network = network
+        self.num_classes = num_classes
+        self.multi_label = multi_label
+        self.lr = lr
+        if freeze:  # only the head learns (BatchNorm too, as fastai does)
+            head_params = {id(p) for p in head.parameters()}
+            for module in network.modules():
+                for p in module.parameters(recurse=False):
+                    p.requires_grad = id(p) in head_params or isinstance(module, nn.modules.batchnorm._BatchNorm)
+        self.confusion = MulticlassConfusionMatrix(num_classes=num_classes)
+        self.stats = MultilabelStatScores(num_labels=num_classes, average=None)
+        self.last_metrics: SegmentationMetrics | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.network(x)
+        return out
+
+    def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.multi_label:
+            return F.binary_cross_entropy_with_logits(logits, y.float())
+        return F.cross_entropy(logits, y.long())
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        loss = self._loss(self(x), y)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(x))
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self.confusion.reset()
+        self.stats.reset()
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        logits = self(x)
+        self.log("valid_loss", self._loss(logits, y), on_step=False, on_epoch=True, batch_size=len(x))
+        if self.multi_label:
+            self.stats.update(logits.sigmoid(), y.long())
+        else:
+            self.confusion.update(logits.argmax(dim=1), y.long())
+
+    def on_validation_epoch_end(self) -> None:
+        if self.multi_label:
+            # per label: true positives, false positives, true negatives, false negatives, support
+            tp, fp, tn, fn, _ = self.stats.compute().cpu().double().unbind(-1)
+            precision = torch.where(tp + fp > 0, tp / (tp + fp).clamp(min=1), torch.zeros_like(tp))
+            recall = torch.where(tp + fn > 0, tp / (tp + fn).clamp(min=1), torch.zeros_like(tp))
+            f1 = torch.where(
+                precision + recall > 0,
+                2 * precision * recall / (precision + recall).clamp(min=1e-12),
+                torch.zeros_like(tp),
+            )
+            accuracy = float((tp + tn).sum() / (tp + tn + fp + fn).sum().clamp(min=1))
+            metrics = SegmentationMetrics(
+                accuracy, float(f1.mean()), precision.tolist(), recall.tolist(), f1.tolist(), []
+            )
+        else:
+            metrics = from_confusion(self.confusion.compute().cpu())
+        self.last_metrics = metrics
+        self.log("accuracy", metrics.accuracy)
+
+
+def train(job: Job) -> dict[str, Any]:
+    params, export, progress = job.params, job.export, job.progress
+    reader = reader_for(export)
+    chips_per_class: Counter[int] = Counter()
+    scanned: Scan[Any] = job.checked(
+        scan(
+            export,
+            reader.load,
+            job.reading,
+            observe=lambda _image, target: chips_per_class.update(reader.count(target)),
+        )
+    )
+    foreground = [c for c in export.classes if c.value != 0]
+    absent = [c.name for i, c in enumerate(foreground, start=1) if chips_per_class[i] == 0]
+    if absent:
+        progress.warn(f"Classes declared in the export but with no chip: {', '.join(absent)}.")
+    multi_label = reader.kind == "MultiLabeled_Tiles"
+    train_idx, valid_idx = job.split(scanned)
+    first, _ = scanned.sample(0)
+    size = params.crop_size or (min(export.tile_size) if export.tile_size else min(first.shape[1:]))
+    augment = params.data_augmentation != "NONE"
+    train_set = ClassificationChips(scanned, train_idx, size, augment)
+    valid_set = ClassificationChips(scanned, valid_idx, size, False)
+
+    use_gpu = job.use_gpu()
+    built = build_classifier(params.backbone, scanned.num_bands, len(foreground), params.weight_init_scheme)
+    freeze = job.announce_model(built.notes, built.pretrained_from is not None)
+    task = ClassificationTask(
+        built.network, built.encoder, len(foreground), multi_label, params.learning_rate or 1e-3, freeze
+    )
+    result = fit(
+        task, train_set, valid_set, job.fit_options(use_gpu, scanned), job.on_epoch, progress.info, progress.warn
+    )
+    job.report_fit(result)
+
+    m: SegmentationMetrics = result.metrics
+    per_class = {
+        c.name: {"precision": p, "recall": r, "f1": f}
+        for c, p, r, f in zip(foreground, m.precision, m.recall, m.f1, strict=True)
+    }
+    emd = job.model_emd(
+        "ObjectClassification", MODEL_NAMES[params.model_type], scanned, size, result, MONITOR_NAMES[params.monitor]
+    )
+    emd.update(
+        {
+            "accuracy": emd_writer.metric_text(m.accuracy),
+            "per_class_metrics": emd_writer.json_text(per_class),
+            "MetaDataMode": export.metadata_format,
+            "IsMultiLabel": multi_label,
+            "CropSizeFixed": 0 if any(s != (size, size) for s in _sizes(scanned)) else 1,
+        }
+    )
+    return job.write_package(
+        emd,
+        built.network.state_dict(),
+        result,
+        _show_results(task, valid_set, [c.name for c in foreground]),
+        [
+            ("Model", MODEL_NAMES[params.model_type]),
+            ("Backbone", params.backbone.lower()),
+            ("Learning rate", f"{result.lr:.4e}"),
+            ("Accuracy", f"{m.accuracy:.4f}"),
+            ("Epochs", str(len(result.history))),
+        ],
+        per_class,
+        f"accuracy {m.accuracy:.4f}",
+    )
+
+
+def _sizes(scanned: Scan[Any]) -> set[tuple[int, int]]:
+    return {(s.shape[1], s.shape[2]) for s in (scanned.sample(i)[0] for i in range(min(len(scanned.items), 50)))}
+
+
+def _show_results(task: ClassificationTask, valid_set: ClassificationChips, names: list[str]) -> bytes:
+    task.eval()
+    device = next(task.parameters()).device
+    images, truths, found = [], [], []
+    with torch.no_grad():
+        for i in range(min(6, len(valid_set))):
+            x, y = valid_set[i]
+            logits = task(x[None].to(device))[0].cpu()
+            if task.multi_label:
+                truths.append(", ".join(n for n, v in zip(names, y.tolist(), strict=True) if v) or "-")
+                found.append(
+                    ", ".join(n for n, v in zip(names, (logits.sigmoid() >= 0.5).tolist(), strict=True) if v) or "-"
+                )
+            else:
+                truths.append(names[int(y)])
+                found.append(names[int(logits.argmax())])
+            images.append(x.numpy())
+    return pictures.classification_results(images, truths, found)
