@@ -1,0 +1,101 @@
+"""Learning check per model family: on an easy generated export the metric must rise well above chance.
+
+    .venv/bin/python bench/learning.py [unet] [feature_classifier] [fasterrcnn] [--epochs N]
+
+Prints the validation metric each family reaches (UNET mIoU, FEATURE_CLASSIFIER accuracy,
+FASTERRCNN mAP@0.5). Trains on the CPU unless a GPU is present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from geotrain.config import Settings
+from geotrain.task.params import parse
+from geotrain.training.run import Progress, train
+from tests import formats
+from tests.exports import ExportSpec, write_classified_tiles
+
+FAMILIES = {
+    "unet": ("UNET", "mIoU", lambda e: float(e["miou"])),
+    "feature_classifier": ("FEATURE_CLASSIFIER", "accuracy", lambda e: float(e["accuracy"])),
+    "fasterrcnn": ("FASTERRCNN", "mAP@0.5", lambda e: float(e["mAP"])),
+}
+
+
+def _export(family: str, root: Path) -> Path:
+    match family:
+        case "unet":
+            return write_classified_tiles(
+                root, ExportSpec(chips=48, size=64, bands=3, dtype="uint8", values=(1, 2), absent=None)
+            )
+        case "feature_classifier":
+            return _labeled(root, chips=48)
+        case _:
+            return formats.pascal_voc(root, chips=48, size=64)
+
+
+def _labeled(root: Path, chips: int) -> Path:
+    """Labeled_Tiles whose class shows in the pixels: Palm chips are bright in band 1, Pine in band 2."""
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(chips):
+        stem, value = f"{i:012d}", 1 + i % 2
+        image = rng.integers(0, 120, size=(3, 32, 32)).astype(np.uint8)
+        image[value - 1, 8:24, 8:24] = 240
+        formats.raster(root / "images" / f"{stem}.tif", image)
+        (root / "labels").mkdir(exist_ok=True)
+        (root / "labels" / f"{stem}.xml").write_text(f"<annotation><object><name>{value}</name></object></annotation>")
+        lines.append(f"images\\{stem}.tif labels\\{stem}.xml")
+    formats.metadata(root, "Labeled_Tiles", 3, 32, chips, classes=[(1, "Palm"), (2, "Pine")])
+    formats.map_txt(root, lines)
+    return root
+
+
+def run(family: str, epochs: int) -> tuple[float, float]:
+    model_type, _, read = FAMILIES[family]
+    with tempfile.TemporaryDirectory() as tmp:
+        _export(family, Path(tmp) / "chips" / family)
+        settings = Settings(home=Path(tmp) / "home", data_stores={"/fileShares/c": Path(tmp) / "chips"})
+        settings.ensure_dirs()
+        params = parse(
+            {"in_folder": f"/fileShares/c/{family}", "output_name": json.dumps({"name": family}),
+             "model_type": model_type, "backbone_model": "RESNET18", "max_epochs": str(epochs),
+             "learning_rate": "0.002", "batch_size": "8", "stop_training": "false", "validation_percent": "25"}
+        )  # fmt: skip
+        start = time.perf_counter()
+        result = train(
+            params, settings, Path(tmp) / "work", Progress(lambda t: None, lambda t: None, lambda p, t: None)
+        )
+        seconds = time.perf_counter() - start
+        import zipfile
+
+        package = settings.stores["/fileShares/geotrain"] / result["uri"].removeprefix("/fileShares/geotrain/")
+        with zipfile.ZipFile(package) as zf:
+            emd = json.loads(zf.read(f"{family}.emd"))
+        return read(emd), seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("families", nargs="*", default=list(FAMILIES))
+    parser.add_argument("--epochs", type=int, default=15)
+    args = parser.parse_args()
+    for family in args.families:
+        value, seconds = run(family, args.epochs)
+        print(
+            f"{FAMILIES[family][0]:<20} {FAMILIES[family][1]:<9} {value:.3f}   ({args.epochs} epochs, {seconds:.0f} s)"
+        )
+
+
+if __name__ == "__main__":
+    main()
