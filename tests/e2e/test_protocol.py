@@ -175,9 +175,9 @@ def test_bad_parameter_gets_the_envelope_naming_it(server: Server, client: httpx
 
 def test_unbuilt_model_type_lists_the_ones_that_are_built(server: Server, client: httpx.Client) -> None:
     error = _error(client, server, model_type="MASKRCNN")
-    assert "MASKRCNN" in str(error["details"]) and "available: FASTERRCNN, FEATURE_CLASSIFIER, PSPNET, UNET" in str(
+    assert "MASKRCNN" in str(
         error["details"]
-    )
+    ) and "available: DEEPLAB, FASTERRCNN, FEATURE_CLASSIFIER, PSPNET, UNET" in str(error["details"])
 
 
 @pytest.mark.parametrize(
@@ -277,3 +277,8 @@ def test_custom_augmentation_is_refused_where_it_is_not_built(server: Server, cl
         data_augmentation="CUSTOM", augmentation_parameters=[["rotate", "30;0.5"]],
     )  # fmt: skip
     assert "'data_augmentation'" in str(error["details"]) and "FASTERRCNN" in str(error["details"])
+
+
+def test_a_backbone_arcgis_accepts_but_geotrain_lacks_says_not_yet(server: Server, client: httpx.Client) -> None:
+    details = str(_error(client, server, model_type="DEEPLAB", backbone_model="VGG16")["details"])
+    assert "not supported yet for DEEPLAB" in details and "RESNET101" in details

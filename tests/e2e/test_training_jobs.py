@@ -303,19 +303,26 @@ def test_fasterrcnn_trains_on_the_real_multispectral_kitti_export(server: Server
     fresh.network.load_state_dict(weights, strict=True)
 
 
-def test_pspnet_trains_through_the_api(server: Server, client: httpx.Client) -> None:
+@pytest.mark.parametrize(
+    ("model_type", "model_name", "network"),
+    [("PSPNET", "PSPNetClassifier", smp.PSPNet), ("DEEPLAB", "DeepLab", smp.DeepLabV3)],
+)
+def test_pspnet_and_deeplab_train_through_the_api(
+    server: Server, client: httpx.Client, model_type: str, model_name: str, network: type
+) -> None:
+    name = model_type.lower()
     job_id = _submit(
-        client, server, in_folder="/fileShares/chips/rgb8", output_name={"name": "psp"}, model_type="PSPNET",
+        client, server, in_folder="/fileShares/chips/rgb8", output_name={"name": name}, model_type=model_type,
         backbone_model="RESNET18", max_epochs=1, learning_rate=0.001, monitor="MIOU",
     )  # fmt: skip
     job = wait_for(client, f"{server.url}{TASK}/jobs/{job_id}")
     assert job["jobStatus"] == "esriJobSucceeded", job["messages"]
     uri = client.get(f"{server.url}/jobs/{job_id}/results/out_item", params={"f": "json"}).json()["value"]["uri"]
     with zipfile.ZipFile(_local(server, uri)) as zf:
-        emd = json.loads(zf.read("psp.emd"))
-        weights = torch.load(__import__("io").BytesIO(zf.read("psp.pth")), weights_only=True)
-    assert emd["ModelName"] == "PSPNetClassifier" and "monitored_miou" in emd
-    smp.PSPNet(encoder_name="resnet18", encoder_weights=None, in_channels=3, classes=3).load_state_dict(weights)
+        emd = json.loads(zf.read(f"{name}.emd"))
+        weights = torch.load(__import__("io").BytesIO(zf.read(f"{name}.pth")), weights_only=True)
+    assert emd["ModelName"] == model_name and "monitored_miou" in emd
+    network(encoder_name="resnet18", encoder_weights=None, in_channels=3, classes=3).load_state_dict(weights)
 
 
 def test_feature_classifier_trains_through_the_api(server: Server, client: httpx.Client) -> None:

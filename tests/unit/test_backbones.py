@@ -10,7 +10,7 @@ from geotrain.training.classification import build_classifier
 from geotrain.training.detection import build_fasterrcnn
 from geotrain.training.models.registry import build
 
-CASES = [(m, b) for m, info in sorted(catalog.BUILT.items()) for b in info.backbones]
+CASES = [(m, b) for m, info in sorted(catalog.BUILT.items()) for b in info.backbones_built]
 
 
 @pytest.mark.parametrize(("model_type", "backbone"), CASES)

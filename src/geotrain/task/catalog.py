@@ -40,6 +40,12 @@ class ModelTypeInfo:
     arguments: dict[str, str] = field(default_factory=dict)
     # arguments ArcGIS documents for this model that geotrain does not implement yet
     arguments_not_yet: tuple[str, ...] = ()
+    # backbones ArcGIS accepts for this model that geotrain cannot build yet
+    backbones_not_yet: tuple[str, ...] = ()
+
+    @property
+    def backbones_built(self) -> tuple[str, ...]:
+        return tuple(b for b in self.backbones if b not in self.backbones_not_yet)
 
 
 _SEGMENTATION_ARGUMENTS = {
@@ -58,6 +64,18 @@ _DETECTION_ARGUMENTS = {
 }
 
 BUILT: dict[str, ModelTypeInfo] = {
+    "DEEPLAB": ModelTypeInfo(
+        keyword="DEEPLAB",
+        family="pixel_classification",
+        formats=("Classified_Tiles",),
+        backbones=(*RESNETS, *DENSENETS, *VGGS),
+        default_backbone="RESNET101",
+        monitors=("VALID_LOSS", "ACCURACY", "MIOU"),
+        arguments=_SEGMENTATION_ARGUMENTS,
+        arguments_not_yet=("mixup", "pointrend", "keep_dilation"),
+        # DeepLabV3 needs dilated convolutions; DenseNet and VGG downsample by pooling and have none
+        backbones_not_yet=(*DENSENETS, *VGGS),
+    ),
     "FEATURE_CLASSIFIER": ModelTypeInfo(
         keyword="FEATURE_CLASSIFIER",
         family="object_classification",

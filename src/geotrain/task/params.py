@@ -267,6 +267,12 @@ class TrainParams(BaseModel):
                 f"'{self.model_type}' is an ArcGIS model type geotrain does not train yet. "
                 f"Model types available: {', '.join(catalog.built_model_types())}.",
             )
+        if self.backbone_model in info.backbones_not_yet:
+            raise ParameterError(
+                "backbone_model",
+                f"'{self.backbone_model}' is not supported yet for {info.keyword}. "
+                f"Available: {', '.join(info.backbones_built)}.",
+            )
         if self.backbone_model is not None and self.backbone_model not in info.backbones:
             raise ParameterError(
                 "backbone_model",

@@ -17,7 +17,7 @@ from geotrain.training.fit import LossOptions, SegmentationTask, fit
 from geotrain.training.job import Job, class_colors
 from geotrain.training.models.registry import build
 
-MODEL_NAMES = {"UNET": "UnetClassifier", "PSPNET": "PSPNetClassifier"}
+MODEL_NAMES = {"UNET": "UnetClassifier", "PSPNET": "PSPNetClassifier", "DEEPLAB": "DeepLab"}
 MONITOR_NAMES = {"VALID_LOSS": "valid_loss", "ACCURACY": "accuracy", "MIOU": "miou"}
 
 

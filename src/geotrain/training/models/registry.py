@@ -30,6 +30,8 @@ def build(model_type: str, backbone: str, bands: int, num_classes: int, weight_i
             )
         case "PSPNET":
             network = smp.PSPNet(encoder_name=arch, encoder_weights=None, in_channels=bands, classes=num_classes)
+        case "DEEPLAB":
+            network = smp.DeepLabV3(encoder_name=arch, encoder_weights=None, in_channels=bands, classes=num_classes)
         case _:
             raise ValueError(f"model type {model_type} is not built")
     encoder: nn.Module = network.encoder  # type: ignore[assignment]
