@@ -88,6 +88,28 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _weights(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from geotrain.task import catalog
+    from geotrain.training.models import pretrained
+
+    if args.import_from:
+        try:
+            imported = pretrained.import_weights(Path(args.import_from))
+        except ValueError as exc:
+            print(f"geotrain weights: {exc}", file=sys.stderr)
+            return 2
+        for name in imported:
+            print(f"imported {name}")
+    arches = sorted({b.lower() for info in catalog.BUILT.values() for b in info.backbones_built})
+    print(f"ImageNet weights in {pretrained.cache_dir()}:")
+    for arch in arches:
+        found = pretrained.find_cached(arch)
+        print(f"  {arch:<14} {found.name if found else '- (trains from random initialisation)'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="geotrain", description="ArcGIS-compatible deep learning training server")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -103,6 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     inspect.add_argument("folder", help="an export folder, or a data-store path such as /fileShares/chips/x")
     inspect.add_argument("--json", action="store_true", help="machine-readable output")
     inspect.set_defaults(func=_inspect)
+    weights = sub.add_parser("weights", help="which backbones have ImageNet weights cached; import weight files")
+    weights.add_argument(
+        "--import", dest="import_from", metavar="FOLDER", help="copy torchvision weight files from here"
+    )
+    weights.set_defaults(func=_weights)
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     result: int = args.func(args)

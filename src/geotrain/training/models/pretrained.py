@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,3 +100,27 @@ def load_into(module: nn.Module, weights: BackboneWeights, arch: str) -> None:
     missing = [k for k in missing if not k.endswith("num_batches_tracked") and not k.startswith(_HEADS)]
     if missing or unexpected:
         raise ValueError(f"{weights.source} does not fit {arch}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+
+
+_WEIGHT_FILE = re.compile(r"^([a-z0-9_]+)-[0-9a-f]{6,}\.pth$")
+
+
+def import_weights(folder: Path) -> list[str]:
+    """Copy torchvision weight files (``<arch>-<hash>.pth``) from ``folder`` into the cache, each one
+    checked to load as plain tensors first."""
+    if not folder.is_dir():
+        raise ValueError(f"{folder} is not a folder")
+    imported = []
+    for path in sorted(folder.glob("*.pth")):
+        if not _WEIGHT_FILE.match(path.name):
+            continue
+        try:
+            load_state_dict(path)
+        except Exception as exc:  # pickled code, truncated files: refuse, say which
+            raise ValueError(f"{path.name} is not a plain weight file ({exc})") from None
+        cache_dir().mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, cache_dir() / path.name)
+        imported.append(path.name)
+    if not imported:
+        raise ValueError(f"no torchvision weight files (<arch>-<hash>.pth) in {folder}")
+    return imported
