@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,8 +14,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix, MultilabelSta
 
 from geotrain.dlpk import emd as emd_writer
 from geotrain.dlpk import pictures
-from geotrain.training.data.readers import reader_for
-from geotrain.training.data.scan import Scan, scan
+from geotrain.training.data.scan import Scan
 from geotrain.training.fit import OneCycleTask, fit
 from geotrain.training.job import Job
 from geotrain.training.metrics import SegmentationMetrics, from_confusion
@@ -137,20 +135,7 @@ class ClassificationTask(OneCycleTask):
 
 def train(job: Job) -> dict[str, Any]:
     params, export, progress = job.params, job.export, job.progress
-    reader = reader_for(export)
-    chips_per_class: Counter[int] = Counter()
-    scanned: Scan[Any] = job.checked(
-        scan(
-            export,
-            reader.load,
-            job.reading,
-            observe=lambda _image, target: chips_per_class.update(reader.count(target)),
-        )
-    )
-    foreground = [c for c in export.classes if c.value != 0]
-    absent = [c.name for i, c in enumerate(foreground, start=1) if chips_per_class[i] == 0]
-    if absent:
-        progress.warn(f"Classes declared in the export but with no chip: {', '.join(absent)}.")
+    reader, scanned, foreground = job.scan_labels("chip")
     multi_label = reader.kind == "MultiLabeled_Tiles"
     train_idx, valid_idx = job.split(scanned)
     first, _ = scanned.sample(0)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,8 +18,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from geotrain.dlpk import emd as emd_writer
 from geotrain.dlpk import pictures
-from geotrain.training.data.readers import reader_for
-from geotrain.training.data.scan import Scan, scan
+from geotrain.training.data.scan import Scan
 from geotrain.training.fit import OneCycleTask, fit
 from geotrain.training.job import Job
 from geotrain.training.models import pretrained
@@ -174,20 +172,7 @@ class DetectionTask(OneCycleTask):
 
 def train(job: Job) -> dict[str, Any]:
     params, export, progress = job.params, job.export, job.progress
-    reader = reader_for(export)
-    boxes_per_class: Counter[int] = Counter()
-    scanned: Scan[Target] = job.checked(
-        scan(
-            export,
-            reader.load,
-            job.reading,
-            observe=lambda _image, target: boxes_per_class.update(reader.count(target)),
-        )
-    )
-    foreground = [c for c in export.classes if c.value != 0]
-    absent = [c.name for i, c in enumerate(foreground, start=1) if boxes_per_class[i] == 0]
-    if absent:
-        progress.warn(f"Classes declared in the export but with no box: {', '.join(absent)}.")
+    _, scanned, foreground = job.scan_labels("box")
     train_idx, valid_idx = job.split(scanned)
     first, _ = scanned.sample(0)
     tile = export.tile_size or (first.shape[1], first.shape[2])

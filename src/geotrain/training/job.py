@@ -6,6 +6,7 @@ from __future__ import annotations
 import colorsys
 import os
 import shutil
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,8 @@ from geotrain.errors import TrainingError
 from geotrain.stores import StorePath
 from geotrain.task.params import TrainParams
 from geotrain.training.data.export import ClassInfo, ExportInfo
-from geotrain.training.data.scan import Normalization, Scan, bad_chip_verdict, split
+from geotrain.training.data.readers import Reader, reader_for
+from geotrain.training.data.scan import Normalization, Scan, bad_chip_verdict, scan, split
 from geotrain.training.fit import EpochRecord, FitOptions, FitResult
 
 T = TypeVar("T")
@@ -59,6 +61,20 @@ class Job:
                 raise TrainingError(text)
             self.progress.warn(text)
         return scanned
+
+    def scan_labels(self, unit: str) -> tuple[Reader, Scan[Any], list[ClassInfo]]:
+        """Read every chip with the export's own reader, warn about classes that nothing is labelled with
+        (``unit``: what a label is, "box" or "chip"), and give the reader, the scan and the classes."""
+        reader = reader_for(self.export)
+        per_class: Counter[int] = Counter()
+        scanned = self.checked(
+            scan(self.export, reader.load, self.reading, observe=lambda _image, t: per_class.update(reader.count(t)))
+        )
+        foreground = [c for c in self.export.classes if c.value != 0]
+        absent = [c.name for i, c in enumerate(foreground, start=1) if per_class[i] == 0]
+        if absent:
+            self.progress.warn(f"Classes declared in the export but with no {unit}: {', '.join(absent)}.")
+        return reader, scanned, foreground
 
     def split(self, scanned: Scan[Any]) -> tuple[list[int], list[int]]:
         train, valid = split(len(scanned.items), self.params.validation_percent)
