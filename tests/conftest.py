@@ -24,6 +24,14 @@ PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests see an empty weight cache unless they plant one: a machine's own ImageNet files must not
+    change what they assert."""
+    import tempfile
+
+    os.environ["TORCH_HOME"] = tempfile.mkdtemp(prefix="geotrain-torch-home-")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
