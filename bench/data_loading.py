@@ -105,7 +105,7 @@ def main() -> None:
     parser.add_argument("--chips", type=int, default=300)
     parser.add_argument("--passes", type=int, default=2)
     parser.add_argument("--workers", type=int, nargs="*", default=[1, 2])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(

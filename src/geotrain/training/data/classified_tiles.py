@@ -20,8 +20,9 @@ class ClassMap:
 
     def __init__(self, values: Sequence[int]) -> None:
         self.values = [v for v in sorted(set(values)) if v != 0]
-        size = max([0, *self.values]) + 1
-        self.lut = np.zeros(max(size, 1), dtype=np.int64)
+        # at least 256 entries, so any 8-bit label is looked up without a range check
+        size = max(256, max([0, *self.values]) + 1)
+        self.lut = np.zeros(size, dtype=np.uint8 if self.num_classes < 256 else np.int64)
         for index, value in enumerate(self.values, start=1):
             self.lut[value] = index
 
@@ -30,8 +31,8 @@ class ClassMap:
         return len(self.values) + 1
 
     def encode(self, label: np.ndarray) -> np.ndarray:
-        lut = self.lut.astype(np.uint8) if self.num_classes < 256 else self.lut
-        if label.dtype.kind == "u" and label.size and int(label.max()) < len(lut):
+        lut = self.lut
+        if label.dtype == np.uint8 or (label.dtype.kind == "u" and label.size and int(label.max()) < len(lut)):
             fast: np.ndarray = lut[label]  # the common case: one table look-up
             return fast
         wide = label.astype(np.int64, copy=False)
