@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from geotrain.api.deps import ParamsDep, QueueDep, SettingsDep, UserDep
 from geotrain.api.render import page, render, submit_form
@@ -151,8 +151,6 @@ async def job_input(request: Request, job_id: str, name: str, p: ParamsDep, queu
 
 @service_router.get("/")
 async def index() -> Response:
-    from fastapi.responses import HTMLResponse
-
     return HTMLResponse(
         page(
             "geotrain",

@@ -15,14 +15,13 @@ from torchmetrics.classification import MulticlassConfusionMatrix, MultilabelSta
 from geotrain.dlpk import emd as emd_writer
 from geotrain.dlpk import pictures
 from geotrain.training.data.scan import Scan
-from geotrain.training.fit import OneCycleTask, fit
+from geotrain.training.fit import OneCycleTask, fit, freeze_except
 from geotrain.training.job import Job
 from geotrain.training.metrics import SegmentationMetrics, from_confusion
 from geotrain.training.models import pretrained
 from geotrain.training.models.registry import BuiltModel
 
 MODEL_NAMES = {"FEATURE_CLASSIFIER": "FeatureClassifier"}
-MONITOR_NAMES = {"VALID_LOSS": "valid_loss", "ACCURACY": "accuracy"}
 
 
 class ClassificationChips(Dataset[tuple[torch.Tensor, torch.Tensor]]):
@@ -75,11 +74,8 @@ class ClassificationTask(OneCycleTask):
         self.num_classes = num_classes
         self.multi_label = multi_label
         self.lr = lr
-        if freeze:  # only the head learns (BatchNorm too, as fastai does)
-            head_params = {id(p) for p in head.parameters()}
-            for module in network.modules():
-                for p in module.parameters(recurse=False):
-                    p.requires_grad = id(p) in head_params or isinstance(module, nn.modules.batchnorm._BatchNorm)
+        if freeze:
+            freeze_except(network, head)
         self.confusion = MulticlassConfusionMatrix(num_classes=num_classes)
         self.stats = MultilabelStatScores(num_labels=num_classes, average=None)
         self.last_metrics: SegmentationMetrics | None = None
@@ -160,9 +156,7 @@ def train(job: Job) -> dict[str, Any]:
         c.name: {"precision": p, "recall": r, "f1": f}
         for c, p, r, f in zip(foreground, m.precision, m.recall, m.f1, strict=True)
     }
-    emd = job.model_emd(
-        "ObjectClassification", MODEL_NAMES[params.model_type], scanned, size, result, MONITOR_NAMES[params.monitor]
-    )
+    emd = job.model_emd("ObjectClassification", MODEL_NAMES[params.model_type], scanned, size, result)
     emd.update(
         {
             "accuracy": emd_writer.metric_text(m.accuracy),

@@ -18,6 +18,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from geotrain.dlpk import emd as emd_writer
 from geotrain.dlpk import pictures
+from geotrain.training.data.augment import crop_origin
 from geotrain.training.data.scan import Scan
 from geotrain.training.fit import OneCycleTask, fit
 from geotrain.training.job import Job
@@ -26,7 +27,6 @@ from geotrain.training.models.registry import BuiltModel
 
 Target = dict[str, np.ndarray]
 MODEL_NAMES = {"FASTERRCNN": "FasterRCNN"}
-MONITOR_NAMES = {"VALID_LOSS": "valid_loss", "AVERAGE_PRECISION": "average_precision"}
 # Small chips are enlarged to this many pixels before the network: the FPN's coarsest level needs room.
 MIN_INPUT = 128
 
@@ -63,13 +63,7 @@ class DetectionChips(Dataset[tuple[torch.Tensor, dict[str, torch.Tensor]]]):
         size = self.chip_size
         if rows <= size and cols <= size:
             return image, boxes, labels
-        if self.augment:
-            top, left = (
-                int(torch.randint(0, max(rows - size, 0) + 1, ())),
-                int(torch.randint(0, max(cols - size, 0) + 1, ())),
-            )
-        else:
-            top, left = max(rows - size, 0) // 2, max(cols - size, 0) // 2
+        top, left = crop_origin(rows, cols, size, random=self.augment)
         image = image[:, top : top + size, left : left + size]
         moved = boxes - np.array([left, top, left, top], dtype=np.float32)
         moved[:, [0, 2]] = moved[:, [0, 2]].clip(0, image.shape[2])
@@ -200,9 +194,7 @@ def train(job: Job) -> dict[str, Any]:
 
     metrics: DetectionMetrics = result.metrics
     per_class_ap = {c.name: metrics.per_class.get(i, 0.0) for i, c in enumerate(foreground, start=1)}
-    emd = job.model_emd(
-        "ObjectDetection", MODEL_NAMES[params.model_type], scanned, chip_size, result, MONITOR_NAMES[params.monitor]
-    )
+    emd = job.model_emd("ObjectDetection", MODEL_NAMES[params.model_type], scanned, chip_size, result)
     emd["ModelParameters"]["input_size"] = input_size
     emd.update(
         {

@@ -32,6 +32,15 @@ MONITOR_KEYS = {
 LOSSES = ("train_loss", "valid_loss")
 
 
+def freeze_except(module: nn.Module, learning: nn.Module | None = None) -> None:
+    """Stop ``module`` learning except for ``learning`` (a head) and its BatchNorm layers, which keep
+    learning, as fastai does when a body is frozen."""
+    keep = {id(p) for p in learning.parameters()} if learning is not None else set()
+    for part in module.modules():
+        for p in part.parameters(recurse=False):
+            p.requires_grad = id(p) in keep or isinstance(part, nn.modules.batchnorm._BatchNorm)
+
+
 class OneCycleTask(pl.LightningModule):
     """A model with a learning rate ``lr`` (the finder sets it), trained with Adam on a one-cycle schedule."""
 
@@ -76,13 +85,7 @@ class SegmentationTask(OneCycleTask):
         self.confusion = MulticlassConfusionMatrix(num_classes=num_classes)
         self.last_metrics: SegmentationMetrics | None = None
         if freeze:
-            for p in encoder.parameters():
-                p.requires_grad = False
-            # BatchNorm layers keep learning, as fastai does when a body is frozen
-            for module in encoder.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    for p in module.parameters():
-                        p.requires_grad = True
+            freeze_except(encoder)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows, cols = x.shape[-2:]

@@ -23,7 +23,7 @@ from geotrain.task.params import TrainParams
 from geotrain.training.data.export import ClassInfo, ExportInfo
 from geotrain.training.data.readers import Reader, reader_for
 from geotrain.training.data.scan import Normalization, Scan, bad_chip_verdict, scan, split
-from geotrain.training.fit import EpochRecord, FitOptions, FitResult
+from geotrain.training.fit import MONITOR_KEYS, EpochRecord, FitOptions, FitResult
 
 T = TypeVar("T")
 
@@ -138,7 +138,6 @@ class Job:
         scanned: Scan[Any],
         chip_size: int,
         result: FitResult,
-        monitored: str,
     ) -> dict[str, Any]:
         colors = class_colors(self.export.classes)
         return emd_writer.common_emd(
@@ -154,7 +153,7 @@ class Job:
             export=self.export,
             tile_size=(chip_size, chip_size),
             result=result,
-            monitored=monitored,
+            monitored=MONITOR_KEYS[self.params.monitor][0],
             normalization=normalization_stats(scanned.normalization),
             is_imagenet=scanned.normalization.imagenet,
         )

@@ -18,7 +18,6 @@ from geotrain.training.job import Job, class_colors
 from geotrain.training.models.registry import build
 
 MODEL_NAMES = {"UNET": "UnetClassifier", "PSPNET": "PSPNetClassifier", "DEEPLAB": "DeepLab"}
-MONITOR_NAMES = {"VALID_LOSS": "valid_loss", "ACCURACY": "accuracy", "MIOU": "miou"}
 
 
 def train(job: Job) -> dict[str, Any]:
@@ -69,9 +68,7 @@ def train(job: Job) -> dict[str, Any]:
         for name, p, r, f in zip(names, m.precision, m.recall, m.f1, strict=True)
     }
     colors = class_colors(export.classes)
-    emd = job.model_emd(
-        "ImageClassification", MODEL_NAMES[params.model_type], scanned, chip_size, result, MONITOR_NAMES[params.monitor]
-    )
+    emd = job.model_emd("ImageClassification", MODEL_NAMES[params.model_type], scanned, chip_size, result)
     emd.update(
         {
             "accuracy": emd_writer.metric_text(m.accuracy),

@@ -18,6 +18,13 @@ def _uniform(low: float, high: float) -> float:
     return low + (high - low) * float(torch.rand(()))
 
 
+def crop_origin(rows: int, cols: int, size: int, random: bool) -> tuple[int, int]:
+    """Top-left corner of a ``size`` crop: anywhere when ``random`` (training), else the centre."""
+    if random:
+        return int(torch.randint(0, max(rows - size, 0) + 1, ())), int(torch.randint(0, max(cols - size, 0) + 1, ()))
+    return max(rows - size, 0) // 2, max(cols - size, 0) // 2
+
+
 class SegmentationAugmenter:
     """The transforms a request named, each with its probability: crop position, flips, dihedral turns,
     rotation and zoom on image and label alike (nearest neighbour for the label), then brightness and

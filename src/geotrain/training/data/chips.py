@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -35,26 +36,29 @@ class ChipReadError(Exception):
         super().__init__(f"{path.name}: {reason}")
 
 
-def read_chip(path: Path) -> np.ndarray:
-    """All bands as (bands, rows, cols), in the file's own data type."""
+@contextmanager
+def _opened(path: Path) -> Iterator[DatasetReader]:
+    """A chip opened in the process's GDAL environment; any failure becomes a ChipReadError naming it."""
     _gdal_env()
     try:
         with rasterio.open(path) as src:
-            data: np.ndarray = src.read()
-            return data
+            yield src
     except (RasterioError, OSError, ValueError) as exc:
         raise ChipReadError(path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+
+
+def read_chip(path: Path) -> np.ndarray:
+    """All bands as (bands, rows, cols), in the file's own data type."""
+    with _opened(path) as src:
+        data: np.ndarray = src.read()
+    return data
 
 
 def read_label(path: Path) -> np.ndarray:
     """The first band of a class-value raster as (rows, cols)."""
-    _gdal_env()
-    try:
-        with rasterio.open(path) as src:
-            band: np.ndarray = src.read(1)
-            return band
-    except (RasterioError, OSError, ValueError) as exc:
-        raise ChipReadError(path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+    with _opened(path) as src:
+        band: np.ndarray = src.read(1)
+    return band
 
 
 def read_crop(
@@ -64,18 +68,11 @@ def read_crop(
 
     Decoding only the window is what lets the training pipeline keep up with a bare read loop. Windows
     past the edge of a small chip are filled with 0 (NoData)."""
-    _gdal_env()
-    try:
-        with rasterio.open(image_path) as src:
-            top, left = place(src.height, src.width)
-            image = _window(src, top, left, size, None)
-    except (RasterioError, OSError, ValueError) as exc:
-        raise ChipReadError(image_path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
-    try:
-        with rasterio.open(label_path) as src:
-            label = _window(src, top, left, size, 1)
-    except (RasterioError, OSError, ValueError) as exc:
-        raise ChipReadError(label_path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+    with _opened(image_path) as src:
+        top, left = place(src.height, src.width)
+        image = _window(src, top, left, size, None)
+    with _opened(label_path) as src:
+        label = _window(src, top, left, size, 1)
     return image, label
 
 

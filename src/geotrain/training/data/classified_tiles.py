@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from geotrain.training.data.augment import SegmentationAugmenter
+from geotrain.training.data.augment import SegmentationAugmenter, crop_origin
 from geotrain.training.data.chips import ChipReadError, read_chip, read_crop, read_label, select_bands
 from geotrain.training.data.export import ChipItem, ExportInfo
 from geotrain.training.data.scan import Scan, scan
@@ -155,9 +155,5 @@ class SegmentationChips(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             return 0, 0
         if self.augmenter is not None:
             placed = self.augmenter.crop_offset(rows, cols, size)
-            return placed if placed is not None else (max(rows - size, 0) // 2, max(cols - size, 0) // 2)
-        if self.augment:
-            return int(torch.randint(0, max(rows - size, 0) + 1, ())), int(
-                torch.randint(0, max(cols - size, 0) + 1, ())
-            )
-        return max(rows - size, 0) // 2, max(cols - size, 0) // 2
+            return placed if placed is not None else crop_origin(rows, cols, size, random=False)
+        return crop_origin(rows, cols, size, random=self.augment)

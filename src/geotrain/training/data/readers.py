@@ -136,17 +136,12 @@ def _panoptic_reader(lookup: ClassLookup, encode: Callable[[np.ndarray], np.ndar
     return load
 
 
-def _segmentation_reader(encode: Callable[[np.ndarray], np.ndarray], with_image2: bool) -> Loader:
+def _change_reader(segmentation: Loader) -> Loader:
+    """Change detection: a Classified_Tiles sample plus its "after" image from images2/."""
+
     def load(item: ChipItem) -> tuple[np.ndarray, Any]:
-        image = read_chip(item.image)
-        label = read_label(_need_label(item))
-        if label.shape != image.shape[1:]:
-            raise ChipReadError(
-                item.label or item.image, f"label size {label.shape} differs from chip size {image.shape[1:]}"
-            )
-        if not with_image2:
-            return image, encode(label)
-        return image, {"image2": _second(item, image), "label": encode(label)}
+        image, label = segmentation(item)
+        return image, {"image2": _second(item, image), "label": label}
 
     return load
 
@@ -200,16 +195,16 @@ def reader_for(export: ExportInfo) -> Reader:
 
 
 def _reader_for(export: ExportInfo) -> Reader:
-    from geotrain.training.data.classified_tiles import ClassMap
+    from geotrain.training.data.classified_tiles import ClassMap, loader
 
     lookup = ClassLookup(export.classes)
     class_map = ClassMap([c.value for c in export.classes])
     kind = data_kind(export)
     match kind:
         case "Classified_Tiles":
-            return Reader(kind, _segmentation_reader(class_map.encode, False), _count_pixels)
+            return Reader(kind, loader(class_map), _count_pixels)
         case "ChangeDetection":
-            return Reader(kind, _segmentation_reader(class_map.encode, True), lambda t: _count_pixels(t["label"]))
+            return Reader(kind, _change_reader(loader(class_map)), lambda t: _count_pixels(t["label"]))
         case "PASCAL_VOC_rectangles":
             return Reader(kind, _box_reader(lookup, read_pascal_voc), lambda t: _count_labels(t["labels"]))
         case "KITTI_rectangles":

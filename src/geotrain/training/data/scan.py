@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Generic, TypeVar
 
 import numpy as np
@@ -30,10 +31,14 @@ class Normalization:
     band_min: list[float]
     band_max: list[float]
 
-    def apply(self, image: np.ndarray) -> np.ndarray:
+    @cached_property
+    def _gain_offset(self) -> tuple[np.ndarray, np.ndarray]:
         # one multiply-add per pixel: x * scale/std - mean/std
         gain = (self.scale / self.std).astype(np.float32)[:, None, None]
-        offset = (-self.mean / self.std).astype(np.float32)[:, None, None]
+        return gain, (-self.mean / self.std).astype(np.float32)[:, None, None]
+
+    def apply(self, image: np.ndarray) -> np.ndarray:
+        gain, offset = self._gain_offset
         # order="C": flipped or turned views are copied once, here, into a tensor-ready array
         out: np.ndarray = image.astype(np.float32, order="C")
         out *= gain
