@@ -297,6 +297,7 @@ def test_fasterrcnn_trains_on_the_real_multispectral_kitti_export(server: Server
     assert [c["Name"] for c in emd["Classes"]][-1] == "Phragmites" and emd["ExtractBands"] == [0, 1, 2, 3, 4, 5]
     assert set(emd["average_precision_score"]) == {c["Name"] for c in emd["Classes"]}
     assert 0.0 <= float(emd["mAP"]) <= 1.0 and emd["IsMultispectral"] is True
+    assert emd["ModelParameters"]["input_size"] == 128  # 32 px chips are enlarged for the network
     from geotrain.training.detection import build_fasterrcnn
 
     fresh = build_fasterrcnn("RESNET18", 6, 8, "RANDOM", emd["ModelParameters"]["input_size"], freeze=False)

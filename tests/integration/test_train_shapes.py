@@ -109,9 +109,9 @@ def test_fasterrcnn_on_pascal_voc_jpeg_chips_with_a_crop(tmp_path: Path) -> None
         tmp_path,
         {"in_folder": "/fileShares/c/voc", "output_name": '{"name": "voc"}', "model_type": "FASTERRCNN",
          "backbone_model": "RESNET18", "max_epochs": "1", "learning_rate": "0.001", "batch_size": "2",
-         "chip_size": "40", "monitor": "AVERAGE_PRECISION", "validation_percent": "34"},
+         "chip_size": "40", "monitor": "AVERAGE_PRECISION", "validation_percent": "34", "resize_to": "96"},
     )  # fmt: skip
-    assert emd["ImageHeight"] == 40 and emd["ModelParameters"]["input_size"] == 128
+    assert emd["ImageHeight"] == 40 and emd["ModelParameters"]["input_size"] == 96
     assert "monitored_average_precision" in emd and set(emd["average_precision_score"]) == {"Palm", "Pine", "Oak"}
     assert any(i.startswith("Classes declared in the export but with no box: Oak") for i in infos)
 
@@ -143,3 +143,17 @@ def test_feature_classifier_on_variable_size_labeled_tiles(tmp_path: Path, multi
     assert emd["IsMultiLabel"] is multi and emd["CropSizeFixed"] == 0 and emd["ImageHeight"] == 32
     assert set(json.loads(emd["per_class_metrics"])) == {"Palm", "Pine", "Oak"}
     assert any(i.startswith("Classes declared in the export but with no chip: Oak") for i in infos)
+
+
+def test_a_few_unreadable_chips_warn_and_the_job_goes_on(tmp_path: Path) -> None:
+    root = write_classified_tiles(tmp_path / "chips" / "few_bad", ExportSpec(chips=12))
+    bad = sorted((root / "images").glob("*.tif"))[5]
+    bad.write_bytes(b"not a tiff")
+    _, messages = _train(
+        tmp_path,
+        {"in_folder": "/fileShares/c/few_bad", "output_name": '{"name": "few_bad"}', "model_type": "UNET",
+         "backbone_model": "RESNET18", "max_epochs": "1", "learning_rate": "0.001"},
+    )  # fmt: skip
+    warned = [m for m in messages if "cannot be read" in m]
+    assert len(warned) == 1 and bad.name in warned[0] and "1 of 12" in warned[0] and "skipped" in warned[0]
+    assert "Training on 10 chips, validating on 1 (10%)." in messages
