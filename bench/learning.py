@@ -1,9 +1,10 @@
 """Learning check per model family: on an easy generated export the metric must rise well above chance.
 
-    .venv/bin/python bench/learning.py [unet] [feature_classifier] [fasterrcnn] [--epochs N]
+    .venv/bin/python bench/learning.py [unet] [feature_classifier] [fasterrcnn] [retinanet] [ssd] [yolov3] [maskrcnn]
+        [--epochs N]
 
-Prints the validation metric each family reaches (UNET mIoU, FEATURE_CLASSIFIER accuracy,
-FASTERRCNN mAP@0.5). Trains on the CPU unless a GPU is present.
+Prints the validation metric each model reaches (UNET mIoU, FEATURE_CLASSIFIER accuracy, the detectors'
+box mAP@0.5, MASKRCNN's mask mAP@0.5). Trains on the CPU unless a GPU is present.
 """
 
 from __future__ import annotations
@@ -29,7 +30,12 @@ FAMILIES = {
     "unet": ("UNET", "mIoU", lambda e: float(e["miou"])),
     "feature_classifier": ("FEATURE_CLASSIFIER", "accuracy", lambda e: float(e["accuracy"])),
     "fasterrcnn": ("FASTERRCNN", "mAP@0.5", lambda e: float(e["mAP"])),
+    "retinanet": ("RETINANET", "mAP@0.5", lambda e: float(e["mAP"])),
+    "ssd": ("SSD", "mAP@0.5", lambda e: float(e["mAP"])),
+    "yolov3": ("YOLOV3", "mAP@0.5", lambda e: float(e["mAP"])),
+    "maskrcnn": ("MASKRCNN", "mask mAP@0.5", lambda e: float(e["mAP"])),
 }
+CLASSES = [(1, "Palm"), (2, "Pine")]
 
 
 def _export(family: str, root: Path) -> Path:
@@ -40,8 +46,48 @@ def _export(family: str, root: Path) -> Path:
             )
         case "feature_classifier":
             return _labeled(root, chips=48)
+        case "maskrcnn":
+            return _objects(root, chips=48, masks=True)
         case _:
-            return formats.pascal_voc(root, chips=48, size=64)
+            return _objects(root, chips=48, masks=False)
+
+
+def _objects(root: Path, chips: int, masks: bool) -> Path:
+    """64 px chips with one to three bright squares on a dark, noisy ground: Palm squares are red, Pine
+    green. PASCAL_VOC_rectangles boxes, or RCNN_Masks instance rasters (one folder per class)."""
+    rng = np.random.default_rng(0)
+    size, lines = 64, []
+    for i in range(chips):
+        stem = f"{i:012d}"
+        image = rng.integers(0, 60, size=(3, size, size)).astype(np.uint8)
+        instances = {value: np.zeros((1, size, size), np.uint8) for value, _ in CLASSES}
+        boxes = []
+        for n in range(int(rng.integers(1, 4))):
+            value, side = int(rng.integers(1, 3)), int(rng.integers(12, 22))
+            x, y = (int(v) for v in rng.integers(0, size - side, 2))
+            if any(x < bx1 and bx0 < x + side and y < by1 and by0 < y + side for _, bx0, by0, bx1, by1 in boxes):
+                continue  # keep objects apart
+            image[value - 1, y : y + side, x : x + side] = 230
+            instances[value][0, y : y + side, x : x + side] = n + 1
+            boxes.append((value, x, y, x + side, y + side))
+        formats.raster(root / "images" / f"{stem}.tif", image)
+        if masks:
+            for value, name in CLASSES:
+                formats.raster(root / "labels" / name / f"{stem}.tif", instances[value])
+            lines.append(f"images\\{stem}.tif labels\\Palm\\{stem}.tif")
+        else:
+            objects = "".join(
+                f"<object><name>{v}</name><bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin><xmax>{x1}</xmax>"
+                f"<ymax>{y1}</ymax></bndbox></object>"
+                for v, x0, y0, x1, y1 in boxes
+            )
+            (root / "labels").mkdir(exist_ok=True)
+            (root / "labels" / f"{stem}.xml").write_text(f"<annotation>{objects}</annotation>")
+            lines.append(f"images\\{stem}.tif labels\\{stem}.xml")
+    fmt = "RCNN_Masks" if masks else "PASCAL_VOC_rectangles"
+    formats.metadata(root, fmt, 3, size, chips, classes=CLASSES)
+    formats.map_txt(root, lines)
+    return root
 
 
 def _labeled(root: Path, chips: int) -> Path:
@@ -63,13 +109,14 @@ def _labeled(root: Path, chips: int) -> Path:
 
 def run(family: str, epochs: int) -> tuple[float, float]:
     model_type, _, read = FAMILIES[family]
+    backbone = "DARKNET53" if model_type == "YOLOV3" else "RESNET18"
     with tempfile.TemporaryDirectory() as tmp:
         _export(family, Path(tmp) / "chips" / family)
         settings = Settings(home=Path(tmp) / "home", data_stores={"/fileShares/c": Path(tmp) / "chips"})
         settings.ensure_dirs()
         params = parse(
             {"in_folder": f"/fileShares/c/{family}", "output_name": json.dumps({"name": family}),
-             "model_type": model_type, "backbone_model": "RESNET18", "max_epochs": str(epochs),
+             "model_type": model_type, "backbone_model": backbone, "max_epochs": str(epochs),
              "learning_rate": "0.002", "batch_size": "8", "stop_training": "false", "validation_percent": "25"}
         )  # fmt: skip
         start = time.perf_counter()

@@ -174,10 +174,10 @@ def test_bad_parameter_gets_the_envelope_naming_it(server: Server, client: httpx
 
 
 def test_unbuilt_model_type_lists_the_ones_that_are_built(server: Server, client: httpx.Client) -> None:
-    error = _error(client, server, model_type="MASKRCNN")
-    assert "MASKRCNN" in str(
-        error["details"]
-    ) and "available: DEEPLAB, FASTERRCNN, FEATURE_CLASSIFIER, PSPNET, UNET" in str(error["details"])
+    error = _error(client, server, model_type="MMDETECTION")
+    assert "MMDETECTION" in str(error["details"]) and (
+        "available: DEEPLAB, FASTERRCNN, FEATURE_CLASSIFIER, MASKRCNN, PSPNET, RETINANET, SSD, UNET, YOLOV3"
+    ) in str(error["details"])
 
 
 @pytest.mark.parametrize(
@@ -265,20 +265,58 @@ def test_detection_model_refuses_a_classified_tiles_export(server: Server, clien
     assert "Classified_Tiles" in details and "PASCAL_VOC_rectangles, KITTI_rectangles" in details
 
 
+@pytest.mark.parametrize(
+    ("model_type", "arguments", "expected"),
+    [
+        ("SSD", {"grids": "[4, 0]"}, "'grids' = [4, 0] is not allowed. Expected a list of grid sizes"),
+        ("SSD", {"ratios": "[0.5, 1]"}, "Expected a list of [width, height] anchor ratios"),
+        ("SSD", {"zooms": "[]"}, "'zooms' = [] is not allowed"),
+        ("SSD", {"focal_loss": "True"}, "'focal_loss' is not supported by geotrain yet for SSD"),
+        ("RETINANET", {"ratios": "[[1, 1]]"}, "Expected a list of anchor aspect ratios"),
+        ("RETINANET", {"grids": "[4]"}, "unknown argument 'grids' for RETINANET"),
+        ("MASKRCNN", {"rpn_nms_thresh": "1.5"}, "Expected a number from 0 to 1"),
+        ("MASKRCNN", {"box_detections_per_img": "0"}, "Expected a whole number of at least 1"),
+        ("YOLOV3", {"anchors": "[[10, 13]]"}, "Expected nine [width, height] anchor sizes"),
+        ("YOLOV3", {"n_bands": "4"}, "'n_bands' is not supported by geotrain yet for YOLOV3"),
+    ],
+)
+def test_detector_arguments_are_checked_at_submit(
+    server: Server, client: httpx.Client, model_type: str, arguments: dict[str, str], expected: str
+) -> None:
+    folder = "/fileShares/chips/uint16_4band"
+    details = str(_error(client, server, in_folder=folder, model_type=model_type, arguments=arguments)["details"])
+    assert "'arguments'" in details and expected in details, details
+
+
 def test_detection_arguments_are_checked_per_model(server: Server, client: httpx.Client) -> None:
     details = str(_error(client, server, model_type="FASTERRCNN", arguments={"class_balancing": "True"})["details"])
     assert "unknown argument 'class_balancing' for FASTERRCNN" in details
     assert "'monitor'" in str(_error(client, server, model_type="FASTERRCNN", monitor="MIOU")["details"])
 
 
-def test_custom_augmentation_is_refused_where_it_is_not_built(server: Server, client: httpx.Client) -> None:
-    error = _error(
-        client, server, in_folder="/fileShares/chips/uint16_4band", model_type="FASTERRCNN",
-        data_augmentation="CUSTOM", augmentation_parameters=[["rotate", "30;0.5"]],
-    )  # fmt: skip
-    assert "'data_augmentation'" in str(error["details"]) and "FASTERRCNN" in str(error["details"])
+def test_file_augmentation_without_transforms_json_says_where_it_is_read(server: Server, client: httpx.Client) -> None:
+    details = str(_error(client, server, data_augmentation="FILE")["details"])
+    assert "'data_augmentation'" in details and "transforms.json" in details and "there is none" in details
 
 
-def test_a_backbone_arcgis_accepts_but_geotrain_lacks_says_not_yet(server: Server, client: httpx.Client) -> None:
-    details = str(_error(client, server, model_type="DEEPLAB", backbone_model="VGG16")["details"])
-    assert "not supported yet for DEEPLAB" in details and "RESNET101" in details
+def test_a_wrong_transforms_json_is_refused_at_submit_naming_the_problem(server: Server, client: httpx.Client) -> None:
+    import shutil
+
+    folder = Path(server.stores["/fileShares/chips"]) / "with_transforms"
+    if not folder.exists():
+        shutil.copytree(Path(server.stores["/fileShares/chips"]) / "uint16_4band", folder)
+    (folder / "transforms.json").write_text('{"Training": {"rotate": {"degree": 30}}}')
+    details = str(
+        _error(client, server, in_folder="/fileShares/chips/with_transforms", data_augmentation="FILE")["details"]
+    )
+    assert "'data_augmentation'" in details and "rotate has no argument degree; it takes degrees, p" in details
+    (folder / "transforms.json").write_text('{"Training": {"crop": {"size": 4096}}}')
+    details = str(
+        _error(client, server, in_folder="/fileShares/chips/with_transforms", data_augmentation="FILE")["details"]
+    )
+    assert "'data_augmentation'" in details and "transforms.json: crop 4096 is larger than the exported" in details
+
+
+def test_a_backbone_the_model_does_not_take_lists_the_ones_it_does(server: Server, client: httpx.Client) -> None:
+    details = str(_error(client, server, model_type="YOLOV3", backbone_model="RESNET50")["details"])
+    assert "'backbone_model'" in details and "YOLOV3" in details and "DARKNET53" in details

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sqlite3
@@ -32,6 +33,17 @@ def _submit(client: httpx.Client, server: Server, **values: object) -> str:
 def _local(server: Server, uri: str) -> Path:
     assert uri.startswith("/fileShares/geotrain/")
     return server.home / "fileshare" / uri.removeprefix("/fileShares/geotrain/")
+
+
+def _trained(client: httpx.Client, server: Server, job_id: str, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Wait for the job to succeed; the EMD and the weights (loaded weights_only) of the package it wrote."""
+    job = wait_for(client, f"{server.url}{TASK}/jobs/{job_id}")
+    assert job["jobStatus"] == "esriJobSucceeded", job["messages"]
+    uri = client.get(f"{server.url}/jobs/{job_id}/results/out_item", params={"f": "json"}).json()["value"]["uri"]
+    with zipfile.ZipFile(_local(server, uri)) as zf:
+        emd = json.loads(zf.read(f"{name}.emd"))
+        weights = torch.load(io.BytesIO(zf.read(f"{name}.pth")), weights_only=True)
+    return emd, weights
 
 
 def test_arcgis_form_trains_unet_and_writes_a_dlpk_whose_weights_load(server: Server, client: httpx.Client) -> None:
@@ -298,9 +310,9 @@ def test_fasterrcnn_trains_on_the_real_multispectral_kitti_export(server: Server
     assert set(emd["average_precision_score"]) == {c["Name"] for c in emd["Classes"]}
     assert 0.0 <= float(emd["mAP"]) <= 1.0 and emd["IsMultispectral"] is True
     assert emd["ModelParameters"]["input_size"] == 128  # 32 px chips are enlarged for the network
-    from geotrain.training.detection import build_fasterrcnn
+    from geotrain.training.models.detectors import build_detector
 
-    fresh = build_fasterrcnn("RESNET18", 6, 8, "RANDOM", emd["ModelParameters"]["input_size"], freeze=False)
+    fresh = build_detector("FASTERRCNN", "RESNET18", 6, 8, "RANDOM", emd["ModelParameters"]["input_size"], False, {})
     fresh.network.load_state_dict(weights, strict=True)
 
 
@@ -316,12 +328,7 @@ def test_pspnet_and_deeplab_train_through_the_api(
         client, server, in_folder="/fileShares/chips/rgb8", output_name={"name": name}, model_type=model_type,
         backbone_model="RESNET18", max_epochs=1, learning_rate=0.001, monitor="MIOU",
     )  # fmt: skip
-    job = wait_for(client, f"{server.url}{TASK}/jobs/{job_id}")
-    assert job["jobStatus"] == "esriJobSucceeded", job["messages"]
-    uri = client.get(f"{server.url}/jobs/{job_id}/results/out_item", params={"f": "json"}).json()["value"]["uri"]
-    with zipfile.ZipFile(_local(server, uri)) as zf:
-        emd = json.loads(zf.read(f"{name}.emd"))
-        weights = torch.load(__import__("io").BytesIO(zf.read(f"{name}.pth")), weights_only=True)
+    emd, weights = _trained(client, server, job_id, name)
     assert emd["ModelName"] == model_name and "monitored_miou" in emd
     network(encoder_name="resnet18", encoder_weights=None, in_channels=3, classes=3).load_state_dict(weights)
 
@@ -335,13 +342,42 @@ def test_feature_classifier_trains_through_the_api(server: Server, client: httpx
         model_type="FEATURE_CLASSIFIER", backbone_model="RESNET18", max_epochs=1, learning_rate=0.001,
         monitor="ACCURACY", validation_percent=50,
     )  # fmt: skip
-    job = wait_for(client, f"{server.url}{TASK}/jobs/{job_id}")
-    assert job["jobStatus"] == "esriJobSucceeded", job["messages"]
-    uri = client.get(f"{server.url}/jobs/{job_id}/results/out_item", params={"f": "json"}).json()["value"]["uri"]
-    with zipfile.ZipFile(_local(server, uri)) as zf:
-        emd = json.loads(zf.read("classes.emd"))
-        weights = torch.load(__import__("io").BytesIO(zf.read("classes.pth")), weights_only=True)
+    emd, weights = _trained(client, server, job_id, "classes")
     assert emd["ModelType"] == "ObjectClassification" and "monitored_accuracy" in emd
     from geotrain.training.classification import build_classifier
 
     build_classifier("RESNET18", 3, 3, "RANDOM").network.load_state_dict(weights, strict=True)
+
+
+@pytest.mark.parametrize(
+    ("model_type", "arguments", "model_kind"),
+    [
+        ("RETINANET", {"scales": "[1, 0.8]", "ratios": "[0.5, 1, 2]"}, "ObjectDetection"),
+        ("SSD", {"grids": "[4, 2, 1]", "zooms": "[1.0, 0.7]", "ratios": "[[1.0, 1.0]]"}, "ObjectDetection"),
+        ("MASKRCNN", {"box_detections_per_img": "50"}, "InstanceDetection"),
+        ("YOLOV3", {"anchors": json.dumps([[8 * i, 6 * i] for i in range(1, 10)])}, "ObjectDetection"),
+    ],
+)
+def test_retinanet_ssd_maskrcnn_and_yolov3_train_through_the_api(
+    server: Server, client: httpx.Client, model_type: str, arguments: dict[str, str], model_kind: str
+) -> None:
+    from tests import formats
+
+    store = Path(server.stores["/fileShares/chips"])
+    folder = "rcnn" if model_type == "MASKRCNN" else "voc"
+    if not (store / folder).exists():
+        formats.rcnn_masks(store / folder, chips=4) if folder == "rcnn" else formats.pascal_voc(store / folder, 6)
+    name = model_type.lower()
+    job_id = _submit(
+        client, server, in_folder=f"/fileShares/chips/{folder}", output_name={"name": name}, model_type=model_type,
+        backbone_model="DARKNET53" if model_type == "YOLOV3" else "RESNET18", max_epochs=1, learning_rate=0.001,
+        batch_size=2, validation_percent=34, arguments=arguments, monitor="AVERAGE_PRECISION",
+    )  # fmt: skip
+    emd, weights = _trained(client, server, job_id, name)
+    assert emd["ModelType"] == model_kind and "monitored_average_precision" in emd
+    from geotrain.training.models.detectors import build_detector
+
+    parsed = {k: json.loads(v) for k, v in arguments.items()}
+    backbone = "DARKNET53" if model_type == "YOLOV3" else "RESNET18"
+    fresh = build_detector(model_type, backbone, 3, 4, "RANDOM", emd["ModelParameters"]["input_size"], False, parsed)
+    fresh.network.load_state_dict(weights, strict=True)

@@ -116,6 +116,51 @@ def test_fasterrcnn_on_pascal_voc_jpeg_chips_with_a_crop(tmp_path: Path) -> None
     assert any(i.startswith("Classes declared in the export but with no box: Oak") for i in infos)
 
 
+def test_fasterrcnn_takes_its_transforms_from_the_folders_transforms_json(tmp_path: Path) -> None:
+    from tests import formats
+
+    root = formats.pascal_voc(tmp_path / "chips" / "voc", chips=6, size=48)
+    (root / "transforms.json").write_text(
+        json.dumps(
+            {
+                "Training": {
+                    "rotate": {"degrees": 15, "p": 0.5},
+                    "dihedral_affine": {"p": 0.5},
+                    "crop": {"size": 40, "row_pct": [0, 1], "col_pct": "0, 1"},
+                    "brightness": {"change": "0.45, 0.55"},
+                },
+                "Validation": {"crop": {"size": 40}},
+            }
+        )
+    )
+    emd, infos = _train(
+        tmp_path,
+        {"in_folder": "/fileShares/c/voc", "output_name": '{"name": "voc"}', "model_type": "FASTERRCNN",
+         "backbone_model": "RESNET18", "max_epochs": "1", "learning_rate": "0.001", "batch_size": "2",
+         "data_augmentation": "FILE", "validation_percent": "34"},
+    )  # fmt: skip
+    assert emd["ImageHeight"] == 40  # the file's crop is the training chip size
+    assert (
+        "Augmentation from transforms.json: training rotate, dihedral_affine, crop, brightness; validation crop."
+        in infos
+    )
+
+
+def test_feature_classifier_applies_custom_transforms(tmp_path: Path) -> None:
+    from tests import formats
+
+    formats.labeled_tiles(tmp_path / "chips" / "lt", chips=6)
+    emd, infos = _train(
+        tmp_path,
+        {"in_folder": "/fileShares/c/lt", "output_name": '{"name": "lt"}', "model_type": "FEATURE_CLASSIFIER",
+         "backbone_model": "RESNET18", "max_epochs": "1", "learning_rate": "0.001", "batch_size": "2",
+         "validation_percent": "34", "data_augmentation": "CUSTOM",
+         "augmentation_parameters": '[["crop", "24;1;(0,1);(0,1)"], ["rotate", "(-20,20);0.5"], ["flip_lr", "0.5"]]'},
+    )  # fmt: skip
+    assert emd["ImageHeight"] == 24
+    assert "Augmentation from augmentation_parameters: training crop, rotate, flip_lr; validation none." in infos
+
+
 def test_several_input_folders_train_as_one(tmp_path: Path) -> None:
     write_classified_tiles(tmp_path / "chips" / "a", ExportSpec(chips=3, values=(3,), absent=None))
     write_classified_tiles(tmp_path / "chips" / "b", ExportSpec(chips=3, values=(7,), absent=None, seed=1))
@@ -157,3 +202,55 @@ def test_a_few_unreadable_chips_warn_and_the_job_goes_on(tmp_path: Path) -> None
     warned = [m for m in messages if "cannot be read" in m]
     assert len(warned) == 1 and bad.name in warned[0] and "1 of 12" in warned[0] and "skipped" in warned[0]
     assert "Training on 10 chips, validating on 1 (10%)." in messages
+
+
+@pytest.mark.parametrize(
+    ("model_type", "extra", "model_name"),
+    [
+        ("RETINANET", {"arguments": '{"scales": "[1, 0.8, 0.63]", "ratios": "[0.5, 1, 2]"}'}, "RetinaNet"),
+        ("SSD", {"arguments": '{"grids": "[4, 2]", "zooms": "[0.7, 1.0]", "ratios": "[[1.0, 1.0], [1.0, 0.5]]",'
+                              ' "location_loss_factor": "0.6"}'}, "SingleShotDetector"),
+        ("YOLOV3", {"arguments": '{"pretrained_backbone": "False"}'}, "YOLOv3"),
+    ],
+)  # fmt: skip
+def test_other_detectors_train_on_pascal_voc(
+    tmp_path: Path, model_type: str, extra: dict[str, str], model_name: str
+) -> None:
+    from tests import formats
+
+    formats.pascal_voc(tmp_path / "chips" / "voc", chips=6, size=48)
+    emd, infos = _train(
+        tmp_path,
+        {"in_folder": "/fileShares/c/voc", "output_name": '{"name": "voc"}', "model_type": model_type,
+         "backbone_model": "DARKNET53" if model_type == "YOLOV3" else "RESNET18", "max_epochs": "1",
+         "learning_rate": "0.001", "batch_size": "2", "monitor": "AVERAGE_PRECISION", "validation_percent": "34",
+         **extra},
+    )  # fmt: skip
+    assert emd["ModelType"] == "ObjectDetection" and emd["ModelName"] == model_name
+    assert any(i.startswith("Epoch 1/1: train_loss") and "average_precision" in i for i in infos)
+    assert set(emd["average_precision_score"]) == {"Palm", "Pine", "Oak"}
+    if model_type == "SSD":
+        assert emd["Grids"] == [4, 2] and emd["Zooms"] == [0.7, 1.0] and emd["Ratios"] == [[1.0, 1.0], [1.0, 0.5]]
+    elif model_type == "YOLOV3":
+        # 12 boxes in 4 training chips cannot place nine fitted anchors: the published ones are used
+        assert emd["ModelParameters"]["anchors"][0] == [10, 13] and emd["ModelParameters"]["n_bands"] == 3
+        assert emd["ModelParameters"]["input_size"] == 128 and any("COCO anchors" in i for i in infos)
+    else:
+        assert emd["ModelParameters"]["scales"] == [1, 0.8, 0.63]
+
+
+def test_maskrcnn_trains_on_rcnn_masks_and_scores_masks(tmp_path: Path) -> None:
+    from tests import formats
+
+    formats.rcnn_masks(tmp_path / "chips" / "rcnn", chips=4, size=32)
+    emd, infos = _train(
+        tmp_path,
+        {"in_folder": "/fileShares/c/rcnn", "output_name": '{"name": "rcnn"}', "model_type": "MASKRCNN",
+         "backbone_model": "RESNET18", "max_epochs": "1", "learning_rate": "0.001", "batch_size": "2",
+         "validation_percent": "50", "arguments": '{"box_detections_per_img": "20", "rpn_nms_thresh": "0.6"}',
+         "data_augmentation": "CUSTOM", "augmentation_parameters": '[["rotate", "20;1"], ["flip_lr", "0.5"]]'},
+    )  # fmt: skip
+    assert emd["ModelType"] == "InstanceDetection" and emd["ModelName"] == "MaskRCNN"
+    assert "Augmentation from augmentation_parameters: training rotate, flip_lr; validation none." in infos
+    assert emd["MaskRCNNkwargs"] == {"box_detections_per_img": 20, "rpn_nms_thresh": 0.6}
+    assert np.isfinite(float(emd["mAP"]))

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from geotrain.task import catalog
 from geotrain.training.classification import build_classifier
-from geotrain.training.detection import build_fasterrcnn
+from geotrain.training.models.detectors import build_detector
 from geotrain.training.models.registry import build
 
 CASES = [(m, b) for m, info in sorted(catalog.BUILT.items()) for b in info.backbones_built]
@@ -22,11 +23,12 @@ def test_backbone_builds_and_runs_forward(model_type: str, backbone: str) -> Non
             built = build_classifier(backbone, 5, 4, "RANDOM")
             built.network.eval()
             assert built.network(torch.randn(2, 5, 32, 32)).shape == (2, 4)
-        elif family == "object_detection":
-            built = build_fasterrcnn(backbone, 4, 3, "RANDOM", 64, freeze=False)
+        elif family in ("object_detection", "instance_segmentation"):
+            built = build_detector(model_type, backbone, 4, 3, "RANDOM", 64, False, {})
             built.network.eval()
             out = built.network([torch.randn(4, 32, 32)])
-            assert set(out[0]) == {"boxes", "labels", "scores"}
+            expected = {"boxes", "labels", "scores"} | ({"masks"} if model_type == "MASKRCNN" else set())
+            assert set(out[0]) == expected
         else:
             built = build(model_type, backbone, 5, 3, "RANDOM")
             built.network.eval()
@@ -54,3 +56,33 @@ def test_densenet_weights_with_old_key_names_load(tmp_path: object, monkeypatch:
     assert torch.equal(first[:, :3], state["features.conv0.weight"]) and torch.equal(
         first[:, 3], state["features.conv0.weight"][:, 0]
     )
+
+
+def test_ssd_anchors_follow_grids_zooms_and_ratios_in_the_heads_order() -> None:
+    from torchvision.models.detection.image_list import ImageList
+
+    from geotrain.training.models.detectors import GridAnchors
+
+    anchors = GridAnchors([2, 1], [1.0, 0.5], [[1.0, 1.0], [1.0, 0.5]])
+    assert anchors.num_anchors_per_location() == [4, 4]
+    images = ImageList(torch.zeros(1, 3, 64, 64), [(64, 64)])
+    (boxes,) = anchors(images, [torch.zeros(1, 8, 2, 2), torch.zeros(1, 8, 1, 1)])
+    assert boxes.shape == (2 * 2 * 4 + 1 * 4, 4)
+    assert boxes[0].tolist() == [0, 0, 32, 32]  # top-left cell of the 2 x 2 grid, zoom 1, ratio 1:1
+    assert boxes[1].tolist() == [0, 8, 32, 24]  # ratio [1, 0.5]: half as high
+    assert boxes[2].tolist() == [8, 8, 24, 24]  # zoom 0.5
+    assert boxes[4].tolist() == [32, 0, 64, 32]  # the next cell along the row
+    assert boxes[8].tolist() == [0, 32, 32, 64]  # the second row
+    assert boxes[16].tolist() == [0, 0, 64, 64]  # the 1 x 1 grid covers the chip
+
+
+def test_yolo_anchors_are_fitted_to_the_box_sizes_smallest_first() -> None:
+    from geotrain.training.models.yolo import kmeans_anchors
+
+    rng = np.random.default_rng(0)
+    # three clusters of box shapes: small squares, wide boxes, large tall boxes
+    sizes = np.concatenate([rng.normal(c, 1.0, size=(60, 2)) for c in ([8, 8], [40, 12], [30, 90])])
+    anchors = kmeans_anchors(sizes, k=3)
+    assert [round(w) for w, _ in anchors] == [8, 40, 30] and [round(h) for _, h in anchors] == [8, 12, 90]
+    with pytest.raises(ValueError, match="2 boxes cannot place 9 anchors"):
+        kmeans_anchors(np.array([[4.0, 4.0], [5.0, 5.0]]))

@@ -64,3 +64,14 @@ def test_inspect_command_on_a_folder_that_is_no_export(tmp_path: Path) -> None:
         [sys.executable, "-m", "geotrain.cli", "inspect", str(tmp_path)], capture_output=True, text=True
     )
     assert out.returncode == 2 and "metadata format" in out.stderr
+
+
+def test_inspect_shows_what_transforms_json_would_apply_or_why_it_cannot(tmp_path: Path) -> None:
+    root = formats.pascal_voc(tmp_path / "voc")
+    assert inspect(root).transforms_file == "none"
+    (root / "transforms.json").write_text('{"Training": {"flip_lr": {"p": 0.5}}, "Validation": {}}')
+    assert inspect(root).transforms_file == "transforms.json: training flip_lr; validation none"
+    (root / "transforms.json").write_text('{"Training": {"warp": {}}}')
+    report = inspect(root)
+    assert report.transforms_file == "transforms.json (unusable)"
+    assert any("unknown transform 'warp'" in p for p in report.problems)

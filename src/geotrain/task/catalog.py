@@ -63,6 +63,19 @@ _DETECTION_ARGUMENTS = {
     "monitor": "valid_loss or average_precision",
 }
 
+_WHOLE = "a whole number of at least 1"
+_SHARE = "a number from 0 to 1"
+_MASKRCNN_ARGUMENTS = {
+    **{f"rpn_{k}": _WHOLE for k in ("pre_nms_top_n_train", "pre_nms_top_n_test", "post_nms_top_n_train",
+                                    "post_nms_top_n_test", "batch_size_per_image")},
+    **{f"rpn_{k}": _SHARE for k in ("nms_thresh", "fg_iou_thresh", "bg_iou_thresh", "positive_fraction")},
+    **{f"box_{k}": _WHOLE for k in ("detections_per_img", "batch_size_per_image")},
+    **{f"box_{k}": _SHARE for k in ("score_thresh", "nms_thresh", "fg_iou_thresh", "bg_iou_thresh",
+                                    "positive_fraction")},
+    "chip_size": "an integer chip size in pixels",
+    "monitor": "valid_loss or average_precision",
+}  # fmt: skip
+
 BUILT: dict[str, ModelTypeInfo] = {
     "DEEPLAB": ModelTypeInfo(
         keyword="DEEPLAB",
@@ -73,8 +86,6 @@ BUILT: dict[str, ModelTypeInfo] = {
         monitors=("VALID_LOSS", "ACCURACY", "MIOU"),
         arguments=_SEGMENTATION_ARGUMENTS,
         arguments_not_yet=("mixup", "pointrend", "keep_dilation"),
-        # DeepLabV3 needs dilated convolutions; DenseNet and VGG downsample by pooling and have none
-        backbones_not_yet=(*DENSENETS, *VGGS),
     ),
     "FEATURE_CLASSIFIER": ModelTypeInfo(
         keyword="FEATURE_CLASSIFIER",
@@ -95,6 +106,17 @@ BUILT: dict[str, ModelTypeInfo] = {
         monitors=("VALID_LOSS", "AVERAGE_PRECISION"),
         arguments=_DETECTION_ARGUMENTS,
     ),
+    "MASKRCNN": ModelTypeInfo(
+        keyword="MASKRCNN",
+        family="instance_segmentation",
+        formats=("RCNN_Masks",),
+        backbones=RESNETS,
+        default_backbone="RESNET50",
+        # ArcGIS monitors only the loss; geotrain scores masks every epoch, so their AP can be monitored too
+        monitors=("VALID_LOSS", "AVERAGE_PRECISION"),
+        arguments=_MASKRCNN_ARGUMENTS,
+        arguments_not_yet=("pointrend",),
+    ),
     "PSPNET": ModelTypeInfo(
         keyword="PSPNET",
         family="pixel_classification",
@@ -113,6 +135,51 @@ BUILT: dict[str, ModelTypeInfo] = {
             "pointrend",
             "keep_dilation",
         ),
+    ),
+    "RETINANET": ModelTypeInfo(
+        keyword="RETINANET",
+        family="object_detection",
+        formats=("PASCAL_VOC_rectangles", "KITTI_rectangles"),
+        backbones=RESNETS,
+        default_backbone="RESNET50",
+        monitors=("VALID_LOSS", "AVERAGE_PRECISION"),
+        arguments={
+            "scales": "a list of anchor scales, e.g. [1, 0.8, 0.63]",
+            "ratios": "a list of anchor aspect ratios, e.g. [0.5, 1, 2]",
+            **_DETECTION_ARGUMENTS,
+        },
+    ),
+    "SSD": ModelTypeInfo(
+        keyword="SSD",
+        family="object_detection",
+        formats=("PASCAL_VOC_rectangles", "KITTI_rectangles"),
+        backbones=(*RESNETS, *DENSENETS, *VGGS, "MOBILENET_V2"),
+        default_backbone="RESNET34",
+        monitors=("VALID_LOSS", "AVERAGE_PRECISION"),
+        arguments={
+            "grids": "a list of grid sizes from 1 to 64, e.g. [4, 2, 1]",
+            "zooms": "a list of anchor zooms, e.g. [0.7, 1.0, 1.3]",
+            "ratios": "a list of [width, height] anchor ratios, e.g. [[1.0, 1.0], [1.0, 0.5], [0.5, 1.0]]",
+            "drop": "a dropout probability from 0 to 0.99",
+            "location_loss_factor": "a number from 0 to 1 (the share of the loss given to box positions)",
+            **_DETECTION_ARGUMENTS,
+        },
+        arguments_not_yet=("bias", "focal_loss", "ssd_version"),
+    ),
+    "YOLOV3": ModelTypeInfo(
+        keyword="YOLOV3",
+        family="object_detection",
+        formats=("PASCAL_VOC_rectangles", "KITTI_rectangles"),
+        backbones=("DARKNET53",),
+        default_backbone="DARKNET53",
+        monitors=("VALID_LOSS", "AVERAGE_PRECISION"),
+        arguments={
+            "anchors": "nine [width, height] anchor sizes in pixels of the network's input, smallest first",
+            "pretrained_backbone": "True or False (True: DarkNet53's ImageNet weights from the local cache)",
+            **_DETECTION_ARGUMENTS,
+        },
+        # n_bands comes from the export itself
+        arguments_not_yet=("n_bands",),
     ),
     "UNET": ModelTypeInfo(
         keyword="UNET",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, field_validator, model_validator
@@ -22,6 +23,8 @@ INPUT_NAMES = (
     "overwrite_model", "context", "data_augmentation", "augmentation_parameters", "chip_size", "resize_to",
     "weight_init_scheme", "monitor",
 )  # fmt: skip
+# model families whose training applies CUSTOM and FILE transforms
+AUGMENTED_FAMILIES = ("pixel_classification", "object_classification", "object_detection", "instance_segmentation")
 REQUIRED = ("in_folder", "output_name", "model_type")
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\- ]{0,127}$")
 
@@ -291,25 +294,18 @@ class TrainParams(BaseModel):
             )
         if self.pretrained_model:
             raise ParameterError("pretrained_model", "fine-tuning from a pretrained model is not supported yet.")
-        if self.data_augmentation == "FILE":
+        if self.data_augmentation in ("CUSTOM", "FILE") and info.family not in AUGMENTED_FAMILIES:
             raise ParameterError(
-                "data_augmentation", "'FILE' (transforms.json) is not supported yet. Allowed: DEFAULT, NONE, CUSTOM."
+                "data_augmentation",
+                f"{self.data_augmentation} is not supported yet for {info.keyword}. Allowed: DEFAULT, NONE.",
             )
         if self.data_augmentation == "CUSTOM":
-            if info.family != "pixel_classification":
-                raise ParameterError(
-                    "data_augmentation", f"CUSTOM is not supported yet for {info.keyword}. Allowed: DEFAULT, NONE."
-                )
             if self.augmentation_parameters is None:
                 raise ParameterError("augmentation_parameters", "data_augmentation CUSTOM needs them.")
             try:
-                crops = [a for a in augmentation.parse(self.augmentation_parameters) if a.name == "crop"]
+                augmentation.custom_plan(self.augmentation_parameters).check_crop(self.chip_size)
             except ValueError as exc:
                 raise ParameterError("augmentation_parameters", f"{exc}.") from None
-            if crops and self.chip_size is not None and crops[0].size != self.chip_size:
-                raise ParameterError(
-                    "augmentation_parameters", f"crop size {crops[0].size} differs from chip_size {self.chip_size}."
-                )
         elif self.augmentation_parameters is not None:
             raise ParameterError("augmentation_parameters", "applies only with data_augmentation CUSTOM.")
         if self.resize_to is not None and info.family == "pixel_classification":
@@ -319,18 +315,28 @@ class TrainParams(BaseModel):
             raise ParameterError("context", f"processorType '{processor}' is not allowed. Allowed: CPU, GPU.")
         return self
 
-    @property
-    def augmentations(self) -> list[augmentation.Augmentation]:
-        """The CUSTOM transforms; empty for DEFAULT and NONE."""
-        if self.data_augmentation != "CUSTOM" or self.augmentation_parameters is None:
-            return []
-        return augmentation.parse(self.augmentation_parameters)
+    def augmentation_plan(self, transforms_file: Path | None) -> augmentation.Plan:
+        """The transforms of CUSTOM or FILE (``transforms_file``: the export's transforms.json, if any);
+        an empty plan for DEFAULT and NONE. Raises ValueError for a FILE that is missing or wrong."""
+        if self.data_augmentation == "CUSTOM" and self.augmentation_parameters is not None:
+            return augmentation.custom_plan(self.augmentation_parameters)
+        if self.data_augmentation == "FILE":
+            if transforms_file is None:
+                raise ValueError(
+                    f"FILE reads {augmentation.TRANSFORMS_FILE} from the training-data folder, and there is none; "
+                    "put one there, or use DEFAULT, NONE or CUSTOM"
+                )
+            try:
+                plan = augmentation.read_transforms(transforms_file)
+                plan.check_crop(self.chip_size)
+            except ValueError as exc:
+                raise ValueError(f"{augmentation.TRANSFORMS_FILE}: {exc}") from None
+            return plan
+        return augmentation.Plan()
 
-    @property
-    def crop_size(self) -> int | None:
-        """The training crop: chip_size, else a CUSTOM crop's size, else None (the exported tile size)."""
-        crops = [a.size for a in self.augmentations if a.name == "crop"]
-        return self.chip_size or (crops[0] if crops else None)
+    def crop_size(self, plan: augmentation.Plan) -> int | None:
+        """The training crop: chip_size, else the plan's crop size, else None (the exported tile size)."""
+        return self.chip_size or plan.crop_size
 
     @property
     def backbone(self) -> str:
@@ -347,10 +353,38 @@ MONITOR_ARGUMENTS = {
 }  # fmt: skip
 
 
+def _number(value: Any, low: float, high: float) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and low <= value <= high
+
+
+def _numbers(value: Any, low: float, high: float) -> bool:
+    return isinstance(value, list | tuple) and len(value) > 0 and all(_number(v, low, high) for v in value)
+
+
 def _check_argument(info: catalog.ModelTypeInfo, name: str, value: Any) -> None:
     ok: bool
     match name:
-        case "class_balancing" | "focal_loss":
+        case "grids":
+            ok = value is None or (_numbers(value, 1, 64) and all(isinstance(v, int) for v in value))
+        case "zooms" | "scales":
+            ok = _numbers(value, 0.01, 100) and len(value) <= 16
+        case "ratios" if info.keyword == "SSD":
+            pairs = isinstance(value, list | tuple) and 0 < len(value) <= 16
+            ok = pairs and all(_numbers(v, 0.01, 100) and len(v) == 2 for v in value)
+        case "ratios":
+            ok = _numbers(value, 0.01, 100) and len(value) <= 16
+        case "drop":
+            ok = _number(value, 0, 0.99)
+        case "location_loss_factor":
+            ok = value is None or _number(value, 0, 1)
+        case _ if name.endswith(("_thresh", "_fraction")) and name.startswith(("rpn_", "box_")):
+            ok = _number(value, 0, 1)
+        case _ if name.startswith(("rpn_", "box_")):
+            ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 100000
+        case "anchors":
+            pairs = value is None or (isinstance(value, list | tuple) and len(value) == 9)
+            ok = pairs and (value is None or all(_numbers(v, 1, 4096) and len(v) == 2 for v in value))
+        case "class_balancing" | "focal_loss" | "pretrained_backbone":
             ok = isinstance(value, bool)
         case "dice_loss_fraction":
             ok = isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1

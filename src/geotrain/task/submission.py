@@ -7,6 +7,7 @@ from geotrain.errors import ParameterError
 from geotrain.publish.location import package_location
 from geotrain.stores import StorePathError, resolve
 from geotrain.task import catalog
+from geotrain.task.augmentation import TRANSFORMS_FILE
 from geotrain.task.params import TrainParams
 from geotrain.training.data.export import ExportError, ExportInfo, merge_exports, read_export
 
@@ -44,11 +45,20 @@ def check(params: TrainParams, settings: Settings) -> ExportInfo:
             f"the export has {len(export.items)} image chip(s) whose files exist; "
             "training and validation need at least 2.",
         )
-    if params.crop_size is not None and export.tile_size is not None and params.crop_size > min(export.tile_size):
-        raise ParameterError(
-            "chip_size" if params.chip_size else "augmentation_parameters",
-            f"{params.crop_size} is larger than the exported chips ({export.tile_size[1]}x{export.tile_size[0]}).",
-        )
+    try:
+        plan = params.augmentation_plan(export.transforms_file)
+    except ValueError as exc:
+        raise ParameterError("data_augmentation", f"{exc}.") from None
+    crop = params.crop_size(plan)
+    if crop is not None and export.tile_size is not None and crop > min(export.tile_size):
+        if params.chip_size:
+            name, what = "chip_size", f"{crop}"
+        elif params.data_augmentation == "FILE":
+            name, what = "data_augmentation", f"{TRANSFORMS_FILE}: crop {crop}"
+        else:
+            name, what = "augmentation_parameters", f"crop {crop}"
+        tile = export.tile_size
+        raise ParameterError(name, f"{what} is larger than the exported chips ({tile[1]}x{tile[0]}).")
     ignored = params.argument("ignore_classes", [])
     known = {c.value for c in export.classes}
     unknown = [v for v in ignored if v not in known]

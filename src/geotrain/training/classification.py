@@ -7,60 +7,58 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 from torch.utils.data import Dataset
 from torchmetrics.classification import MulticlassConfusionMatrix, MultilabelStatScores
 
 from geotrain.dlpk import emd as emd_writer
 from geotrain.dlpk import pictures
+from geotrain.training.data.augment import Augmenter
 from geotrain.training.data.scan import Scan
 from geotrain.training.fit import OneCycleTask, fit, freeze_except
 from geotrain.training.job import Job
 from geotrain.training.metrics import SegmentationMetrics, from_confusion
-from geotrain.training.models import pretrained
+from geotrain.training.models import trunks
 from geotrain.training.models.registry import BuiltModel
 
 MODEL_NAMES = {"FEATURE_CLASSIFIER": "FeatureClassifier"}
 
 
 class ClassificationChips(Dataset[tuple[torch.Tensor, torch.Tensor]]):
-    """Chips resized to one size (Variable_Size exports hold chips of many), flipped and turned in training."""
+    """Chips resized to one size (Variable_Size exports hold chips of many), flipped and turned in training,
+    or put through the CUSTOM or FILE transforms instead (a crop first, where the chip is larger)."""
 
-    def __init__(self, scanned: Scan[Any], indices: Sequence[int], size: int, augment: bool) -> None:
+    def __init__(
+        self, scanned: Scan[Any], indices: Sequence[int], size: int, augment: bool, augmenter: Augmenter | None = None
+    ) -> None:
         self.scanned = scanned
         self.indices = list(indices)
         self.size = size
         self.augment = augment
+        self.augmenter = augmenter
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         image, label = self.scanned.sample(self.indices[i])
+        if self.augmenter is not None:
+            rows, cols = image.shape[1:]
+            placed = self.augmenter.crop_offset(rows, cols, self.size) if min(rows, cols) > self.size else None
+            if placed is not None:
+                image = image[:, placed[0] : placed[0] + self.size, placed[1] : placed[1] + self.size]
+            image = self.augmenter.image(image)
         x = torch.from_numpy(self.scanned.normalization.apply(image))
         if x.shape[-2:] != (self.size, self.size):
             x = F.interpolate(x[None], size=(self.size, self.size), mode="bilinear", align_corners=False)[0]
-        if self.augment:
+        if self.augment and self.augmenter is None:
             flip, turns = (int(v) for v in torch.randint(0, 4, (2,)))
             x = torch.rot90(x.flip(-1) if flip % 2 else x, turns, (-2, -1))
         return x.contiguous(), torch.as_tensor(label)
 
 
 def build_classifier(backbone: str, bands: int, num_classes: int, scheme: str) -> BuiltModel:
-    arch = backbone.lower()
-    network: nn.Module = getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
-    first_name, first = next((n, m) for n, m in network.named_modules() if isinstance(m, nn.Conv2d))
-    if bands != 3:
-        # ResNet's and MobileNet's first layers are square: one number each describes them
-        conv = nn.Conv2d(
-            bands, first.out_channels, first.kernel_size[0], first.stride[0], int(first.padding[0]), bias=False
-        )
-        parent = network.get_submodule(first_name.rpartition(".")[0]) if "." in first_name else network
-        setattr(parent, first_name.rpartition(".")[2], conv)
-    weights = pretrained.backbone_weights(arch, bands, scheme)
-    if weights.state is not None:
-        pretrained.load_into(network, weights, arch)
+    network, weights = trunks.classifier(backbone.lower(), bands, num_classes, scheme)
     head = network.get_submodule("fc" if hasattr(network, "fc") else "classifier")
     return BuiltModel(network, head, weights.source, weights.notes)
 
@@ -135,10 +133,11 @@ def train(job: Job) -> dict[str, Any]:
     multi_label = reader.kind == "MultiLabeled_Tiles"
     train_idx, valid_idx = job.split(scanned)
     first, _ = scanned.sample(0)
-    size = params.crop_size or (min(export.tile_size) if export.tile_size else min(first.shape[1:]))
+    size = job.crop_size() or (min(export.tile_size) if export.tile_size else min(first.shape[1:]))
     augment = params.data_augmentation != "NONE"
-    train_set = ClassificationChips(scanned, train_idx, size, augment)
-    valid_set = ClassificationChips(scanned, valid_idx, size, False)
+    train_augmenter, valid_augmenter = job.augmenters(scanned.normalization)
+    train_set = ClassificationChips(scanned, train_idx, size, augment, train_augmenter)
+    valid_set = ClassificationChips(scanned, valid_idx, size, False, valid_augmenter)
 
     use_gpu = job.use_gpu()
     built = build_classifier(params.backbone, scanned.num_bands, len(foreground), params.weight_init_scheme)

@@ -1,8 +1,9 @@
-"""Object detection (FASTERRCNN, torchvision) on PASCAL_VOC_rectangles and KITTI_rectangles."""
+"""Object detection (FASTERRCNN, RETINANET, SSD, YOLOV3) on PASCAL_VOC_rectangles and KITTI_rectangles, and
+instance segmentation (MASKRCNN) on RCNN_Masks: torchvision's detectors, one training loop."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,104 +12,101 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 from torchmetrics.detection import MeanAveragePrecision
-from torchvision.models.detection import FasterRCNN
-from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
-from torchvision.ops.misc import FrozenBatchNorm2d
 
 from geotrain.dlpk import emd as emd_writer
 from geotrain.dlpk import pictures
-from geotrain.training.data.augment import crop_origin
+from geotrain.training.data.augment import Augmenter, crop_origin
+from geotrain.training.data.readers import boxes_of_masks
 from geotrain.training.data.scan import Scan
 from geotrain.training.fit import OneCycleTask, fit
 from geotrain.training.job import Job
-from geotrain.training.models import pretrained
-from geotrain.training.models.registry import BuiltModel
+from geotrain.training.models import detectors, yolo
 
 Target = dict[str, np.ndarray]
-MODEL_NAMES = {"FASTERRCNN": "FasterRCNN"}
+MODEL_NAMES = {"FASTERRCNN": "FasterRCNN", "RETINANET": "RetinaNet", "SSD": "SingleShotDetector",
+               "MASKRCNN": "MaskRCNN", "YOLOV3": "YOLOv3"}  # fmt: skip
 # Small chips are enlarged to this many pixels before the network: the FPN's coarsest level needs room.
 MIN_INPUT = 128
 
 
 class DetectionChips(Dataset[tuple[torch.Tensor, dict[str, torch.Tensor]]]):
-    """Chips with their boxes; training flips them (and a crop when chip_size is below the tile size)."""
+    """Chips with their boxes (and instance masks, for MASKRCNN); training flips them (and a crop when
+    chip_size is below the tile size), or applies the CUSTOM or FILE transforms instead."""
 
-    def __init__(self, scanned: Scan[Target], indices: Sequence[int], chip_size: int, augment: bool) -> None:
+    def __init__(
+        self,
+        scanned: Scan[Target],
+        indices: Sequence[int],
+        chip_size: int,
+        augment: bool,
+        augmenter: Augmenter | None = None,
+    ) -> None:
         self.scanned = scanned
         self.indices = list(indices)
         self.chip_size = chip_size
         self.augment = augment
+        self.augmenter = augmenter
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        image, target = self.scanned.sample(self.indices[i])
-        boxes, labels = target["boxes"].copy(), target["labels"].copy()
-        image, boxes, labels = self._crop(image, boxes, labels)
+        image, raw = self.scanned.sample(self.indices[i])
+        target = {k: v.copy() for k, v in raw.items()}
+        image, target = self._crop(image, target)
         rows, cols = image.shape[1:]
-        if self.augment:
-            if float(torch.rand(())) < 0.5:
+        masks = target.get("masks")
+        if self.augmenter is not None:
+            if masks is not None:
+                image, target["masks"] = self.augmenter.pixels(image, masks)
+            else:
+                image, target["boxes"] = self.augmenter.boxes(image, target["boxes"])
+            target = _kept(target)
+        elif self.augment:
+            flips = [int(v) for v in torch.randint(0, 2, (2,))]
+            if flips[0]:
                 image = image[:, :, ::-1]
-                boxes[:, [0, 2]] = cols - boxes[:, [2, 0]]
-            if float(torch.rand(())) < 0.5:
+                target["boxes"][:, [0, 2]] = cols - target["boxes"][:, [2, 0]]
+                if masks is not None:
+                    target["masks"] = target["masks"][:, :, ::-1]
+            if flips[1]:
                 image = image[:, ::-1, :]
-                boxes[:, [1, 3]] = rows - boxes[:, [3, 1]]
+                target["boxes"][:, [1, 3]] = rows - target["boxes"][:, [3, 1]]
+                if masks is not None:
+                    target["masks"] = target["masks"][:, ::-1, :]
         x = torch.from_numpy(self.scanned.normalization.apply(np.ascontiguousarray(image)))
-        return x, {"boxes": torch.from_numpy(boxes), "labels": torch.from_numpy(labels)}
+        return x, {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in target.items()}
 
-    def _crop(self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, ...]:
+    def _crop(self, image: np.ndarray, target: Target) -> tuple[np.ndarray, Target]:
         rows, cols = image.shape[1:]
         size = self.chip_size
         if rows <= size and cols <= size:
-            return image, boxes, labels
-        top, left = crop_origin(rows, cols, size, random=self.augment)
+            return image, target
+        placed = self.augmenter.crop_offset(rows, cols, size) if self.augmenter is not None else None
+        top, left = placed if placed is not None else crop_origin(rows, cols, size, random=self.augment)
         image = image[:, top : top + size, left : left + size]
-        moved = boxes - np.array([left, top, left, top], dtype=np.float32)
-        moved[:, [0, 2]] = moved[:, [0, 2]].clip(0, image.shape[2])
-        moved[:, [1, 3]] = moved[:, [1, 3]].clip(0, image.shape[1])
-        keep = ((moved[:, 2] - moved[:, 0]) >= 1) & ((moved[:, 3] - moved[:, 1]) >= 1)
-        return image, moved[keep], labels[keep]
+        if "masks" in target:
+            target["masks"] = target["masks"][:, top : top + size, left : left + size]
+        else:
+            moved = target["boxes"] - np.array([left, top, left, top], dtype=np.float32)
+            moved[:, [0, 2]] = moved[:, [0, 2]].clip(0, image.shape[2])
+            moved[:, [1, 3]] = moved[:, [1, 3]].clip(0, image.shape[1])
+            target["boxes"] = moved
+        return image, _kept(target)
+
+
+def _kept(target: Target) -> Target:
+    """The objects a crop or a turn left at least a pixel wide and high (masks give their boxes anew)."""
+    if "masks" in target:
+        target["boxes"] = boxes_of_masks(target["masks"])
+    boxes = target["boxes"]
+    keep = ((boxes[:, 2] - boxes[:, 0]) >= 1) & ((boxes[:, 3] - boxes[:, 1]) >= 1)
+    return {k: v[keep] for k, v in target.items()}
 
 
 def collate(batch: list[Any]) -> tuple[Any, ...]:
     """Detection batches are lists: chips may differ in size and carry different numbers of boxes."""
     return tuple(zip(*batch, strict=True))
-
-
-def build_fasterrcnn(
-    backbone: str, bands: int, num_classes: int, scheme: str, input_size: int, freeze: bool
-) -> BuiltModel:
-    arch = backbone.lower()
-    weights = pretrained.backbone_weights(arch, bands, scheme)
-    # FrozenBatchNorm keeps ImageNet statistics; a backbone starting from scratch needs BatchNorm that learns
-    norm_layer = FrozenBatchNorm2d if weights.state is not None else nn.BatchNorm2d
-    trainable = 0 if (freeze and weights.state is not None) else 5
-    fpn = resnet_fpn_backbone(backbone_name=arch, weights=None, norm_layer=norm_layer, trainable_layers=trainable)
-    body: nn.Module = fpn.body
-    if bands != 3:
-        old = body.conv1
-        assert isinstance(old, nn.Conv2d)
-        body.conv1 = nn.Conv2d(bands, old.out_channels, 7, 2, 3, bias=False)
-        body.conv1.requires_grad_(trainable > 0)
-    if weights.state is not None:
-        pretrained.load_into(body, weights, arch)
-    anchors = AnchorGenerator(sizes=((16,), (32,), (64,), (128,), (256,)), aspect_ratios=((0.5, 1.0, 2.0),) * 5)
-    # torchvision's proposal counts suit 800 px photographs; a 128 px chip holds a few objects, and every
-    # proposal costs a pass through the 12M-weight box head: scale them with the chip's area
-    area = input_size * input_size
-    network = FasterRCNN(
-        fpn, num_classes=num_classes, rpn_anchor_generator=anchors, min_size=input_size, max_size=input_size * 4,
-        rpn_pre_nms_top_n_train=min(2000, max(256, area // 32)),
-        rpn_post_nms_top_n_train=min(2000, max(128, area // 64)),
-        rpn_pre_nms_top_n_test=min(1000, max(128, area // 64)),
-        rpn_post_nms_top_n_test=min(1000, max(64, area // 256)),
-        box_batch_size_per_image=min(512, max(32, area // 256)),
-        # the data sets normalise with the export's statistics already
-        image_mean=[0.0] * bands, image_std=[1.0] * bands,
-    )  # fmt: skip
-    return BuiltModel(network, body, weights.source, weights.notes)
 
 
 @dataclass
@@ -118,21 +116,32 @@ class DetectionMetrics:
 
 
 class DetectionTask(OneCycleTask):
-    def __init__(self, network: FasterRCNN, lr: float) -> None:
+    """Trains any torchvision detector; scores boxes (or, with ``masks``, instance masks) at IoU 0.5."""
+
+    def __init__(self, network: nn.Module, lr: float, masks: bool, loss_weights: dict[str, float]) -> None:
         super().__init__()
         self.network = network
         self.lr = lr
-        self.average_precision = MeanAveragePrecision(iou_thresholds=[0.5], class_metrics=True)
+        self.masks = masks
+        self.loss_weights = loss_weights
+        self.average_precision = MeanAveragePrecision(
+            iou_type="segm" if masks else "bbox", iou_thresholds=[0.5], class_metrics=True
+        )
         self.last_metrics: DetectionMetrics | None = None
 
     def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
         out: list[dict[str, torch.Tensor]] = self.network(images)
         return out
 
+    def _loss(self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+        losses: dict[str, torch.Tensor] = self.network(images, targets)
+        loss = sum(value * self.loss_weights.get(name, 1.0) for name, value in losses.items())
+        assert isinstance(loss, torch.Tensor)
+        return loss
+
     def training_step(self, batch: tuple[Any, Any], batch_idx: int) -> torch.Tensor:
         images, targets = list(batch[0]), list(batch[1])
-        loss = sum(self.network(images, targets).values())
-        assert isinstance(loss, torch.Tensor)
+        loss = self._loss(images, targets)
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(images))
         return loss
 
@@ -141,21 +150,27 @@ class DetectionTask(OneCycleTask):
 
     def validation_step(self, batch: tuple[Any, Any], batch_idx: int) -> None:
         images, targets = list(batch[0]), list(batch[1])
-        # torchvision computes losses only in training mode; BatchNorm stays in eval so validation leaves no trace
+        # torchvision computes losses only in training mode; BatchNorm and dropout stay in eval so that
+        # validation leaves no trace and scores the network as it predicts
         self.network.train()
         for module in self.network.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            if isinstance(module, nn.modules.batchnorm._BatchNorm | nn.modules.dropout._DropoutNd):
                 module.eval()
         with torch.no_grad():
-            loss = sum(self.network(images, targets).values())
+            loss = self._loss(images, targets)
         self.network.eval()
         self.log("valid_loss", loss, on_step=False, on_epoch=True, batch_size=len(images))
-        self.average_precision.update(self.network(images), targets)
+        predictions = self.network(images)
+        if self.masks:
+            predictions = [{**p, "masks": p["masks"][:, 0] >= 0.5} for p in predictions]
+            targets = [{**t, "masks": t["masks"].bool()} for t in targets]
+        self.average_precision.update(predictions, targets)
 
     def on_validation_epoch_end(self) -> None:
         result = self.average_precision.compute()
         classes = result["classes"].flatten().tolist()
-        per_class = result["map_per_class"].flatten().tolist()
+        # absent when nothing was scored (no objects and no predictions in the validation chips)
+        per_class = result.get("map_per_class", torch.zeros(0)).flatten().tolist()
         metrics = DetectionMetrics(
             max(float(result["map"]), 0.0),  # -1 means "no boxes to score": nothing was found
             {int(c): max(float(ap), 0.0) for c, ap in zip(classes, per_class, strict=False)},
@@ -166,35 +181,46 @@ class DetectionTask(OneCycleTask):
 
 def train(job: Job) -> dict[str, Any]:
     params, export, progress = job.params, job.export, job.progress
-    _, scanned, foreground = job.scan_labels("box")
+    masks = params.model_type == "MASKRCNN"
+    _, scanned, foreground = job.scan_labels("instance" if masks else "box")
     train_idx, valid_idx = job.split(scanned)
     first, _ = scanned.sample(0)
     tile = export.tile_size or (first.shape[1], first.shape[2])
-    chip_size = params.crop_size or min(tile)
+    chip_size = job.crop_size() or min(tile)
     input_size = params.resize_to or max(chip_size, MIN_INPUT)
+    arguments = dict(params.arguments)
+    if params.model_type == "YOLOV3":
+        input_size = detectors.yolo_input_size(input_size)
+        if not arguments.get("anchors"):
+            arguments["anchors"] = _fitted_anchors(scanned, train_idx, input_size / chip_size, progress.info)
     augment = params.data_augmentation != "NONE"
-    train_set = DetectionChips(scanned, train_idx, chip_size, augment)
-    valid_set = DetectionChips(scanned, valid_idx, chip_size, False)
+    train_augmenter, valid_augmenter = job.augmenters(scanned.normalization)
+    train_set = DetectionChips(scanned, train_idx, chip_size, augment, train_augmenter)
+    valid_set = DetectionChips(scanned, valid_idx, chip_size, False, valid_augmenter)
 
     use_gpu = job.use_gpu()
-    built = build_fasterrcnn(
+    built = detectors.build_detector(
+        params.model_type,
         params.backbone,
         scanned.num_bands,
         len(foreground) + 1,
         params.weight_init_scheme,
         input_size,
         params.freeze_model,
+        arguments,
     )
     job.announce_model(built.notes, built.pretrained_from is not None)
-    assert isinstance(built.network, FasterRCNN)
-    task = DetectionTask(built.network, params.learning_rate or 1e-3)
+    factor = params.argument("location_loss_factor", None)
+    weights = {} if factor is None else {"bbox_regression": float(factor), "classification": 1.0 - float(factor)}
+    task = DetectionTask(built.network, params.learning_rate or 1e-3, masks, weights)
     options = job.fit_options(use_gpu, scanned)
     result = fit(task, train_set, valid_set, options, job.on_epoch, progress.info, progress.warn, collate_fn=collate)
     job.report_fit(result)
 
     metrics: DetectionMetrics = result.metrics
     per_class_ap = {c.name: metrics.per_class.get(i, 0.0) for i, c in enumerate(foreground, start=1)}
-    emd = job.model_emd("ObjectDetection", MODEL_NAMES[params.model_type], scanned, chip_size, result)
+    kind = "InstanceDetection" if masks else "ObjectDetection"
+    emd = job.model_emd(kind, MODEL_NAMES[params.model_type], scanned, chip_size, result)
     emd["ModelParameters"]["input_size"] = input_size
     emd.update(
         {
@@ -202,8 +228,18 @@ def train(job: Job) -> dict[str, Any]:
             "mAP": emd_writer.metric_text(metrics.map50),
             "Threshold": 0.5,
             "NMSOverlap": 0.5,
+            **_model_keys(params.model_type, params.backbone, arguments),
         }
     )
+    if params.model_type == "RETINANET":
+        emd["ModelParameters"]["scales"] = params.argument("scales", detectors.RETINANET_SCALES)
+        emd["ModelParameters"]["ratios"] = params.argument("ratios", detectors.RETINANET_RATIOS)
+    if masks:
+        emd["ModelParameters"]["pointrend"] = False
+    if params.model_type == "YOLOV3":
+        emd["ModelParameters"]["anchors"] = [list(a) for a in arguments["anchors"]]
+        emd["ModelParameters"]["n_bands"] = scanned.num_bands
+    metric_name = "mask" if masks else "box"
     return job.write_package(
         emd,
         built.network.state_dict(),
@@ -213,12 +249,46 @@ def train(job: Job) -> dict[str, Any]:
             ("Model", MODEL_NAMES[params.model_type]),
             ("Backbone", params.backbone.lower()),
             ("Learning rate", f"{result.lr:.4e}"),
-            ("Average Precision Score (mAP@0.5)", f"{metrics.map50:.4f}"),
+            (f"Average Precision Score ({metric_name} mAP@0.5)", f"{metrics.map50:.4f}"),
             ("Epochs", str(len(result.history))),
         ],
         {name: {"precision": ap, "recall": float("nan"), "f1": float("nan")} for name, ap in per_class_ap.items()},
         f"mAP@0.5 {metrics.map50:.4f}",
     )
+
+
+def _fitted_anchors(
+    scanned: Scan[Target], indices: Sequence[int], scale: float, info: Callable[[str], None]
+) -> list[tuple[float, float]]:
+    """YOLOv3 anchors fitted to the training boxes (as the network sees them), as arcgis.learn fits them;
+    the published COCO anchors when there are too few boxes to fit nine."""
+    sizes = [
+        (target["boxes"][:, 2:] - target["boxes"][:, :2]) * scale
+        for target in (scanned.sample(i)[1] for i in indices[:2000])
+    ]
+    try:
+        anchors = yolo.kmeans_anchors(np.concatenate(sizes))
+    except ValueError as exc:
+        info(f"YOLOv3 anchors: {exc}; using the published COCO anchors.")
+        return list(yolo.COCO_ANCHORS)
+    info(f"YOLOv3 anchors fitted to the training boxes: {anchors}.")
+    return anchors
+
+
+def _model_keys(model_type: str, backbone: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    """The EMD keys arcgis.learn writes for this detector (dlpk-format.md's table)."""
+    match model_type:
+        case "SSD":
+            return {
+                "Grids": arguments.get("grids") or detectors.SSD_GRIDS,
+                "Zooms": arguments.get("zooms", detectors.SSD_ZOOMS),
+                "Ratios": arguments.get("ratios", detectors.SSD_RATIOS),
+                "SSDVersion": 1,
+                "backbone": backbone.lower(),
+            }
+        case "MASKRCNN":
+            return {"MaskRCNNkwargs": {k: v for k, v in arguments.items() if k in detectors.MASKRCNN_KEYWORDS}}
+    return {}
 
 
 def _show_results(task: DetectionTask, valid_set: DetectionChips) -> bytes:

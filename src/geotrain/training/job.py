@@ -9,6 +9,7 @@ import shutil
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,7 +20,9 @@ from geotrain.dlpk import emd as emd_writer
 from geotrain.dlpk import package, pictures
 from geotrain.errors import TrainingError
 from geotrain.stores import StorePath
+from geotrain.task.augmentation import Augmentation, Plan
 from geotrain.task.params import TrainParams
+from geotrain.training.data.augment import Augmenter
 from geotrain.training.data.export import ClassInfo, ExportInfo
 from geotrain.training.data.readers import Reader, reader_for
 from geotrain.training.data.scan import Normalization, Scan, bad_chip_verdict, scan, split
@@ -75,6 +78,32 @@ class Job:
         if absent:
             self.progress.warn(f"Classes declared in the export but with no {unit}: {', '.join(absent)}.")
         return reader, scanned, foreground
+
+    @cached_property
+    def plan(self) -> Plan:
+        try:
+            return self.params.augmentation_plan(self.export.transforms_file)
+        except ValueError as exc:  # the file changed since submission
+            raise TrainingError(f"data_augmentation: {exc}.") from None
+
+    def crop_size(self) -> int | None:
+        return self.params.crop_size(self.plan)
+
+    def augmenters(self, norm: Normalization) -> tuple[Augmenter | None, Augmenter | None]:
+        """The CUSTOM or FILE transforms for training and for validation samples (None: none named)."""
+        plan = self.plan
+        if not (plan.training or plan.validation):
+            return None, None
+        named = [
+            f"{part} {', '.join(a.name for a in augs) or 'none'}"
+            for part, augs in (("training", plan.training), ("validation", plan.validation))
+        ]
+        self.progress.info(f"Augmentation from {plan.source}: {'; '.join(named)}.")
+
+        def make(augs: tuple[Augmentation, ...]) -> Augmenter | None:
+            return Augmenter(augs, norm.band_min, norm.band_max) if augs else None
+
+        return make(plan.training), make(plan.validation)
 
     def split(self, scanned: Scan[Any]) -> tuple[list[int], list[int]]:
         train, valid = split(len(scanned.items), self.params.validation_percent)

@@ -41,7 +41,7 @@ def train(params: TrainParams, settings: Settings, workdir: Path, progress: Prog
             from geotrain.training.classification import train as train_classification
 
             return train_classification(job)
-        case "object_detection":
+        case "object_detection" | "instance_segmentation":
             from geotrain.training.detection import train as train_detection
 
             return train_detection(job)

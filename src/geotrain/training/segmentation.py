@@ -10,7 +10,6 @@ import torch
 from geotrain.dlpk import emd as emd_writer
 from geotrain.dlpk import pictures
 from geotrain.task.params import TrainParams
-from geotrain.training.data.augment import SegmentationAugmenter
 from geotrain.training.data.classified_tiles import ClassMap, SegmentationChips, scan_segmentation
 from geotrain.training.data.scan import Scan
 from geotrain.training.fit import LossOptions, SegmentationTask, fit
@@ -37,15 +36,11 @@ def train(job: Job) -> dict[str, Any]:
     train_idx, valid_idx = job.split(scanned)
 
     tile = export.tile_size or _first_size(scanned)
-    chip_size = params.crop_size or min(tile)
-    norm = scanned.normalization
-    augmenter = None
-    if params.augmentations:
-        augmenter = SegmentationAugmenter(params.augmentations, norm.band_min, norm.band_max)
-        progress.info(f"Custom augmentation: {', '.join(a.name for a in params.augmentations)}.")
+    chip_size = job.crop_size() or min(tile)
+    train_augmenter, valid_augmenter = job.augmenters(scanned.normalization)
     augment = params.data_augmentation != "NONE"
-    train_set = SegmentationChips(scanned, train_idx, chip_size, True, augment, class_map, augmenter)
-    valid_set = SegmentationChips(scanned, valid_idx, chip_size, False, False, class_map)
+    train_set = SegmentationChips(scanned, train_idx, chip_size, True, augment, class_map, train_augmenter)
+    valid_set = SegmentationChips(scanned, valid_idx, chip_size, False, False, class_map, valid_augmenter)
 
     use_gpu = job.use_gpu()
     built = build(

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from geotrain.training.data.augment import SegmentationAugmenter, crop_origin
+from geotrain.training.data.augment import Augmenter, crop_origin
 from geotrain.training.data.chips import ChipReadError, read_chip, read_crop, read_label, select_bands
 from geotrain.training.data.export import ChipItem, ExportInfo
 from geotrain.training.data.scan import Scan, scan
@@ -95,11 +95,11 @@ class SegmentationChips(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         train: bool,
         augment: bool,
         class_map: ClassMap | None = None,
-        augmenter: SegmentationAugmenter | None = None,
+        augmenter: Augmenter | None = None,
     ) -> None:
         self.scanned = scanned
-        # CUSTOM augmentation replaces the default flips and turns
-        self.augmenter = augmenter if train else None
+        # CUSTOM or FILE augmentation replaces the default flips and turns
+        self.augmenter = augmenter
         # with the class map, chips that are not held in memory are read as just the window trained on
         self.class_map = class_map
         self.indices = list(indices)
@@ -123,7 +123,7 @@ class SegmentationChips(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         else:
             image, label = self.crop(*self.raw(i))
         if self.augmenter is not None:
-            image, label = self.augmenter(image, label)
+            image, label = self.augmenter.pixels(image, label)
         elif self.augment:
             # torch's generator: seeded by Lightning, and differently in every DataLoader worker
             flip_x, flip_y, turns = (int(v) for v in torch.randint(0, 4, (3,)))

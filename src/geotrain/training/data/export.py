@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from geotrain.task.augmentation import TRANSFORMS_FILE
+
 EMD_FILE = "esri_model_definition.emd"
 STATS_FILE = "esri_accumulated_stats.json"
 MAP_FILE = "map.txt"
@@ -72,6 +74,8 @@ class ExportInfo:
     image_space: str = "MAP_SPACE"
     min_cell_size: Any = None
     max_cell_size: Any = None
+    # the folder's transforms.json (data_augmentation FILE), when it holds one
+    transforms_file: Path | None = None
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -284,6 +288,7 @@ def read_export(folder: Path) -> ExportInfo:
         image_space=str(emd.get("ImageSpaceUsed") or "MAP_SPACE"),
         min_cell_size=emd.get("MinCellSize"),
         max_cell_size=emd.get("MaxCellSize"),
+        transforms_file=folder / TRANSFORMS_FILE if (folder / TRANSFORMS_FILE).is_file() else None,
     )
     if (info.tile_size is None or info.num_bands is None) and items:
         _fill_from_first_chip(info)
@@ -295,6 +300,8 @@ def _read_cyclegan(folder: Path) -> ExportInfo:
     a, b = read_export(folder / "A"), read_export(folder / "B")
     a.root, a.metadata_format = folder, "CycleGAN"
     a.items_b, a.missing = b.items, a.missing + b.missing
+    if (folder / TRANSFORMS_FILE).is_file():
+        a.transforms_file = folder / TRANSFORMS_FILE
     return a
 
 
@@ -356,4 +363,5 @@ def merge_exports(exports: list[ExportInfo]) -> ExportInfo:
         image_space=first.image_space,
         min_cell_size=first.min_cell_size,
         max_cell_size=first.max_cell_size,
+        transforms_file=next((e.transforms_file for e in exports if e.transforms_file), None),
     )

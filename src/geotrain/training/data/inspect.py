@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from geotrain.task.augmentation import TRANSFORMS_FILE, read_transforms
 from geotrain.training.data.export import read_export
 from geotrain.training.data.readers import reader_for
 from geotrain.training.data.scan import scan
@@ -41,6 +42,8 @@ class Inspection:
     feature_unit: str
     classes: list[ClassReport] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    # what data_augmentation FILE would apply: the folder's transforms.json, read as a job reads it
+    transforms_file: str = "none"
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -58,6 +61,7 @@ class Inspection:
             lines += [
                 f"               {c.value:>6}  {c.name[:20]:<20} {c.chips:>7} {c.features:>10}" for c in self.classes
             ]
+        lines.append(f"Transforms:    {self.transforms_file}")
         lines.append("Problems:      " + ("none" if not self.problems else self.problems[0]))
         lines += [f"               {p}" for p in self.problems[1:]]
         return "\n".join(lines)
@@ -91,6 +95,17 @@ def inspect(folder: Path) -> Inspection:
     absent = [c.name for c in reports if c.features == 0]
     if absent and reader.kind in UNITS:
         problems.append(f"classes declared but absent from every label: {', '.join(absent)}")
+    transforms = "none"
+    if export.transforms_file is not None:
+        try:
+            plan = read_transforms(export.transforms_file)
+            transforms = (
+                f"{TRANSFORMS_FILE}: training {', '.join(a.name for a in plan.training) or 'none'}; "
+                f"validation {', '.join(a.name for a in plan.validation) or 'none'}"
+            )
+        except ValueError as exc:
+            transforms = f"{TRANSFORMS_FILE} (unusable)"
+            problems.append(f"{TRANSFORMS_FILE}: {exc}")
     listed = len(export.items) + len(export.missing) + len(export.items_b)
     return Inspection(
         folder=str(folder),
@@ -104,4 +119,5 @@ def inspect(folder: Path) -> Inspection:
         feature_unit=UNITS.get(reader.kind, "features"),
         classes=reports if reader.kind in UNITS else [],
         problems=problems,
+        transforms_file=transforms,
     )

@@ -84,12 +84,22 @@ def _labeled_reader(lookup: ClassLookup, multi: bool) -> Loader:
     return load
 
 
+def boxes_of_masks(masks: np.ndarray) -> np.ndarray:
+    """The box around each mask (instances x rows x cols), in pixel edges; zeros for an empty mask."""
+    boxes = np.zeros((masks.shape[0], 4), dtype=np.float32)
+    for i, mask in enumerate(masks):
+        ys, xs = np.nonzero(mask)
+        if len(xs):
+            boxes[i] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+    return boxes
+
+
 def instance_masks(paths: tuple[Any, ...], lookup: ClassLookup, shape: tuple[int, int]) -> dict[str, np.ndarray]:
     """Per-class mask rasters (folder = class) -> one binary mask, box and label per instance.
 
     Instance ids are 1..N in each band; further bands hold instances that overlap (arcgis.learn reads
     them the same way)."""
-    masks, boxes, labels = [], [], []
+    masks, labels = [], []
     for path in paths:
         index = lookup.index(path.parent.name)
         if index is None:
@@ -101,14 +111,12 @@ def instance_masks(paths: tuple[Any, ...], lookup: ClassLookup, shape: tuple[int
             for instance in np.unique(band):
                 if instance == 0:
                     continue
-                mask = band == instance
-                ys, xs = np.nonzero(mask)
-                masks.append(mask.astype(np.uint8))
-                boxes.append((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1))
+                masks.append((band == instance).astype(np.uint8))
                 labels.append(index)
+    stacked = np.array(masks, dtype=np.uint8).reshape(-1, *shape)
     return {
-        "masks": np.array(masks, dtype=np.uint8).reshape(-1, *shape),
-        "boxes": np.array(boxes, dtype=np.float32).reshape(-1, 4),
+        "masks": stacked,
+        "boxes": boxes_of_masks(stacked),
         "labels": np.array(labels, dtype=np.int64),
     }
 

@@ -18,14 +18,33 @@ def cache_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
+# backbones whose ImageNet weights come from timm: its hub repository, and its file name in TORCH_HOME
+TIMM_WEIGHTS = {"darknet53": ("timm/darknet53.c2ns_in1k", "darknet53_256_c2ns-3aeff817.pth")}
+
+
 def find_cached(arch: str) -> Path | None:
-    """torchvision's file for ``arch`` (e.g. resnet34-b627a593.pth) in TORCH_HOME/hub/checkpoints."""
+    """The weight file for ``arch``: torchvision's (e.g. resnet34-b627a593.pth) or timm's in
+    TORCH_HOME/hub/checkpoints, or for a timm backbone its file in the Hugging Face hub cache."""
     folder = cache_dir()
-    matches = sorted(folder.glob(f"{arch}-*.pth")) if folder.is_dir() else []
-    return matches[0] if matches else None
+    names = [f"{arch}-*.pth"] + ([f"{arch}_*-*.pth"] if arch in TIMM_WEIGHTS else [])
+    matches = sorted(m for name in names for m in (folder.glob(name) if folder.is_dir() else []))
+    if matches:
+        return matches[0]
+    if arch in TIMM_WEIGHTS:
+        from huggingface_hub import try_to_load_from_cache
+
+        for filename in ("model.safetensors", "pytorch_model.bin"):
+            found = try_to_load_from_cache(TIMM_WEIGHTS[arch][0], filename)
+            if isinstance(found, str):
+                return Path(found)
+    return None
 
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(path)
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict):
         raise ValueError(f"{path.name} does not hold a state dict")
@@ -57,7 +76,7 @@ _DENSENET_OLD_KEY = re.compile(
     r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$"
 )
 # classification heads: not part of a backbone
-_HEADS = ("fc.", "classifier.")
+_HEADS = ("fc.", "classifier.", "head.")
 
 
 @dataclass
@@ -71,9 +90,14 @@ def backbone_weights(arch: str, bands: int, scheme: str) -> BackboneWeights:
     """The cached ImageNet weights of ``arch`` without its head, first layer fitted to ``bands``."""
     source = find_cached(arch)
     if source is None:
+        where = (
+            f"timm's {TIMM_WEIGHTS[arch][1]} there (or {TIMM_WEIGHTS[arch][0]} in the Hugging Face cache)"
+            if arch in TIMM_WEIGHTS
+            else "torchvision's weight file there"
+        )
         note = (
             f"No ImageNet weights for {arch} in {cache_dir()}; the backbone starts from random "
-            "initialisation. Put torchvision's weight file there to start from ImageNet."
+            f"initialisation. Put {where} to start from ImageNet."
         )
         return BackboneWeights(None, None, [note])
     state = {}
@@ -84,7 +108,8 @@ def backbone_weights(arch: str, bands: int, scheme: str) -> BackboneWeights:
         state[match.group(1) + match.group(2) if match else key] = value
     notes = []
     if bands != 3:
-        first = next(k for k, v in state.items() if v.ndim == 4)  # torchvision files start with the first conv
+        # the first convolution is the one that reads three bands (safetensors files are not in layer order)
+        first = next(k for k, v in state.items() if v.ndim == 4 and v.shape[1] == 3)
         state[first] = adapt_first_conv(state[first], bands, scheme)
         notes.append(f"First layer adapted to {bands} bands ({scheme}).")
     notes.append(f"Backbone {arch} starts from ImageNet weights ({source.name}).")
