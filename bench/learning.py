@@ -27,13 +27,14 @@ from tests import formats
 from tests.exports import ExportSpec, write_classified_tiles
 
 FAMILIES = {
-    "unet": ("UNET", "mIoU", lambda e: float(e["miou"])),
-    "feature_classifier": ("FEATURE_CLASSIFIER", "accuracy", lambda e: float(e["accuracy"])),
-    "fasterrcnn": ("FASTERRCNN", "mAP@0.5", lambda e: float(e["mAP"])),
-    "retinanet": ("RETINANET", "mAP@0.5", lambda e: float(e["mAP"])),
-    "ssd": ("SSD", "mAP@0.5", lambda e: float(e["mAP"])),
-    "yolov3": ("YOLOV3", "mAP@0.5", lambda e: float(e["mAP"])),
-    "maskrcnn": ("MASKRCNN", "mask mAP@0.5", lambda e: float(e["mAP"])),
+    # model type, metric printed, how to read it from the EMD, the metric monitored (the weights kept)
+    "unet": ("UNET", "mIoU", lambda e: float(e["miou"]), "MIOU"),
+    "feature_classifier": ("FEATURE_CLASSIFIER", "accuracy", lambda e: float(e["accuracy"]), "ACCURACY"),
+    "fasterrcnn": ("FASTERRCNN", "mAP@0.5", lambda e: float(e["mAP"]), "AVERAGE_PRECISION"),
+    "retinanet": ("RETINANET", "mAP@0.5", lambda e: float(e["mAP"]), "AVERAGE_PRECISION"),
+    "ssd": ("SSD", "mAP@0.5", lambda e: float(e["mAP"]), "AVERAGE_PRECISION"),
+    "yolov3": ("YOLOV3", "mAP@0.5", lambda e: float(e["mAP"]), "AVERAGE_PRECISION"),
+    "maskrcnn": ("MASKRCNN", "mask mAP@0.5", lambda e: float(e["mAP"]), "AVERAGE_PRECISION"),
 }
 CLASSES = [(1, "Palm"), (2, "Pine")]
 
@@ -107,8 +108,8 @@ def _labeled(root: Path, chips: int) -> Path:
     return root
 
 
-def run(family: str, epochs: int) -> tuple[float, float]:
-    model_type, _, read = FAMILIES[family]
+def run(family: str, epochs: int, verbose: bool = False) -> tuple[float, float]:
+    model_type, _, read, monitor = FAMILIES[family]
     backbone = "DARKNET53" if model_type == "YOLOV3" else "RESNET18"
     with tempfile.TemporaryDirectory() as tmp:
         _export(family, Path(tmp) / "chips" / family)
@@ -117,12 +118,16 @@ def run(family: str, epochs: int) -> tuple[float, float]:
         params = parse(
             {"in_folder": f"/fileShares/c/{family}", "output_name": json.dumps({"name": family}),
              "model_type": model_type, "backbone_model": backbone, "max_epochs": str(epochs),
-             "learning_rate": "0.002", "batch_size": "8", "stop_training": "false", "validation_percent": "25"}
+             "learning_rate": "0.002", "batch_size": "8", "stop_training": "false", "validation_percent": "25",
+             "monitor": monitor}
         )  # fmt: skip
+
+        def say(text: str) -> None:
+            if verbose:
+                print(f"  {text}", flush=True)
+
         start = time.perf_counter()
-        result = train(
-            params, settings, Path(tmp) / "work", Progress(lambda t: None, lambda t: None, lambda p, t: None)
-        )
+        result = train(params, settings, Path(tmp) / "work", Progress(say, say, lambda p, t: None))
         seconds = time.perf_counter() - start
         import zipfile
 
@@ -136,9 +141,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("families", nargs="*", default=list(FAMILIES))
     parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--verbose", action="store_true", help="print the job's messages")
     args = parser.parse_args()
     for family in args.families:
-        value, seconds = run(family, args.epochs)
+        value, seconds = run(family, args.epochs, args.verbose)
         print(
             f"{FAMILIES[family][0]:<20} {FAMILIES[family][1]:<9} {value:.3f}   ({args.epochs} epochs, {seconds:.0f} s)"
         )

@@ -271,13 +271,14 @@ def test_detection_model_refuses_a_classified_tiles_export(server: Server, clien
         ("SSD", {"grids": "[4, 0]"}, "'grids' = [4, 0] is not allowed. Expected a list of grid sizes"),
         ("SSD", {"ratios": "[0.5, 1]"}, "Expected a list of [width, height] anchor ratios"),
         ("SSD", {"zooms": "[]"}, "'zooms' = [] is not allowed"),
-        ("SSD", {"focal_loss": "True"}, "'focal_loss' is not supported by geotrain yet for SSD"),
+        ("SSD", {"ssd_version": "2"}, "'ssd_version' is not supported by geotrain yet for SSD"),
+        ("SSD", {"bias": "-40"}, "Expected a number from -20 to 20"),
         ("RETINANET", {"ratios": "[[1, 1]]"}, "Expected a list of anchor aspect ratios"),
         ("RETINANET", {"grids": "[4]"}, "unknown argument 'grids' for RETINANET"),
         ("MASKRCNN", {"rpn_nms_thresh": "1.5"}, "Expected a number from 0 to 1"),
         ("MASKRCNN", {"box_detections_per_img": "0"}, "Expected a whole number of at least 1"),
         ("YOLOV3", {"anchors": "[[10, 13]]"}, "Expected nine [width, height] anchor sizes"),
-        ("YOLOV3", {"n_bands": "4"}, "'n_bands' is not supported by geotrain yet for YOLOV3"),
+        ("YOLOV3", {"n_bands": "0"}, "Expected the export's band count"),
     ],
 )
 def test_detector_arguments_are_checked_at_submit(
@@ -286,6 +287,20 @@ def test_detector_arguments_are_checked_at_submit(
     folder = "/fileShares/chips/uint16_4band"
     details = str(_error(client, server, in_folder=folder, model_type=model_type, arguments=arguments)["details"])
     assert "'arguments'" in details and expected in details, details
+
+
+def test_yolov3_n_bands_must_match_the_export(server: Server, client: httpx.Client) -> None:
+    from tests import formats
+
+    store = Path(server.stores["/fileShares/chips"])
+    if not (store / "voc3").exists():
+        formats.pascal_voc(store / "voc3")
+    details = str(
+        _error(client, server, in_folder="/fileShares/chips/voc3", model_type="YOLOV3", arguments={"n_bands": "4"})[
+            "details"
+        ]
+    )
+    assert "'arguments'" in details and "n_bands is 4, but the export's chips have 3 bands" in details
 
 
 def test_detection_arguments_are_checked_per_model(server: Server, client: httpx.Client) -> None:

@@ -317,20 +317,27 @@ def test_fasterrcnn_trains_on_the_real_multispectral_kitti_export(server: Server
 
 
 @pytest.mark.parametrize(
-    ("model_type", "model_name", "network"),
-    [("PSPNET", "PSPNetClassifier", smp.PSPNet), ("DEEPLAB", "DeepLab", smp.DeepLabV3)],
+    ("model_type", "model_name", "arguments"),
+    [
+        ("PSPNET", "PSPNetClassifier", {}),
+        ("PSPNET", "PSPNetClassifier", {"use_unet": "False", "pyramid_sizes": "[1, 2, 4]", "mixup": "True"}),
+        ("DEEPLAB", "DeepLab", {}),
+    ],
 )
 def test_pspnet_and_deeplab_train_through_the_api(
-    server: Server, client: httpx.Client, model_type: str, model_name: str, network: type
+    server: Server, client: httpx.Client, model_type: str, model_name: str, arguments: dict[str, str]
 ) -> None:
-    name = model_type.lower()
+    from geotrain.training.models.registry import build
+
+    name = f"{model_type.lower()}{len(arguments)}"
     job_id = _submit(
         client, server, in_folder="/fileShares/chips/rgb8", output_name={"name": name}, model_type=model_type,
-        backbone_model="RESNET18", max_epochs=1, learning_rate=0.001, monitor="MIOU",
+        backbone_model="RESNET18", max_epochs=1, learning_rate=0.001, monitor="MIOU", arguments=arguments,
     )  # fmt: skip
     emd, weights = _trained(client, server, job_id, name)
     assert emd["ModelName"] == model_name and "monitored_miou" in emd
-    network(encoder_name="resnet18", encoder_weights=None, in_channels=3, classes=3).load_state_dict(weights)
+    parsed = {k: json.loads(v.lower()) for k, v in arguments.items()}
+    build(model_type, "RESNET18", 3, 3, "RANDOM", parsed).network.load_state_dict(weights, strict=True)
 
 
 def test_feature_classifier_trains_through_the_api(server: Server, client: httpx.Client) -> None:

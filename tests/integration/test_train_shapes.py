@@ -87,7 +87,7 @@ def test_training_runs_on_real_world_chip_shapes(tmp_path: Path, case: str) -> N
         tmp_path,
         {"in_folder": f"/fileShares/c/{case}", "output_name": json.dumps({"name": case}), "model_type": "UNET",
          "backbone_model": "RESNET18", "max_epochs": "1", "learning_rate": "0.001", "batch_size": "1",
-         "arguments": '{"focal_loss": "True", "dice_loss_fraction": "0.3", "class_balancing": "True"}',
+         "arguments": '{"focal_loss": "True", "dice_loss_fraction": "0.3", "class_balancing": "True", "mixup": "True"}',
          **CUSTOM.get(case, {})},
     )  # fmt: skip
     spec = CASES[case]
@@ -146,7 +146,7 @@ def test_fasterrcnn_takes_its_transforms_from_the_folders_transforms_json(tmp_pa
     )
 
 
-def test_feature_classifier_applies_custom_transforms(tmp_path: Path) -> None:
+def test_feature_classifier_applies_custom_transforms_mixup_and_oversampling(tmp_path: Path) -> None:
     from tests import formats
 
     formats.labeled_tiles(tmp_path / "chips" / "lt", chips=6)
@@ -155,10 +155,12 @@ def test_feature_classifier_applies_custom_transforms(tmp_path: Path) -> None:
         {"in_folder": "/fileShares/c/lt", "output_name": '{"name": "lt"}', "model_type": "FEATURE_CLASSIFIER",
          "backbone_model": "RESNET18", "max_epochs": "1", "learning_rate": "0.001", "batch_size": "2",
          "validation_percent": "34", "data_augmentation": "CUSTOM",
+         "arguments": '{"mixup": "True", "oversample": "True"}',
          "augmentation_parameters": '[["crop", "24;1;(0,1);(0,1)"], ["rotate", "(-20,20);0.5"], ["flip_lr", "0.5"]]'},
     )  # fmt: skip
     assert emd["ImageHeight"] == 24
     assert "Augmentation from augmentation_parameters: training crop, rotate, flip_lr; validation none." in infos
+    assert any(i.startswith("oversample: chips of rare classes are drawn more often") for i in infos)
 
 
 def test_several_input_folders_train_as_one(tmp_path: Path) -> None:
@@ -209,7 +211,8 @@ def test_a_few_unreadable_chips_warn_and_the_job_goes_on(tmp_path: Path) -> None
     [
         ("RETINANET", {"arguments": '{"scales": "[1, 0.8, 0.63]", "ratios": "[0.5, 1, 2]"}'}, "RetinaNet"),
         ("SSD", {"arguments": '{"grids": "[4, 2]", "zooms": "[0.7, 1.0]", "ratios": "[[1.0, 1.0], [1.0, 0.5]]",'
-                              ' "location_loss_factor": "0.6"}'}, "SingleShotDetector"),
+                              ' "location_loss_factor": "0.6", "focal_loss": "True", "bias": "-3"}'},
+         "SingleShotDetector"),
         ("YOLOV3", {"arguments": '{"pretrained_backbone": "False"}'}, "YOLOv3"),
     ],
 )  # fmt: skip

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -86,3 +88,41 @@ def test_yolo_anchors_are_fitted_to_the_box_sizes_smallest_first() -> None:
     assert [round(w) for w, _ in anchors] == [8, 40, 30] and [round(h) for _, h in anchors] == [8, 12, 90]
     with pytest.raises(ValueError, match="2 boxes cannot place 9 anchors"):
         kmeans_anchors(np.array([[4.0, 4.0], [5.0, 5.0]]))
+
+
+@pytest.mark.parametrize(
+    ("arguments", "kind", "pyramid"),
+    [
+        ({}, "PSPUnet", 4),  # arcgis.learn's default: use_unet True, pyramid [1, 2, 3, 6]
+        ({"use_net": False}, "PSPNet", 4),  # Pro's spelling
+        ({"use_unet": False, "pyramid_sizes": [1, 2, 4]}, "PSPNet", 3),
+        ({"pyramid_sizes": [2, 5]}, "PSPUnet", 2),
+    ],
+)
+def test_pspnet_arguments_choose_the_decoder_and_pyramid(arguments: dict[str, Any], kind: str, pyramid: int) -> None:
+    built = build("PSPNET", "RESNET18", 4, 3, "RANDOM", arguments)
+    network = built.network
+    assert type(network).__name__ == kind
+    psp = network.psp if kind == "PSPUnet" else network.decoder.psp
+    assert len(psp.blocks) == pyramid
+    network.train()
+    assert network(torch.randn(2, 4, 64, 64)).shape == (2, 3, 64, 64)
+
+
+def test_ssd_focal_loss_and_class_prior() -> None:
+    from geotrain.training.models.detectors import FocalSSD, build_detector
+
+    torch.manual_seed(0)
+    built = build_detector("SSD", "RESNET18", 3, 3, "RANDOM", 64, False, {"focal_loss": True, "bias": -3.0})
+    network = built.network
+    assert isinstance(network, FocalSSD)
+    head = network.head.classification_head
+    for conv in head.module_list:
+        prior = conv.bias.view(-1, 3)
+        assert torch.all(prior[:, 1:] == -3.0) and not torch.all(prior[:, 0] == -3.0)
+    network.train()
+    target = {"boxes": torch.tensor([[4.0, 4.0, 30.0, 30.0]]), "labels": torch.tensor([2])}
+    losses = network([torch.randn(3, 64, 64)], [target])
+    assert set(losses) == {"bbox_regression", "classification"}
+    # summed over every anchor and class, divided by the matched anchors: finite and not swamped
+    assert 0 < float(losses["classification"]) < 50 and torch.isfinite(losses["bbox_regression"])

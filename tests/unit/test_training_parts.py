@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
+import numpy as np
 import pytest
 import torch
 
@@ -73,3 +76,30 @@ def test_first_layer_schemes() -> None:
     assert torch.equal(rand[:, :3], rgb) and not torch.equal(rand[:, 3], rgb[:, 0])
     assert not torch.equal(adapt_first_conv(rgb, 3, "ALL_RANDOM"), rgb)
     assert adapt_first_conv(rgb, 1, "RANDOM").shape == (8, 1, 7, 7)
+
+
+def test_mixup_blends_each_sample_with_a_partner_of_its_batch_mostly_itself() -> None:
+    from geotrain.training.fit import mixup
+
+    torch.manual_seed(0)
+    x = torch.arange(4, dtype=torch.float32).view(4, 1, 1, 1).expand(4, 1, 2, 2).clone()
+    mixed, partner, share = mixup(x)
+    assert 0.5 <= share <= 1.0 and sorted(partner.tolist()) == [0, 1, 2, 3]
+    assert torch.allclose(mixed, share * x + (1 - share) * x[partner])
+
+
+def test_oversampling_draws_each_class_about_equally() -> None:
+    from geotrain.training.classification import _oversampling_weights
+    from geotrain.training.data.scan import Scan
+
+    class Labels:
+        def __init__(self, labels: list[Any]) -> None:
+            self.labels = labels
+
+        def sample(self, i: int) -> tuple[None, Any]:
+            return None, self.labels[i]
+
+    single = _oversampling_weights(cast(Scan[Any], Labels([0, 0, 0, 1])), range(4), 2, multi_label=False)
+    assert single == [1 / 3, 1 / 3, 1 / 3, 1.0]  # three chips of class 0 weigh as much as the one of class 1
+    multi = Labels([np.array([1, 0]), np.array([1, 0]), np.array([1, 1])])
+    assert _oversampling_weights(cast(Scan[Any], multi), range(3), 2, multi_label=True) == [1 / 3, 1 / 3, 1.0]

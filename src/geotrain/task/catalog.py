@@ -50,6 +50,7 @@ class ModelTypeInfo:
 
 _SEGMENTATION_ARGUMENTS = {
     "class_balancing": "True or False",
+    "mixup": "True or False",
     "focal_loss": "True or False",
     "dice_loss_fraction": "a number from 0 to 1",
     "dice_loss_average": "'micro' or 'macro'",
@@ -85,7 +86,7 @@ BUILT: dict[str, ModelTypeInfo] = {
         default_backbone="RESNET101",
         monitors=("VALID_LOSS", "ACCURACY", "MIOU"),
         arguments=_SEGMENTATION_ARGUMENTS,
-        arguments_not_yet=("mixup", "pointrend", "keep_dilation"),
+        arguments_not_yet=("pointrend", "keep_dilation"),
     ),
     "FEATURE_CLASSIFIER": ModelTypeInfo(
         keyword="FEATURE_CLASSIFIER",
@@ -94,8 +95,12 @@ BUILT: dict[str, ModelTypeInfo] = {
         backbones=(*RESNETS, "MOBILENET_V2"),
         default_backbone="RESNET34",
         monitors=("VALID_LOSS", "ACCURACY"),
-        arguments={"chip_size": "an integer chip size in pixels", "monitor": "valid_loss or accuracy"},
-        arguments_not_yet=("mixup", "oversample"),
+        arguments={
+            "mixup": "True or False",
+            "oversample": "True or False",
+            "chip_size": "an integer chip size in pixels",
+            "monitor": "valid_loss or accuracy",
+        },
     ),
     "FASTERRCNN": ModelTypeInfo(
         keyword="FASTERRCNN",
@@ -124,17 +129,13 @@ BUILT: dict[str, ModelTypeInfo] = {
         backbones=(*RESNETS, *DENSENETS, *VGGS),
         default_backbone="RESNET50",
         monitors=("VALID_LOSS", "ACCURACY", "MIOU"),
-        arguments=_SEGMENTATION_ARGUMENTS,
-        # segmentation-models-pytorch's PSPNet has a fixed pyramid and no U-Net decoder option
-        arguments_not_yet=(
-            "mixup",
-            "use_unet",
-            "use_net",
-            "pyramid_sizes",
-            "unet_aux_loss",
-            "pointrend",
-            "keep_dilation",
-        ),
+        arguments={
+            **_SEGMENTATION_ARGUMENTS,
+            "use_unet": "True or False (True, the default: a U-Net decoder upsamples the pyramid's output)",
+            "use_net": "True or False (Pro's spelling of use_unet)",
+            "pyramid_sizes": "a list of pooling grid sizes, e.g. [1, 2, 3, 6]",
+        },
+        arguments_not_yet=("unet_aux_loss", "pointrend", "keep_dilation"),
     ),
     "RETINANET": ModelTypeInfo(
         keyword="RETINANET",
@@ -162,9 +163,12 @@ BUILT: dict[str, ModelTypeInfo] = {
             "ratios": "a list of [width, height] anchor ratios, e.g. [[1.0, 1.0], [1.0, 0.5], [0.5, 1.0]]",
             "drop": "a dropout probability from 0 to 0.99",
             "location_loss_factor": "a number from 0 to 1 (the share of the loss given to box positions)",
+            "focal_loss": "True or False",
+            "bias": "a number from -20 to 20 (the starting class logit)",
             **_DETECTION_ARGUMENTS,
         },
-        arguments_not_yet=("bias", "focal_loss", "ssd_version"),
+        # geotrain places grids as ssd_version 1 did; version 2's own head is not built
+        arguments_not_yet=("ssd_version",),
     ),
     "YOLOV3": ModelTypeInfo(
         keyword="YOLOV3",
@@ -176,10 +180,9 @@ BUILT: dict[str, ModelTypeInfo] = {
         arguments={
             "anchors": "nine [width, height] anchor sizes in pixels of the network's input, smallest first",
             "pretrained_backbone": "True or False (True: DarkNet53's ImageNet weights from the local cache)",
+            "n_bands": "the export's band count (geotrain reads it from the export; a different number is refused)",
             **_DETECTION_ARGUMENTS,
         },
-        # n_bands comes from the export itself
-        arguments_not_yet=("n_bands",),
     ),
     "UNET": ModelTypeInfo(
         keyword="UNET",
@@ -189,7 +192,6 @@ BUILT: dict[str, ModelTypeInfo] = {
         default_backbone="RESNET34",
         monitors=("VALID_LOSS", "ACCURACY", "MIOU"),
         arguments=_SEGMENTATION_ARGUMENTS,
-        arguments_not_yet=("mixup",),
     ),
 }
 

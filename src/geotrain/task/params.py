@@ -373,6 +373,10 @@ def _check_argument(info: catalog.ModelTypeInfo, name: str, value: Any) -> None:
             ok = pairs and all(_numbers(v, 0.01, 100) and len(v) == 2 for v in value)
         case "ratios":
             ok = _numbers(value, 0.01, 100) and len(value) <= 16
+        case "n_bands":
+            ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 1024
+        case "bias":
+            ok = _number(value, -20, 20)
         case "drop":
             ok = _number(value, 0, 0.99)
         case "location_loss_factor":
@@ -384,7 +388,9 @@ def _check_argument(info: catalog.ModelTypeInfo, name: str, value: Any) -> None:
         case "anchors":
             pairs = value is None or (isinstance(value, list | tuple) and len(value) == 9)
             ok = pairs and (value is None or all(_numbers(v, 1, 4096) and len(v) == 2 for v in value))
-        case "class_balancing" | "focal_loss" | "pretrained_backbone":
+        case "pyramid_sizes":
+            ok = _numbers(value, 1, 64) and len(value) <= 8 and all(isinstance(v, int) for v in value)
+        case "class_balancing" | "focal_loss" | "pretrained_backbone" | "mixup" | "oversample" | "use_unet" | "use_net":
             ok = isinstance(value, bool)
         case "dice_loss_fraction":
             ok = isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1

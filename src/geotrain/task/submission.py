@@ -59,6 +59,9 @@ def check(params: TrainParams, settings: Settings) -> ExportInfo:
             name, what = "augmentation_parameters", f"crop {crop}"
         tile = export.tile_size
         raise ParameterError(name, f"{what} is larger than the exported chips ({tile[1]}x{tile[0]}).")
+    bands = params.argument("n_bands", None)
+    if bands is not None and export.num_bands is not None and bands != export.num_bands:
+        raise ParameterError("arguments", f"n_bands is {bands}, but the export's chips have {export.num_bands} bands.")
     ignored = params.argument("ignore_classes", [])
     known = {c.value for c in export.classes}
     unknown = [v for v in ignored if v not in known]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -15,7 +16,7 @@ from geotrain.dlpk import emd as emd_writer
 from geotrain.dlpk import pictures
 from geotrain.training.data.augment import Augmenter
 from geotrain.training.data.scan import Scan
-from geotrain.training.fit import OneCycleTask, fit, freeze_except
+from geotrain.training.fit import OneCycleTask, fit, freeze_except, mixup
 from geotrain.training.job import Job
 from geotrain.training.metrics import SegmentationMetrics, from_confusion
 from geotrain.training.models import trunks
@@ -57,6 +58,20 @@ class ClassificationChips(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         return x.contiguous(), torch.as_tensor(label)
 
 
+def _oversampling_weights(
+    scanned: Scan[Any], indices: Sequence[int], num_classes: int, multi_label: bool
+) -> list[float]:
+    """A drawing weight per training chip: the inverse frequency of its class (of its rarest label, for
+    multi-label chips), so every class is drawn about equally often."""
+    labels = [np.asarray(scanned.sample(i)[1]) for i in indices]
+    if multi_label:
+        counts = np.sum(labels, axis=0).astype(np.float64)
+        inverse = np.where(counts > 0, 1.0 / np.maximum(counts, 1), 0.0)
+        return [float((inverse * (label > 0)).max()) or 1.0 for label in labels]
+    counts = np.bincount(np.array([int(label) for label in labels]), minlength=num_classes).astype(np.float64)
+    return [1.0 / counts[int(label)] for label in labels]
+
+
 def build_classifier(backbone: str, bands: int, num_classes: int, scheme: str) -> BuiltModel:
     network, weights = trunks.classifier(backbone.lower(), bands, num_classes, scheme)
     head = network.get_submodule("fc" if hasattr(network, "fc") else "classifier")
@@ -65,13 +80,21 @@ def build_classifier(backbone: str, bands: int, num_classes: int, scheme: str) -
 
 class ClassificationTask(OneCycleTask):
     def __init__(
-        self, network: nn.Module, head: nn.Module, num_classes: int, multi_label: bool, lr: float, freeze: bool
+        self,
+        network: nn.Module,
+        head: nn.Module,
+        num_classes: int,
+        multi_label: bool,
+        lr: float,
+        freeze: bool,
+        mix: bool = False,
     ) -> None:
         super().__init__()
         self.network = network
         self.num_classes = num_classes
         self.multi_label = multi_label
         self.lr = lr
+        self.mix = mix
         if freeze:
             freeze_except(network, head)
         self.confusion = MulticlassConfusionMatrix(num_classes=num_classes)
@@ -89,7 +112,12 @@ class ClassificationTask(OneCycleTask):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
-        loss = self._loss(self(x), y)
+        if self.mix and len(x) > 1:
+            mixed, partner, share = mixup(x)
+            logits = self(mixed)
+            loss = share * self._loss(logits, y) + (1 - share) * self._loss(logits, y[partner])
+        else:
+            loss = self._loss(self(x), y)
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(x))
         return loss
 
@@ -143,10 +171,21 @@ def train(job: Job) -> dict[str, Any]:
     built = build_classifier(params.backbone, scanned.num_bands, len(foreground), params.weight_init_scheme)
     freeze = job.announce_model(built.notes, built.pretrained_from is not None)
     task = ClassificationTask(
-        built.network, built.encoder, len(foreground), multi_label, params.learning_rate or 1e-3, freeze
+        built.network,
+        built.encoder,
+        len(foreground),
+        multi_label,
+        params.learning_rate or 1e-3,
+        freeze,
+        mix=bool(params.argument("mixup", False)),
     )
+    weights = None
+    if params.argument("oversample", False):
+        weights = _oversampling_weights(scanned, train_idx, len(foreground), multi_label)
+        progress.info("oversample: chips of rare classes are drawn more often (each class about equally).")
+    options = job.fit_options(use_gpu, scanned)
     result = fit(
-        task, train_set, valid_set, job.fit_options(use_gpu, scanned), job.on_epoch, progress.info, progress.warn
+        task, train_set, valid_set, options, job.on_epoch, progress.info, progress.warn, sample_weights=weights
     )
     job.report_fit(result)
 

@@ -25,6 +25,9 @@ from geotrain.training.models import detectors, yolo
 Target = dict[str, np.ndarray]
 MODEL_NAMES = {"FASTERRCNN": "FasterRCNN", "RETINANET": "RetinaNet", "SSD": "SingleShotDetector",
                "MASKRCNN": "MaskRCNN", "YOLOV3": "YOLOv3"}  # fmt: skip
+# One-stage detectors trained from scratch blow up in their first epochs without a cap on the gradient
+# norm; 35 is what mmdetection's RetinaNet and YOLOv3 recipes use.
+CLIPPED = {"RETINANET": 35.0, "YOLOV3": 35.0}
 # Small chips are enlarged to this many pixels before the network: the FPN's coarsest level needs room.
 MIN_INPUT = 128
 
@@ -213,6 +216,8 @@ def train(job: Job) -> dict[str, Any]:
     factor = params.argument("location_loss_factor", None)
     weights = {} if factor is None else {"bbox_regression": float(factor), "classification": 1.0 - float(factor)}
     task = DetectionTask(built.network, params.learning_rate or 1e-3, masks, weights)
+    if params.model_type in CLIPPED:
+        task.gradient_clip = CLIPPED[params.model_type]
     options = job.fit_options(use_gpu, scanned)
     result = fit(task, train_set, valid_set, options, job.on_epoch, progress.info, progress.warn, collate_fn=collate)
     job.report_fit(result)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from pytorch_lightning.tuner.tuning import Tuner
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, WeightedRandomSampler
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from geotrain.training.metrics import SegmentationMetrics, from_confusion
@@ -47,6 +47,8 @@ class OneCycleTask(pl.LightningModule):
     lr: float
     # the validation metrics of the last validation epoch, in the family's own shape
     last_metrics: Any = None
+    # largest gradient norm a step may take (None: no clipping)
+    gradient_clip: float | None = None
 
     def configure_optimizers(self) -> Any:
         params = [p for p in self.parameters() if p.requires_grad]
@@ -66,6 +68,16 @@ class LossOptions:
     dice_fraction: float = 0.0
     dice_average: str = "micro"
     ignore_index: list[int] = field(default_factory=list)
+    mixup: bool = False
+
+
+def mixup(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """fastai's MixUp (alpha 0.4), as arcgis.learn's ``mixup`` argument applies it: every training sample is
+    blended with another of its batch; the caller blends the two targets' losses with the same share."""
+    share = float(torch.distributions.Beta(0.4, 0.4).sample())
+    share = max(share, 1 - share)  # the first sample stays the larger part, as in fastai
+    partner = torch.randperm(len(x), device=x.device)
+    return share * x + (1 - share) * x[partner], partner, share
 
 
 class SegmentationTask(OneCycleTask):
@@ -123,7 +135,12 @@ class SegmentationTask(OneCycleTask):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch[0], batch[1].long()
-        loss = self._loss(self(x), y)
+        if self.loss_options.mixup and len(x) > 1:
+            mixed, partner, share = mixup(x)
+            logits = self(mixed)
+            loss = share * self._loss(logits, y) + (1 - share) * self._loss(logits, y[partner])
+        else:
+            loss = self._loss(self(x), y)
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(x))
         return loss
 
@@ -207,13 +224,17 @@ def fit(
     info: Callable[[str], None],
     warn: Callable[[str], None],
     collate_fn: Callable[[list[Any]], Any] | None = None,
+    sample_weights: Sequence[float] | None = None,
 ) -> FitResult:
+    """``sample_weights``: draw training samples with these relative chances (with replacement) instead of
+    shuffling each once per epoch."""
     pl.seed_everything(42, workers=True, verbose=False)
     n_train = len(train_set)  # type: ignore[arg-type]
+    sampler = WeightedRandomSampler(list(sample_weights), n_train) if sample_weights is not None else None
     train_loader = DataLoader(
-        train_set, batch_size=options.batch_size, shuffle=True, drop_last=n_train > options.batch_size,
-        num_workers=options.num_workers, persistent_workers=options.num_workers > 0, pin_memory=options.use_gpu,
-        collate_fn=collate_fn,
+        train_set, batch_size=options.batch_size, shuffle=sampler is None, sampler=sampler,
+        drop_last=n_train > options.batch_size, num_workers=options.num_workers,
+        persistent_workers=options.num_workers > 0, pin_memory=options.use_gpu, collate_fn=collate_fn,
     )  # fmt: skip
     valid_loader = DataLoader(
         valid_set,
@@ -246,6 +267,7 @@ def fit(
         enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
+        gradient_clip_val=task.gradient_clip,
         default_root_dir=options.workdir,
         log_every_n_steps=1,
     )

@@ -44,7 +44,12 @@ def train(job: Job) -> dict[str, Any]:
 
     use_gpu = job.use_gpu()
     built = build(
-        params.model_type, params.backbone, scanned.num_bands, class_map.num_classes, params.weight_init_scheme
+        params.model_type,
+        params.backbone,
+        scanned.num_bands,
+        class_map.num_classes,
+        params.weight_init_scheme,
+        params.arguments,
     )
     freeze = job.announce_model(built.notes, built.pretrained_from is not None)
     loss = _loss_options(params, class_map, counts.per_class)
@@ -113,6 +118,7 @@ def _loss_options(params: TrainParams, class_map: ClassMap, pixels: np.ndarray) 
         dice_fraction=float(params.argument("dice_loss_fraction", 0.0)),
         dice_average=str(params.argument("dice_loss_average", "micro")),
         ignore_index=ignore,
+        mixup=bool(params.argument("mixup", False)),
     )
 
 

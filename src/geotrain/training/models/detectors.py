@@ -7,6 +7,7 @@ in training mode, ``network(images)`` a list of predictions in eval mode.
 from __future__ import annotations
 
 from collections import OrderedDict
+from functools import partial
 from typing import Any
 
 import torch
@@ -16,7 +17,9 @@ from torchvision.models.detection import FasterRCNN, MaskRCNN, RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator, DefaultBoxGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN, resnet_fpn_backbone
 from torchvision.models.detection.image_list import ImageList
+from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.models.detection.ssd import SSD
+from torchvision.ops import sigmoid_focal_loss
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 from torchvision.ops.misc import FrozenBatchNorm2d
 
@@ -31,6 +34,7 @@ SSD_GRIDS = [4, 2, 1]
 SSD_ZOOMS = [1.0]
 SSD_RATIOS = [[1.0, 1.0]]
 SSD_DROP = 0.3
+SSD_BIAS = -4.0
 # MaskRCNN arguments that are torchvision MaskRCNN keyword arguments of the same name
 MASKRCNN_KEYWORDS = (
     "rpn_pre_nms_top_n_train", "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_train", "rpn_post_nms_top_n_test",
@@ -130,6 +134,37 @@ class GridFeatures(nn.Module):
         return OrderedDict((str(i), level(deepest)) for i, level in enumerate(self.levels))
 
 
+class FocalSSD(SSD):  # type: ignore[misc]  # torchvision ships no types
+    """SSD with arcgis.learn's ``focal_loss``: every anchor's class scored by sigmoid focal loss (gamma 2,
+    alpha 0.25) over the foreground classes, instead of softmax with hard negative mining."""
+
+    def compute_loss(
+        self,
+        targets: list[dict[str, torch.Tensor]],
+        head_outputs: dict[str, torch.Tensor],
+        anchors: list[torch.Tensor],
+        matched_idxs: list[torch.Tensor],
+    ) -> dict[str, torch.Tensor]:
+        losses: dict[str, torch.Tensor] = super().compute_loss(targets, head_outputs, anchors, matched_idxs)
+        logits = head_outputs["cls_logits"]
+        wanted = torch.zeros_like(logits)
+        for i, (target, matched) in enumerate(zip(targets, matched_idxs, strict=True)):
+            foreground = torch.where(matched >= 0)[0]
+            wanted[i, foreground, target["labels"][matched[foreground]]] = 1.0
+        num_foreground = max(1, int(sum(int((m >= 0).sum()) for m in matched_idxs)))
+        focal = sigmoid_focal_loss(logits[..., 1:], wanted[..., 1:], reduction="sum")
+        losses["classification"] = focal / num_foreground
+        return losses
+
+
+def _class_prior(network: SSD, bias: float) -> None:
+    """Start every foreground class logit at ``bias`` (arcgis.learn's ``bias``, -4: about 2 %), so that the
+    many empty anchors do not swamp the first steps."""
+    for conv in network.head.classification_head.module_list:
+        with torch.no_grad():
+            conv.bias.view(-1, network.head.classification_head.num_columns)[:, 1:] = bias
+
+
 def yolo_input_size(input_size: int) -> int:
     """YOLOv3 sees images whose side is a multiple of its coarsest stride."""
     return -(-input_size // yolo.STRIDE) * yolo.STRIDE
@@ -191,7 +226,13 @@ def build_detector(
             anchors = AnchorGenerator(
                 tuple(tuple(base * s for s in scales) for base in _LEVEL_SIZES), (ratios,) * len(_LEVEL_SIZES)
             )
-            network = RetinaNet(fpn, num_classes, anchor_generator=anchors, **sizes, **plain)
+            # torchvision's v2 head: GroupNorm in the towers keeps training from scratch stable, and boxes
+            # regress on GIoU
+            head = RetinaNetHead(
+                256, anchors.num_anchors_per_location()[0], num_classes, norm_layer=partial(nn.GroupNorm, 32)
+            )
+            head.regression_head._loss_type = "giou"
+            network = RetinaNet(fpn, num_classes, anchor_generator=anchors, head=head, **sizes, **plain)
             encoder = fpn.body
         case "SSD":
             trunk, weights = trunks.trunk(arch, bands, scheme)
@@ -202,7 +243,8 @@ def build_detector(
             zooms = [float(z) for z in arguments.get("zooms", SSD_ZOOMS)]
             ratios_wh = [[float(v) for v in pair] for pair in arguments.get("ratios", SSD_RATIOS)]
             features = GridFeatures(trunk, grids, float(arguments.get("drop", SSD_DROP)))
-            network = SSD(
+            kind_ssd = FocalSSD if arguments.get("focal_loss", False) else SSD
+            network = kind_ssd(
                 features,
                 GridAnchors(grids, zooms, ratios_wh),
                 (input_size, input_size),
@@ -210,6 +252,7 @@ def build_detector(
                 **plain,
                 detections_per_img=100,  # as many as the AP metric scores
             )
+            _class_prior(network, float(arguments.get("bias", SSD_BIAS)))
             encoder = trunk
         case "YOLOV3":
             network, encoder, weights = _yolo(arch, bands, num_classes - 1, scheme, input_size, freeze, arguments)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
+from segmentation_models_pytorch.base.modules import Conv2dReLU
+from segmentation_models_pytorch.decoders.pspnet.decoder import PSPModule
 from torch import nn
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 
@@ -14,6 +17,7 @@ from geotrain.training.models import pretrained, trunks
 
 # Every backbone of these networks downsamples by 2**5: inputs are padded to a multiple of it.
 OUTPUT_STRIDE = 32
+PYRAMID_SIZES = (1, 2, 3, 6)  # PSPNet's pooling grids, arcgis.learn's default
 
 
 @dataclass
@@ -38,7 +42,50 @@ class TrunkDeepLab(nn.Module):
         return F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
-def build(model_type: str, backbone: str, bands: int, num_classes: int, weight_init_scheme: str) -> BuiltModel:
+class PSPUnet(smp.Unet):  # type: ignore[misc]  # smp ships no types
+    """arcgis.learn's PSPNet with ``use_unet``: the pyramid pooling module on the deepest features, then a
+    U-Net decoder that upsamples with the encoder's skip connections instead of one bilinear step."""
+
+    def __init__(self, pyramid_sizes: tuple[int, ...], **unet: Any) -> None:
+        super().__init__(**unet)
+        deepest = self.encoder.out_channels[-1]
+        self.psp = PSPModule(deepest, sizes=pyramid_sizes)
+        pooled = deepest + len(pyramid_sizes) * (deepest // len(pyramid_sizes))
+        # back to the encoder's width, which the decoder was built for
+        self.psp_merge = Conv2dReLU(pooled, deepest, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.encoder(x)
+        features[-1] = self.psp_merge(self.psp(features[-1]))
+        out: torch.Tensor = self.segmentation_head(self.decoder(features))
+        return out
+
+
+def _pspnet(arch: str, bands: int, num_classes: int, arguments: dict[str, Any]) -> nn.Module:
+    sizes = tuple(int(s) for s in arguments.get("pyramid_sizes", PYRAMID_SIZES))
+    common = {"encoder_name": arch, "encoder_weights": None, "in_channels": bands, "classes": num_classes}
+    if arguments.get("use_unet", arguments.get("use_net", True)):
+        return PSPUnet(sizes, **common)
+    network: nn.Module = smp.PSPNet(**common)
+    if sizes != PYRAMID_SIZES:
+        deepest = int(network.encoder.out_channels[-1])  # type: ignore[index, union-attr]
+        decoder = network.get_submodule("decoder")
+        decoder.psp = PSPModule(deepest, sizes=sizes)
+        pooled = deepest + len(sizes) * (deepest // len(sizes))
+        width = decoder.get_submodule("conv.0").out_channels
+        decoder.conv = Conv2dReLU(pooled, width, kernel_size=1)
+    return network
+
+
+def build(
+    model_type: str,
+    backbone: str,
+    bands: int,
+    num_classes: int,
+    weight_init_scheme: str,
+    arguments: dict[str, Any] | None = None,
+) -> BuiltModel:
+    """``arguments``: the request's model arguments (PSPNET reads use_unet and pyramid_sizes)."""
     arch = backbone.lower()
     if model_type == "DEEPLAB" and not arch.startswith("resnet"):
         trunk, trunk_weights = trunks.trunk(arch, bands, weight_init_scheme)
@@ -49,7 +96,7 @@ def build(model_type: str, backbone: str, bands: int, num_classes: int, weight_i
                 encoder_name=arch, encoder_weights=None, in_channels=bands, classes=num_classes
             )
         case "PSPNET":
-            network = smp.PSPNet(encoder_name=arch, encoder_weights=None, in_channels=bands, classes=num_classes)
+            network = _pspnet(arch, bands, num_classes, arguments or {})
         case "DEEPLAB":
             network = smp.DeepLabV3(encoder_name=arch, encoder_weights=None, in_channels=bands, classes=num_classes)
         case _:
