@@ -131,7 +131,7 @@ BAD = [
     ("arguments", '{"class_balancing": "maybe"}'),
     ("arguments", '{"dice_loss_fraction": "2"}'),
     ("arguments", '{"ignore_classes": "[42]"}'),
-    ("arguments", '{"mixup": "True"}'),
+    ("arguments", '{"mixup": "sometimes"}'),
     ("arguments", "[1, 2]"),
     ("batch_size", "abc"),
     ("batch_size", "0"),

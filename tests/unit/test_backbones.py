@@ -125,4 +125,4 @@ def test_ssd_focal_loss_and_class_prior() -> None:
     losses = network([torch.randn(3, 64, 64)], [target])
     assert set(losses) == {"bbox_regression", "classification"}
     # summed over every anchor and class, divided by the matched anchors: finite and not swamped
-    assert 0 < float(losses["classification"]) < 50 and torch.isfinite(losses["bbox_regression"])
+    assert 0 < float(losses["classification"].detach()) < 50 and torch.isfinite(losses["bbox_regression"])
