@@ -232,7 +232,9 @@ def build_detector(
                 256, anchors.num_anchors_per_location()[0], num_classes, norm_layer=partial(nn.GroupNorm, 32)
             )
             head.regression_head._loss_type = "giou"
-            network = RetinaNet(fpn, num_classes, anchor_generator=anchors, head=head, **sizes, **plain)
+            network = RetinaNet(
+                fpn, num_classes, anchor_generator=anchors, head=head, **sizes, **plain, detections_per_img=100
+            )
             encoder = fpn.body
         case "SSD":
             trunk, weights = trunks.trunk(arch, bands, scheme)
