@@ -319,9 +319,9 @@ def test_fasterrcnn_trains_on_the_real_multispectral_kitti_export(server: Server
 @pytest.mark.parametrize(
     ("model_type", "model_name", "arguments"),
     [
-        ("PSPNET", "PSPNetClassifier", {}),
+        ("PSPNET", "PSPNetClassifier", {"unet_aux_loss": "True"}),
         ("PSPNET", "PSPNetClassifier", {"use_unet": "False", "pyramid_sizes": "[1, 2, 4]", "mixup": "True"}),
-        ("DEEPLAB", "DeepLab", {}),
+        ("DEEPLAB", "DeepLab", {"keep_dilation": "False"}),
     ],
 )
 def test_pspnet_and_deeplab_train_through_the_api(

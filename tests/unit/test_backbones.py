@@ -126,3 +126,19 @@ def test_ssd_focal_loss_and_class_prior() -> None:
     assert set(losses) == {"bbox_regression", "classification"}
     # summed over every anchor and class, divided by the matched anchors: finite and not swamped
     assert 0 < float(losses["classification"].detach()) < 50 and torch.isfinite(losses["bbox_regression"])
+
+
+def test_pspnet_unet_aux_loss_adds_an_auxiliary_head_in_training_only() -> None:
+    from geotrain.training.fit import AUX_WEIGHT, LossOptions, SegmentationTask
+
+    torch.manual_seed(0)
+    network = build("PSPNET", "RESNET18", 4, 3, "RANDOM", {"unet_aux_loss": True}).network
+    task = SegmentationTask(network, network.encoder, 3, 1e-3, LossOptions(), freeze=False)
+    x, y = torch.randn(2, 4, 64, 64), torch.randint(0, 3, (2, 64, 64))
+    task.train()
+    main, aux = task._outputs(x)
+    assert aux is not None and main.shape == aux.shape == (2, 3, 64, 64)
+    expected = task._loss(main, y) + AUX_WEIGHT * task._loss(aux, y)
+    assert torch.allclose(task._with_aux(main, aux, y), expected)
+    task.eval()
+    assert task._outputs(x)[1] is None and task(x).shape == (2, 3, 64, 64)

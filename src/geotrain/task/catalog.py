@@ -59,6 +59,10 @@ _SEGMENTATION_ARGUMENTS = {
     "monitor": "valid_loss, accuracy or valid_miou",
 }
 
+# arcgis.learn: keep_dilation changes the network only together with pointrend, which is not built; without
+# it, True and False build the same network there and here
+_KEEP_DILATION = "True or False (it matters only with pointrend)"
+
 _DETECTION_ARGUMENTS = {
     "chip_size": "an integer chip size in pixels",
     "monitor": "valid_loss or average_precision",
@@ -85,8 +89,8 @@ BUILT: dict[str, ModelTypeInfo] = {
         backbones=(*RESNETS, *DENSENETS, *VGGS),
         default_backbone="RESNET101",
         monitors=("VALID_LOSS", "ACCURACY", "MIOU"),
-        arguments=_SEGMENTATION_ARGUMENTS,
-        arguments_not_yet=("pointrend", "keep_dilation"),
+        arguments={**_SEGMENTATION_ARGUMENTS, "keep_dilation": _KEEP_DILATION},
+        arguments_not_yet=("pointrend",),
     ),
     "FEATURE_CLASSIFIER": ModelTypeInfo(
         keyword="FEATURE_CLASSIFIER",
@@ -134,8 +138,10 @@ BUILT: dict[str, ModelTypeInfo] = {
             "use_unet": "True or False (True, the default: a U-Net decoder upsamples the pyramid's output)",
             "use_net": "True or False (Pro's spelling of use_unet)",
             "pyramid_sizes": "a list of pooling grid sizes, e.g. [1, 2, 3, 6]",
+            "unet_aux_loss": "True or False (with use_unet: an auxiliary head adds 0.4 of its loss)",
+            "keep_dilation": _KEEP_DILATION,
         },
-        arguments_not_yet=("unet_aux_loss", "pointrend", "keep_dilation"),
+        arguments_not_yet=("pointrend",),
     ),
     "RETINANET": ModelTypeInfo(
         keyword="RETINANET",

@@ -390,7 +390,17 @@ def _check_argument(info: catalog.ModelTypeInfo, name: str, value: Any) -> None:
             ok = pairs and (value is None or all(_numbers(v, 1, 4096) and len(v) == 2 for v in value))
         case "pyramid_sizes":
             ok = _numbers(value, 1, 64) and len(value) <= 8 and all(isinstance(v, int) for v in value)
-        case "class_balancing" | "focal_loss" | "pretrained_backbone" | "mixup" | "oversample" | "use_unet" | "use_net":
+        case (
+            "class_balancing"
+            | "focal_loss"
+            | "pretrained_backbone"
+            | "mixup"
+            | "oversample"
+            | "use_unet"
+            | "use_net"
+            | "unet_aux_loss"
+            | "keep_dilation"
+        ):
             ok = isinstance(value, bool)
         case "dice_loss_fraction":
             ok = isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1

@@ -71,6 +71,10 @@ class LossOptions:
     mixup: bool = False
 
 
+# an auxiliary head's share of the training loss, as in PSPNet (and arcgis.learn's unet_aux_loss)
+AUX_WEIGHT = 0.4
+
+
 def mixup(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
     """fastai's MixUp (alpha 0.4), as arcgis.learn's ``mixup`` argument applies it: every training sample is
     blended with another of its batch; the caller blends the two targets' losses with the same share."""
@@ -100,6 +104,10 @@ class SegmentationTask(OneCycleTask):
             freeze_except(encoder)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._outputs(x)[0]
+
+    def _outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The logits, and in training the auxiliary head's logits where the network has one."""
         rows, cols = x.shape[-2:]
         # Pad to a multiple of the stride, and to at least two strides: BatchNorm cannot train on a
         # 1x1 bottleneck when a batch holds a single chip.
@@ -107,8 +115,13 @@ class SegmentationTask(OneCycleTask):
         pad_c = max((-cols) % OUTPUT_STRIDE, 2 * OUTPUT_STRIDE - cols)
         if pad_r or pad_c:
             x = F.pad(x, (0, pad_c, 0, pad_r), mode="reflect" if min(rows, cols) > max(pad_r, pad_c) else "constant")
-        out: torch.Tensor = self.network(x)
-        return out[..., :rows, :cols]
+        out = self.network(x)
+        main, aux = out if isinstance(out, tuple) else (out, None)
+        return main[..., :rows, :cols], (aux[..., :rows, :cols] if aux is not None else None)
+
+    def _with_aux(self, main: torch.Tensor, aux: torch.Tensor | None, target: torch.Tensor) -> torch.Tensor:
+        loss = self._loss(main, target)
+        return loss + AUX_WEIGHT * self._loss(aux, target) if aux is not None else loss
 
     def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         weights: torch.Tensor = self.class_weights  # type: ignore[assignment]
@@ -137,10 +150,10 @@ class SegmentationTask(OneCycleTask):
         x, y = batch[0], batch[1].long()
         if self.loss_options.mixup and len(x) > 1:
             mixed, partner, share = mixup(x)
-            logits = self(mixed)
-            loss = share * self._loss(logits, y) + (1 - share) * self._loss(logits, y[partner])
+            main, aux = self._outputs(mixed)
+            loss = share * self._with_aux(main, aux, y) + (1 - share) * self._with_aux(main, aux, y[partner])
         else:
-            loss = self._loss(self(x), y)
+            loss = self._with_aux(*self._outputs(x), y)
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(x))
         return loss
 

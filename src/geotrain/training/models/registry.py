@@ -46,18 +46,30 @@ class PSPUnet(smp.Unet):  # type: ignore[misc]  # smp ships no types
     """arcgis.learn's PSPNet with ``use_unet``: the pyramid pooling module on the deepest features, then a
     U-Net decoder that upsamples with the encoder's skip connections instead of one bilinear step."""
 
-    def __init__(self, pyramid_sizes: tuple[int, ...], **unet: Any) -> None:
+    def __init__(self, pyramid_sizes: tuple[int, ...], aux_loss: bool, **unet: Any) -> None:
         super().__init__(**unet)
         deepest = self.encoder.out_channels[-1]
         self.psp = PSPModule(deepest, sizes=pyramid_sizes)
         pooled = deepest + len(pyramid_sizes) * (deepest // len(pyramid_sizes))
         # back to the encoder's width, which the decoder was built for
         self.psp_merge = Conv2dReLU(pooled, deepest, kernel_size=1)
+        # unet_aux_loss: PSPNet's auxiliary head, on the stride-16 features, trained alongside
+        self.aux_head: nn.Module | None = None
+        if aux_loss:
+            self.aux_head = nn.Sequential(
+                Conv2dReLU(self.encoder.out_channels[-2], 256, kernel_size=3, padding=1),
+                nn.Dropout2d(0.1),
+                nn.Conv2d(256, unet["classes"], kernel_size=1),
+            )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         features = self.encoder(x)
+        middle = features[-2]
         features[-1] = self.psp_merge(self.psp(features[-1]))
         out: torch.Tensor = self.segmentation_head(self.decoder(features))
+        if self.training and self.aux_head is not None:
+            aux = F.interpolate(self.aux_head(middle), size=out.shape[-2:], mode="bilinear", align_corners=False)
+            return out, aux
         return out
 
 
@@ -65,7 +77,7 @@ def _pspnet(arch: str, bands: int, num_classes: int, arguments: dict[str, Any]) 
     sizes = tuple(int(s) for s in arguments.get("pyramid_sizes", PYRAMID_SIZES))
     common = {"encoder_name": arch, "encoder_weights": None, "in_channels": bands, "classes": num_classes}
     if arguments.get("use_unet", arguments.get("use_net", True)):
-        return PSPUnet(sizes, **common)
+        return PSPUnet(sizes, bool(arguments.get("unet_aux_loss", False)), **common)
     network: nn.Module = smp.PSPNet(**common)
     if sizes != PYRAMID_SIZES:
         deepest = int(network.encoder.out_channels[-1])  # type: ignore[index, union-attr]
