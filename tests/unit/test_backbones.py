@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -142,3 +143,23 @@ def test_pspnet_unet_aux_loss_adds_an_auxiliary_head_in_training_only() -> None:
     assert torch.allclose(task._with_aux(main, aux, y), expected)
     task.eval()
     assert task._outputs(x)[1] is None and task(x).shape == (2, 3, 64, 64)
+
+
+def test_darknet53_weights_in_timms_file_name_load_into_yolov3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import timm
+
+    from geotrain.training.models.detectors import build_detector
+
+    home = tmp_path
+    (home / "hub" / "checkpoints").mkdir(parents=True)
+    torch.manual_seed(2)
+    state = timm.create_model("darknet53").state_dict()  # with its classifier head, as timm's file holds
+    torch.save(state, home / "hub" / "checkpoints" / "darknet53_256_c2ns-3aeff817.pth")
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    built = build_detector("YOLOV3", "DARKNET53", 4, 3, "RED_BAND", 64, False, {})
+    assert built.pretrained_from == "darknet53_256_c2ns-3aeff817.pth"
+    first = built.encoder.state_dict()["stem_conv1.conv.weight"]
+    original = state["stem.conv1.conv.weight"]
+    assert torch.equal(first[:, :3], original) and torch.equal(first[:, 3], original[:, 0])
+    unused = build_detector("YOLOV3", "DARKNET53", 3, 3, "RANDOM", 64, False, {"pretrained_backbone": False})
+    assert unused.pretrained_from is None and "pretrained_backbone False" in unused.notes[0]
