@@ -271,7 +271,7 @@ def test_detection_model_refuses_a_classified_tiles_export(server: Server, clien
         ("SSD", {"grids": "[4, 0]"}, "'grids' = [4, 0] is not allowed. Expected a list of grid sizes"),
         ("SSD", {"ratios": "[0.5, 1]"}, "Expected a list of [width, height] anchor ratios"),
         ("SSD", {"zooms": "[]"}, "'zooms' = [] is not allowed"),
-        ("SSD", {"ssd_version": "2"}, "'ssd_version' is not supported by geotrain yet for SSD"),
+        ("SSD", {"ssd_version": "3"}, "Expected 1 or 2"),
         ("SSD", {"bias": "-40"}, "Expected a number from -20 to 20"),
         ("RETINANET", {"ratios": "[[1, 1]]"}, "Expected a list of anchor aspect ratios"),
         ("RETINANET", {"grids": "[4]"}, "unknown argument 'grids' for RETINANET"),

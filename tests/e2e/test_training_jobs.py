@@ -360,7 +360,7 @@ def test_feature_classifier_trains_through_the_api(server: Server, client: httpx
     ("model_type", "arguments", "model_kind"),
     [
         ("RETINANET", {"scales": "[1, 0.8]", "ratios": "[0.5, 1, 2]"}, "ObjectDetection"),
-        ("SSD", {"grids": "[4, 2, 1]", "zooms": "[1.0, 0.7]", "ratios": "[[1.0, 1.0]]"}, "ObjectDetection"),
+        ("SSD", {"zooms": "[1.0, 0.7]", "ratios": "[[1.0, 1.0]]"}, "ObjectDetection"),
         ("MASKRCNN", {"box_detections_per_img": "50"}, "InstanceDetection"),
         ("YOLOV3", {"anchors": json.dumps([[8 * i, 6 * i] for i in range(1, 10)])}, "ObjectDetection"),
     ],
@@ -385,6 +385,11 @@ def test_retinanet_ssd_maskrcnn_and_yolov3_train_through_the_api(
     from geotrain.training.models.detectors import build_detector
 
     parsed = {k: json.loads(v) for k, v in arguments.items()}
+    if model_type == "SSD":  # ssd_version 2: the grids were fitted to the boxes, and the EMD says which
+        job = client.get(f"{server.url}{TASK}/jobs/{job_id}", params={"f": "json"}).json()
+        texts = [m["description"] for m in job["messages"]]
+        assert emd["SSDVersion"] == 2 and f"SSD grids fitted to the training boxes: {emd['Grids']}." in texts
+        parsed["grids"] = emd["Grids"]
     backbone = "DARKNET53" if model_type == "YOLOV3" else "RESNET18"
     fresh = build_detector(model_type, backbone, 3, 4, "RANDOM", emd["ModelParameters"]["input_size"], False, parsed)
     fresh.network.load_state_dict(weights, strict=True)

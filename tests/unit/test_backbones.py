@@ -163,3 +163,16 @@ def test_darknet53_weights_in_timms_file_name_load_into_yolov3(tmp_path: Path, m
     assert torch.equal(first[:, :3], original) and torch.equal(first[:, 3], original[:, 0])
     unused = build_detector("YOLOV3", "DARKNET53", 3, 3, "RANDOM", 64, False, {"pretrained_backbone": False})
     assert unused.pretrained_from is None and "pretrained_backbone False" in unused.notes[0]
+
+
+def test_ssd_version_2_fits_one_grid_per_cluster_of_box_sizes() -> None:
+    from geotrain.training.detection import _fitted_grids
+
+    rng = np.random.default_rng(1)
+    # boxes about 8, 16 and 32 px across on 64 px chips: grids of 8, 4 and 2 cells serve them
+    sizes = np.concatenate([rng.normal(s, 0.5, size=(40, 2)) for s in (8, 16, 32)])
+    said: list[str] = []
+    assert _fitted_grids(sizes, 64, said.append) == [8, 4, 2]
+    assert said == ["SSD grids fitted to the training boxes: [8, 4, 2]."]
+    assert _fitted_grids(sizes[:2], 64, said.append) == [4, 2, 1]  # too few boxes: version 1's grids
+    assert said[-1].startswith("SSD grids: 2 boxes cannot place 3 anchors")

@@ -171,10 +171,9 @@ BUILT: dict[str, ModelTypeInfo] = {
             "location_loss_factor": "a number from 0 to 1 (the share of the loss given to box positions)",
             "focal_loss": "True or False",
             "bias": "a number from -20 to 20 (the starting class logit)",
+            "ssd_version": "1 or 2 (2, the default: grids fitted to the boxes when none are given; 1: [4, 2, 1])",
             **_DETECTION_ARGUMENTS,
         },
-        # geotrain places grids as ssd_version 1 did; version 2's own head is not built
-        arguments_not_yet=("ssd_version",),
     ),
     "YOLOV3": ModelTypeInfo(
         keyword="YOLOV3",

@@ -373,6 +373,8 @@ def _check_argument(info: catalog.ModelTypeInfo, name: str, value: Any) -> None:
             ok = pairs and all(_numbers(v, 0.01, 100) and len(v) == 2 for v in value)
         case "ratios":
             ok = _numbers(value, 0.01, 100) and len(value) <= 16
+        case "ssd_version":
+            ok = value in (1, 2) and not isinstance(value, bool)
         case "n_bands":
             ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 1024
         case "bias":

@@ -195,7 +195,13 @@ def train(job: Job) -> dict[str, Any]:
     if params.model_type == "YOLOV3":
         input_size = detectors.yolo_input_size(input_size)
         if not arguments.get("anchors"):
-            arguments["anchors"] = _fitted_anchors(scanned, train_idx, input_size / chip_size, progress.info)
+            sizes = _box_sizes(scanned, train_idx, input_size / chip_size)
+            arguments["anchors"] = _fitted_anchors(sizes, progress.info)
+    if params.model_type == "SSD" and not arguments.get("grids"):
+        version = int(arguments.get("ssd_version", detectors.SSD_VERSION))
+        fitted = version == 2
+        sizes = _box_sizes(scanned, train_idx, 1.0) if fitted else np.zeros((0, 2))
+        arguments["grids"] = _fitted_grids(sizes, chip_size, progress.info) if fitted else detectors.SSD_GRIDS
     augment = params.data_augmentation != "NONE"
     train_augmenter, valid_augmenter = job.augmenters(scanned.normalization)
     train_set = DetectionChips(scanned, train_idx, chip_size, augment, train_augmenter)
@@ -262,22 +268,38 @@ def train(job: Job) -> dict[str, Any]:
     )
 
 
-def _fitted_anchors(
-    scanned: Scan[Target], indices: Sequence[int], scale: float, info: Callable[[str], None]
-) -> list[tuple[float, float]]:
-    """YOLOv3 anchors fitted to the training boxes (as the network sees them), as arcgis.learn fits them;
-    the published COCO anchors when there are too few boxes to fit nine."""
+def _box_sizes(scanned: Scan[Target], indices: Sequence[int], scale: float) -> np.ndarray:
+    """(width, height) of the training boxes (of up to 2000 chips), times ``scale``."""
     sizes = [
         (target["boxes"][:, 2:] - target["boxes"][:, :2]) * scale
         for target in (scanned.sample(i)[1] for i in indices[:2000])
     ]
+    return np.concatenate(sizes) if sizes else np.zeros((0, 2))
+
+
+def _fitted_anchors(sizes: np.ndarray, info: Callable[[str], None]) -> list[tuple[float, float]]:
+    """YOLOv3 anchors fitted to the training boxes (as the network sees them), as arcgis.learn fits them;
+    the published COCO anchors when there are too few boxes to fit nine."""
     try:
-        anchors = yolo.kmeans_anchors(np.concatenate(sizes))
+        anchors = yolo.kmeans_anchors(sizes)
     except ValueError as exc:
         info(f"YOLOv3 anchors: {exc}; using the published COCO anchors.")
         return list(yolo.COCO_ANCHORS)
     info(f"YOLOv3 anchors fitted to the training boxes: {anchors}.")
     return anchors
+
+
+def _fitted_grids(sizes: np.ndarray, chip_size: int, info: Callable[[str], None]) -> list[int]:
+    """SSD grids for ssd_version 2, as arcgis.learn chooses them: k-means over the box sizes (three
+    clusters); a cluster of boxes ``s`` pixels across is served by a ``chip_size / s`` grid."""
+    try:
+        centres = yolo.kmeans_anchors(sizes, k=3)
+    except ValueError as exc:
+        info(f"SSD grids: {exc}; using ssd_version 1's {detectors.SSD_GRIDS}.")
+        return list(detectors.SSD_GRIDS)
+    grids = sorted({min(32, max(1, round(chip_size / float(np.sqrt(w * h))))) for w, h in centres}, reverse=True)
+    info(f"SSD grids fitted to the training boxes: {grids}.")
+    return grids
 
 
 def _model_keys(model_type: str, backbone: str, arguments: dict[str, Any]) -> dict[str, Any]:
@@ -288,7 +310,7 @@ def _model_keys(model_type: str, backbone: str, arguments: dict[str, Any]) -> di
                 "Grids": arguments.get("grids") or detectors.SSD_GRIDS,
                 "Zooms": arguments.get("zooms", detectors.SSD_ZOOMS),
                 "Ratios": arguments.get("ratios", detectors.SSD_RATIOS),
-                "SSDVersion": 1,
+                "SSDVersion": int(arguments.get("ssd_version", detectors.SSD_VERSION)),
                 "backbone": backbone.lower(),
             }
         case "MASKRCNN":

@@ -29,8 +29,10 @@ from geotrain.training.models.registry import BuiltModel
 # ArcGIS's defaults (arcgis.learn) where a request leaves an argument out
 RETINANET_SCALES = [1.0, 2 ** (-1 / 3), 2 ** (-2 / 3)]
 RETINANET_RATIOS = [0.5, 1.0, 2.0]
-# arcgis.learn fits SSD grids to the boxes by k-means when none are given; geotrain uses ssd_version 1's
+# SSD grids when none are given: ssd_version 2 (arcgis.learn's default) fits them to the boxes, version 1
+# used these
 SSD_GRIDS = [4, 2, 1]
+SSD_VERSION = 2
 SSD_ZOOMS = [1.0]
 SSD_RATIOS = [[1.0, 1.0]]
 SSD_DROP = 0.3
