@@ -347,7 +347,7 @@ def test_feature_classifier_trains_through_the_api(server: Server, client: httpx
     job_id = _submit(
         client, server, in_folder="/fileShares/chips/imagenet", output_name={"name": "classes"},
         model_type="FEATURE_CLASSIFIER", backbone_model="RESNET18", max_epochs=1, learning_rate=0.001,
-        monitor="ACCURACY", validation_percent=50,
+        monitor="ACCURACY", validation_percent=50, arguments={"mixup": "True", "oversample": "True"},
     )  # fmt: skip
     emd, weights = _trained(client, server, job_id, "classes")
     assert emd["ModelType"] == "ObjectClassification" and "monitored_accuracy" in emd
@@ -360,7 +360,11 @@ def test_feature_classifier_trains_through_the_api(server: Server, client: httpx
     ("model_type", "arguments", "model_kind"),
     [
         ("RETINANET", {"scales": "[1, 0.8]", "ratios": "[0.5, 1, 2]"}, "ObjectDetection"),
-        ("SSD", {"zooms": "[1.0, 0.7]", "ratios": "[[1.0, 1.0]]"}, "ObjectDetection"),
+        (
+            "SSD",
+            {"zooms": "[1.0, 0.7]", "ratios": "[[1.0, 1.0]]", "focal_loss": "True", "bias": "-3"},
+            "ObjectDetection",
+        ),
         ("MASKRCNN", {"box_detections_per_img": "50"}, "InstanceDetection"),
         ("YOLOV3", {"anchors": json.dumps([[8 * i, 6 * i] for i in range(1, 10)])}, "ObjectDetection"),
     ],
@@ -384,7 +388,7 @@ def test_retinanet_ssd_maskrcnn_and_yolov3_train_through_the_api(
     assert emd["ModelType"] == model_kind and "monitored_average_precision" in emd
     from geotrain.training.models.detectors import build_detector
 
-    parsed = {k: json.loads(v) for k, v in arguments.items()}
+    parsed = {k: json.loads(v.lower()) for k, v in arguments.items()}
     if model_type == "SSD":  # ssd_version 2: the grids were fitted to the boxes, and the EMD says which
         job = client.get(f"{server.url}{TASK}/jobs/{job_id}", params={"f": "json"}).json()
         texts = [m["description"] for m in job["messages"]]

@@ -103,3 +103,14 @@ def test_oversampling_draws_each_class_about_equally() -> None:
     assert single == [1 / 3, 1 / 3, 1 / 3, 1.0]  # three chips of class 0 weigh as much as the one of class 1
     multi = Labels([np.array([1, 0]), np.array([1, 0]), np.array([1, 1])])
     assert _oversampling_weights(cast(Scan[Any], multi), range(3), 2, multi_label=True) == [1 / 3, 1 / 3, 1.0]
+
+
+def test_mixed_loss_scores_the_blend_against_both_targets_in_its_shares() -> None:
+    from geotrain.training.fit import mixed_loss, mixup
+
+    x, y = torch.randn(4, 2), torch.randn(4, 2)
+    torch.manual_seed(3)
+    mixed, partner, share = mixup(x)
+    expected = share * (mixed - y).abs().sum() + (1 - share) * (mixed - y[partner]).abs().sum()
+    torch.manual_seed(3)
+    assert torch.allclose(mixed_loss(x, y, lambda t: t, lambda out, t: (out - t).abs().sum()), expected)

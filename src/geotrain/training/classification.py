@@ -16,7 +16,7 @@ from geotrain.dlpk import emd as emd_writer
 from geotrain.dlpk import pictures
 from geotrain.training.data.augment import Augmenter
 from geotrain.training.data.scan import Scan
-from geotrain.training.fit import OneCycleTask, fit, freeze_except, mixup
+from geotrain.training.fit import OneCycleTask, fit, freeze_except, mixed_loss
 from geotrain.training.job import Job
 from geotrain.training.metrics import SegmentationMetrics, from_confusion
 from geotrain.training.models import trunks
@@ -112,12 +112,7 @@ class ClassificationTask(OneCycleTask):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
-        if self.mix and len(x) > 1:
-            mixed, partner, share = mixup(x)
-            logits = self(mixed)
-            loss = share * self._loss(logits, y) + (1 - share) * self._loss(logits, y[partner])
-        else:
-            loss = self._loss(self(x), y)
+        loss = mixed_loss(x, y, self, self._loss) if self.mix and len(x) > 1 else self._loss(self(x), y)
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(x))
         return loss
 

@@ -222,8 +222,7 @@ def train(job: Job) -> dict[str, Any]:
     factor = params.argument("location_loss_factor", None)
     weights = {} if factor is None else {"bbox_regression": float(factor), "classification": 1.0 - float(factor)}
     task = DetectionTask(built.network, params.learning_rate or 1e-3, masks, weights)
-    if params.model_type in CLIPPED:
-        task.gradient_clip = CLIPPED[params.model_type]
+    task.gradient_clip = CLIPPED.get(params.model_type)
     options = job.fit_options(use_gpu, scanned)
     result = fit(task, train_set, valid_set, options, job.on_epoch, progress.info, progress.warn, collate_fn=collate)
     job.report_fit(result)

@@ -7,7 +7,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytorch_lightning as pl
 import torch
@@ -71,6 +71,7 @@ class LossOptions:
     mixup: bool = False
 
 
+Out = TypeVar("Out")
 # an auxiliary head's share of the training loss, as in PSPNet (and arcgis.learn's unet_aux_loss)
 AUX_WEIGHT = 0.4
 
@@ -82,6 +83,19 @@ def mixup(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
     share = max(share, 1 - share)  # the first sample stays the larger part, as in fastai
     partner = torch.randperm(len(x), device=x.device)
     return share * x + (1 - share) * x[partner], partner, share
+
+
+def mixed_loss(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    forward: Callable[[torch.Tensor], Out],
+    loss: Callable[[Out, torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """MixUp's training loss: the blended batch through ``forward``, scored against both blended targets
+    in the blend's shares."""
+    mixed, partner, share = mixup(x)
+    out = forward(mixed)
+    return share * loss(out, y) + (1 - share) * loss(out, y[partner])
 
 
 class SegmentationTask(OneCycleTask):
@@ -149,9 +163,7 @@ class SegmentationTask(OneCycleTask):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch[0], batch[1].long()
         if self.loss_options.mixup and len(x) > 1:
-            mixed, partner, share = mixup(x)
-            main, aux = self._outputs(mixed)
-            loss = share * self._with_aux(main, aux, y) + (1 - share) * self._with_aux(main, aux, y[partner])
+            loss = mixed_loss(x, y, self._outputs, lambda out, target: self._with_aux(*out, target))
         else:
             loss = self._with_aux(*self._outputs(x), y)
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(x))

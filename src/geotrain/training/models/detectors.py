@@ -60,10 +60,8 @@ def _fpn(
     )
     body: nn.Module = fpn.body
     if bands != 3:
-        old = body.conv1
-        assert isinstance(old, nn.Conv2d)
-        body.conv1 = nn.Conv2d(bands, old.out_channels, 7, 2, 3, bias=False)
-        body.conv1.requires_grad_(trainable > 0)
+        trunks.with_bands(body, bands)
+        body.get_submodule("conv1").requires_grad_(trainable > 0)
     if weights.state is not None:
         pretrained.load_into(body, weights, arch)
     return fpn, weights

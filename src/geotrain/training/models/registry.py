@@ -42,6 +42,11 @@ class TrunkDeepLab(nn.Module):
         return F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
+def _pyramid(channels: int, sizes: tuple[int, ...]) -> tuple[PSPModule, int]:
+    """smp's pyramid pooling module over ``sizes``, and how many channels it puts out."""
+    return PSPModule(channels, sizes=sizes), channels + len(sizes) * (channels // len(sizes))
+
+
 class PSPUnet(smp.Unet):  # type: ignore[misc]  # smp ships no types
     """arcgis.learn's PSPNet with ``use_unet``: the pyramid pooling module on the deepest features, then a
     U-Net decoder that upsamples with the encoder's skip connections instead of one bilinear step."""
@@ -49,8 +54,7 @@ class PSPUnet(smp.Unet):  # type: ignore[misc]  # smp ships no types
     def __init__(self, pyramid_sizes: tuple[int, ...], aux_loss: bool, **unet: Any) -> None:
         super().__init__(**unet)
         deepest = self.encoder.out_channels[-1]
-        self.psp = PSPModule(deepest, sizes=pyramid_sizes)
-        pooled = deepest + len(pyramid_sizes) * (deepest // len(pyramid_sizes))
+        self.psp, pooled = _pyramid(deepest, pyramid_sizes)
         # back to the encoder's width, which the decoder was built for
         self.psp_merge = Conv2dReLU(pooled, deepest, kernel_size=1)
         # unet_aux_loss: PSPNet's auxiliary head, on the stride-16 features, trained alongside
@@ -82,8 +86,7 @@ def _pspnet(arch: str, bands: int, num_classes: int, arguments: dict[str, Any]) 
     if sizes != PYRAMID_SIZES:
         deepest = int(network.encoder.out_channels[-1])  # type: ignore[index, union-attr]
         decoder = network.get_submodule("decoder")
-        decoder.psp = PSPModule(deepest, sizes=sizes)
-        pooled = deepest + len(sizes) * (deepest // len(sizes))
+        decoder.psp, pooled = _pyramid(deepest, sizes)
         width = decoder.get_submodule("conv.0").out_channels
         decoder.conv = Conv2dReLU(pooled, width, kernel_size=1)
     return network
