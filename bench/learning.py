@@ -35,19 +35,23 @@ FAMILIES = {
     "ssd": ("SSD", "mAP@0.5", lambda e: float(e["mAP"]), "AVERAGE_PRECISION"),
     "yolov3": ("YOLOV3", "mAP@0.5", lambda e: float(e["mAP"]), "AVERAGE_PRECISION"),
     "maskrcnn": ("MASKRCNN", "mask mAP@0.5", lambda e: float(e["mAP"]), "AVERAGE_PRECISION"),
+    "deeplab_pointrend": ("DEEPLAB", "mIoU", lambda e: float(e["miou"]), "MIOU"),
+    "maskrcnn_pointrend": ("MASKRCNN", "mask mAP@0.5", lambda e: float(e["mAP"]), "AVERAGE_PRECISION"),
 }
+# model arguments a family trains with
+ARGUMENTS = {"deeplab_pointrend": {"pointrend": True}, "maskrcnn_pointrend": {"pointrend": True}}
 CLASSES = [(1, "Palm"), (2, "Pine")]
 
 
 def _export(family: str, root: Path) -> Path:
     match family:
-        case "unet":
+        case "unet" | "deeplab_pointrend":
             return write_classified_tiles(
                 root, ExportSpec(chips=48, size=64, bands=3, dtype="uint8", values=(1, 2), absent=None)
             )
         case "feature_classifier":
             return _labeled(root, chips=48)
-        case "maskrcnn":
+        case "maskrcnn" | "maskrcnn_pointrend":
             return _objects(root, chips=48, masks=True)
         case _:
             return _objects(root, chips=48, masks=False)
@@ -119,7 +123,7 @@ def run(family: str, epochs: int, verbose: bool = False) -> tuple[float, float]:
             {"in_folder": f"/fileShares/c/{family}", "output_name": json.dumps({"name": family}),
              "model_type": model_type, "backbone_model": backbone, "max_epochs": str(epochs),
              "learning_rate": "0.002", "batch_size": "8", "stop_training": "false", "validation_percent": "25",
-             "monitor": monitor}
+             "monitor": monitor, "arguments": json.dumps(ARGUMENTS.get(family, {}))}
         )  # fmt: skip
 
         def say(text: str) -> None:
@@ -145,9 +149,7 @@ def main() -> None:
     args = parser.parse_args()
     for family in args.families:
         value, seconds = run(family, args.epochs, args.verbose)
-        print(
-            f"{FAMILIES[family][0]:<20} {FAMILIES[family][1]:<9} {value:.3f}   ({args.epochs} epochs, {seconds:.0f} s)"
-        )
+        print(f"{family:<20} {FAMILIES[family][1]:<9} {value:.3f}   ({args.epochs} epochs, {seconds:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -319,9 +319,9 @@ def test_fasterrcnn_trains_on_the_real_multispectral_kitti_export(server: Server
 @pytest.mark.parametrize(
     ("model_type", "model_name", "arguments"),
     [
-        ("PSPNET", "PSPNetClassifier", {"unet_aux_loss": "True"}),
+        ("PSPNET", "PSPNetClassifier", {"unet_aux_loss": "True", "pointrend": "True"}),
         ("PSPNET", "PSPNetClassifier", {"use_unet": "False", "pyramid_sizes": "[1, 2, 4]", "mixup": "True"}),
-        ("DEEPLAB", "DeepLab", {"keep_dilation": "False"}),
+        ("DEEPLAB", "DeepLab", {"pointrend": "True", "keep_dilation": "False"}),
     ],
 )
 def test_pspnet_and_deeplab_train_through_the_api(
@@ -365,7 +365,7 @@ def test_feature_classifier_trains_through_the_api(server: Server, client: httpx
             {"zooms": "[1.0, 0.7]", "ratios": "[[1.0, 1.0]]", "focal_loss": "True", "bias": "-3"},
             "ObjectDetection",
         ),
-        ("MASKRCNN", {"box_detections_per_img": "50"}, "InstanceDetection"),
+        ("MASKRCNN", {"box_detections_per_img": "50", "pointrend": "True"}, "InstanceDetection"),
         ("YOLOV3", {"anchors": json.dumps([[8 * i, 6 * i] for i in range(1, 10)])}, "ObjectDetection"),
     ],
 )
@@ -386,6 +386,9 @@ def test_retinanet_ssd_maskrcnn_and_yolov3_train_through_the_api(
     )  # fmt: skip
     emd, weights = _trained(client, server, job_id, name)
     assert emd["ModelType"] == model_kind and "monitored_average_precision" in emd
+    if model_type == "MASKRCNN":
+        assert emd["ModelParameters"]["pointrend"] is True
+        assert any(k.startswith("roi_heads.mask_predictor.point_head.") for k in weights)
     from geotrain.training.models.detectors import build_detector
 
     parsed = {k: json.loads(v.lower()) for k, v in arguments.items()}

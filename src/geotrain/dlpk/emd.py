@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import geotrain
+from geotrain.dlpk import inference
 
 if TYPE_CHECKING:
     from geotrain.training.data.export import ExportInfo
@@ -49,6 +50,7 @@ def common_emd(
     is_imagenet: bool,
 ) -> dict[str, Any]:
     """The keys every family writes; the family adds its metrics and its own keys."""
+    function = inference.function_for(model_kind)
     emd: dict[str, Any] = {
         "Framework": "PyTorch",
         "ModelConfiguration": f"geotrain.{model_type.lower()}",
@@ -75,6 +77,8 @@ def common_emd(
         "GeotrainVersion": geotrain.__version__,
         "GeotrainEmdVersion": GEOTRAIN_EMD_VERSION,
     }
+    if function is not None:
+        emd["InferenceFunction"] = function
     if result.best_score is not None:
         emd[f"monitored_{monitored}"] = result.best_score
     return emd

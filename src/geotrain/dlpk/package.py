@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from geotrain.dlpk import inference
+
 LOSS_GRAPH = "ModelCharacteristics/loss_graph.png"
 SHOW_RESULTS = "ModelCharacteristics/show_results.png"
 METRICS_HTML = "model_metrics.html"
@@ -61,6 +63,8 @@ def write(contents: PackageContents, target: Path) -> None:
             zf.writestr(LOSS_GRAPH, contents.loss_graph)
             zf.writestr(SHOW_RESULTS, contents.show_results)
             zf.writestr(METRICS_HTML, metrics_html(contents))
+            for name, data in inference.files_for(str(contents.emd.get("ModelType", ""))).items():
+                zf.writestr(name, data)
         os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)
@@ -105,3 +109,20 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict):
         raise PackageError("the weights are not a state dict")
     return state
+
+
+# an archive whose members add up to more than this is refused rather than unpacked
+MAX_UNPACKED_BYTES = 8 * 1024**3
+
+
+def extract(path: Path, target: Path) -> Path:
+    """Unpack a package into ``target`` (created), refusing members that would land outside it, links and
+    archives that unpack to more than ``MAX_UNPACKED_BYTES``; returns the path of its .emd."""
+    emd_name, _ = read_emd(path)
+    target.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path) as zf:
+        members = safe_members(zf)
+        if sum(m.file_size for m in members) > MAX_UNPACKED_BYTES:
+            raise PackageError(f"the package unpacks to more than {MAX_UNPACKED_BYTES} bytes")
+        zf.extractall(target, members)
+    return target / emd_name

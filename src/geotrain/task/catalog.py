@@ -59,9 +59,7 @@ _SEGMENTATION_ARGUMENTS = {
     "monitor": "valid_loss, accuracy or valid_miou",
 }
 
-# arcgis.learn: keep_dilation changes the network only together with pointrend, which is not built; without
-# it, True and False build the same network there and here
-_KEEP_DILATION = "True or False (it matters only with pointrend)"
+_POINTREND = "True or False (a PointRend head refines the most uncertain pixels)"
 
 _DETECTION_ARGUMENTS = {
     "chip_size": "an integer chip size in pixels",
@@ -89,8 +87,12 @@ BUILT: dict[str, ModelTypeInfo] = {
         backbones=(*RESNETS, *DENSENETS, *VGGS),
         default_backbone="RESNET101",
         monitors=("VALID_LOSS", "ACCURACY", "MIOU"),
-        arguments={**_SEGMENTATION_ARGUMENTS, "keep_dilation": _KEEP_DILATION},
-        arguments_not_yet=("pointrend",),
+        arguments={
+            **_SEGMENTATION_ARGUMENTS,
+            "pointrend": _POINTREND,
+            # arcgis.learn: it changes the network only together with pointrend
+            "keep_dilation": "True or False (with pointrend: keep the backbone's full dilation)",
+        },
     ),
     "FEATURE_CLASSIFIER": ModelTypeInfo(
         keyword="FEATURE_CLASSIFIER",
@@ -123,8 +125,7 @@ BUILT: dict[str, ModelTypeInfo] = {
         default_backbone="RESNET50",
         # ArcGIS monitors only the loss; geotrain scores masks every epoch, so their AP can be monitored too
         monitors=("VALID_LOSS", "AVERAGE_PRECISION"),
-        arguments=_MASKRCNN_ARGUMENTS,
-        arguments_not_yet=("pointrend",),
+        arguments={**_MASKRCNN_ARGUMENTS, "pointrend": "True or False (a PointRend head refines the masks)"},
     ),
     "PSPNET": ModelTypeInfo(
         keyword="PSPNET",
@@ -139,9 +140,10 @@ BUILT: dict[str, ModelTypeInfo] = {
             "use_net": "True or False (Pro's spelling of use_unet)",
             "pyramid_sizes": "a list of pooling grid sizes, e.g. [1, 2, 3, 6]",
             "unet_aux_loss": "True or False (with use_unet: an auxiliary head adds 0.4 of its loss)",
-            "keep_dilation": _KEEP_DILATION,
+            "pointrend": _POINTREND,
+            # accepted as arcgis.learn accepts it; the PSPNets here have no dilated backbone to keep
+            "keep_dilation": "True or False (no effect: this PSPNet has no dilated backbone)",
         },
-        arguments_not_yet=("pointrend",),
     ),
     "RETINANET": ModelTypeInfo(
         keyword="RETINANET",

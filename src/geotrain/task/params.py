@@ -402,6 +402,7 @@ def _check_argument(info: catalog.ModelTypeInfo, name: str, value: Any) -> None:
             | "use_net"
             | "unet_aux_loss"
             | "keep_dilation"
+            | "pointrend"
         ):
             ok = isinstance(value, bool)
         case "dice_loss_fraction":

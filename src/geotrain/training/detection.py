@@ -245,7 +245,7 @@ def train(job: Job) -> dict[str, Any]:
         emd["ModelParameters"]["scales"] = params.argument("scales", detectors.RETINANET_SCALES)
         emd["ModelParameters"]["ratios"] = params.argument("ratios", detectors.RETINANET_RATIOS)
     if masks:
-        emd["ModelParameters"]["pointrend"] = False
+        emd["ModelParameters"]["pointrend"] = bool(params.argument("pointrend", False))
     if params.model_type == "YOLOV3":
         emd["ModelParameters"]["anchors"] = [list(a) for a in arguments["anchors"]]
         emd["ModelParameters"]["n_bands"] = scanned.num_bands

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from geotrain.training.metrics import SegmentationMetrics, from_confusion
+from geotrain.training.models.pointrend import PointOutput, point_sample
 from geotrain.training.models.registry import OUTPUT_STRIDE
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,21 @@ class LossOptions:
 
 
 Out = TypeVar("Out")
+# the label of pixels that are only padding
+PADDING_LABEL = -100
+
+
+@dataclass
+class Outputs:
+    """A pixel classifier's outputs cropped to the chip; ``padding`` (rows, columns) is what was added
+    to the chip before the network saw it."""
+
+    logits: torch.Tensor
+    aux: torch.Tensor | None
+    points: PointOutput | None
+    padding: tuple[int, int]
+
+
 # an auxiliary head's share of the training loss, as in PSPNet (and arcgis.learn's unet_aux_loss)
 AUX_WEIGHT = 0.4
 
@@ -118,10 +134,11 @@ class SegmentationTask(OneCycleTask):
             freeze_except(encoder)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._outputs(x)[0]
+        return self._outputs(x).logits
 
-    def _outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The logits, and in training the auxiliary head's logits where the network has one."""
+    def _outputs(self, x: torch.Tensor) -> Outputs:
+        """The logits, and in training what else the network trains on: an auxiliary head's logits, a
+        PointRend head's points."""
         rows, cols = x.shape[-2:]
         # Pad to a multiple of the stride, and to at least two strides: BatchNorm cannot train on a
         # 1x1 bottleneck when a batch holds a single chip.
@@ -130,23 +147,41 @@ class SegmentationTask(OneCycleTask):
         if pad_r or pad_c:
             x = F.pad(x, (0, pad_c, 0, pad_r), mode="reflect" if min(rows, cols) > max(pad_r, pad_c) else "constant")
         out = self.network(x)
-        main, aux = out if isinstance(out, tuple) else (out, None)
-        return main[..., :rows, :cols], (aux[..., :rows, :cols] if aux is not None else None)
+        points = None
+        if isinstance(out, PointOutput):
+            points = out
+            main, aux = out.logits, out.aux
+        else:
+            main, aux = out if isinstance(out, tuple) else (out, None)
+        crop = (..., slice(0, rows), slice(0, cols))
+        return Outputs(main[crop], aux[crop] if aux is not None else None, points, (pad_r, pad_c))
 
-    def _with_aux(self, main: torch.Tensor, aux: torch.Tensor | None, target: torch.Tensor) -> torch.Tensor:
-        loss = self._loss(main, target)
-        return loss + AUX_WEIGHT * self._loss(aux, target) if aux is not None else loss
+    def _training_loss(self, out: Outputs, target: torch.Tensor) -> torch.Tensor:
+        loss = self._loss(out.logits, target)
+        if out.aux is not None:
+            loss = loss + AUX_WEIGHT * self._loss(out.aux, target)
+        if out.points is not None:
+            # the points lie on the padded chip: padding is no class
+            padded = F.pad(target, (0, out.padding[1], 0, out.padding[0]), value=PADDING_LABEL)
+            at_points = point_sample(padded[:, None].float(), out.points.coords, mode="nearest")[:, 0].long()
+            loss = loss + self._pixel_loss(out.points.point_logits, at_points)
+        return loss
 
-    def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def _pixel_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Weighted cross-entropy (focal where asked) over pixels or points; ``PADDING_LABEL`` counts not."""
         weights: torch.Tensor = self.class_weights  # type: ignore[assignment]
-        per_pixel = F.cross_entropy(logits.float(), target, reduction="none")
-        w = weights[target]
+        per_pixel = F.cross_entropy(logits.float(), target, reduction="none", ignore_index=PADDING_LABEL)
+        w = weights[target.clamp(min=0)] * (target != PADDING_LABEL)
         if self.loss_options.focal:
             # focal loss (gamma 2): confident pixels count less
             per_pixel = (1 - torch.exp(-per_pixel)) ** 2 * per_pixel
-        base = (per_pixel * w).sum() / w.sum().clamp(min=1e-12)
+        return (per_pixel * w).sum() / w.sum().clamp(min=1e-12)
+
+    def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        base = self._pixel_loss(logits, target)
         frac = self.loss_options.dice_fraction
         if frac > 0:
+            weights: torch.Tensor = self.class_weights  # type: ignore[assignment]
             return (1 - frac) * base + frac * self._dice(logits, target, weights > 0)
         return base
 
@@ -163,9 +198,9 @@ class SegmentationTask(OneCycleTask):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch[0], batch[1].long()
         if self.loss_options.mixup and len(x) > 1:
-            loss = mixed_loss(x, y, self._outputs, lambda out, target: self._with_aux(*out, target))
+            loss = mixed_loss(x, y, self._outputs, self._training_loss)
         else:
-            loss = self._with_aux(*self._outputs(x), y)
+            loss = self._training_loss(self._outputs(x), y)
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(x))
         return loss
 
@@ -287,7 +322,7 @@ def fit(
     common: dict[str, Any] = dict(
         accelerator="gpu" if options.use_gpu else "cpu",
         devices=1,
-        precision="16-mixed" if options.use_gpu else "32-true",
+        precision=precision(options.use_gpu),
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
@@ -324,6 +359,14 @@ def fit(
         metrics=task.last_metrics,
         stopped_early=stopper is not None and stopper.stopped_epoch > 0,
     )
+
+
+def precision(use_gpu: bool) -> str:
+    """Mixed precision on a GPU: bfloat16 where the GPU has it (no loss scaling needed), float16 with loss
+    scaling elsewhere; full precision on the CPU, where autocast gains nothing for these networks."""
+    if not use_gpu:
+        return "32-true"
+    return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
 
 
 def find_lr(

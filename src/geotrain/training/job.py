@@ -6,6 +6,7 @@ from __future__ import annotations
 import colorsys
 import os
 import shutil
+import tempfile
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,11 +14,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import torch
 
 from geotrain.config import Settings
 from geotrain.dlpk import emd as emd_writer
-from geotrain.dlpk import package, pictures
+from geotrain.dlpk import package, pictures, verify
 from geotrain.errors import TrainingError
 from geotrain.stores import StorePath
 from geotrain.task.augmentation import Augmentation, Plan
@@ -32,6 +34,8 @@ T = TypeVar("T")
 
 # share of the progress bar spent before and after the epochs
 PREPARE, PACKAGE = 5.0, 95.0
+# the least share of a chip on which a package's inference function must agree with the trained model
+AGREEMENT = 0.99
 
 
 @dataclass
@@ -214,6 +218,32 @@ class Job:
         shutil.rmtree(self.workdir / "checkpoints", ignore_errors=True)
         self.progress.info(f"Wrote {self.target.uri} ({summary}).")
         return {"uri": self.target.uri}
+
+    def check_package(self, pixels: np.ndarray, expected: np.ndarray) -> None:
+        """Run the package just written through its own inference function, in an interpreter that cannot
+        import geotrain, on a validation chip's raw ``pixels``; it must give the ``expected`` output of the
+        trained model (on at least ``AGREEMENT`` of the pixels: a GPU and a CPU may round differently).
+        A package that fails is removed and fails the job."""
+        workdir = Path(tempfile.mkdtemp(prefix="check-", dir=self.workdir))
+        try:
+            output = verify.run_function(self.target.local, pixels, workdir).reshape(expected.shape)
+            agreement = float((output == expected).mean())
+            if agreement < AGREEMENT:
+                raise package.PackageError(
+                    f"its inference function agrees with the trained model on only {agreement:.1%} of a chip"
+                )
+        except package.PackageError as exc:
+            self.target.local.unlink(missing_ok=True)
+            raise TrainingError(
+                f"The package failed its check and was not kept: {exc}. This is a fault of geotrain; "
+                "please report it with the job's messages."
+            ) from None
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        self.progress.info(
+            f"Checked the package: its inference function, run apart from geotrain as ArcGIS runs it, agrees "
+            f"with the trained model on {agreement:.1%} of a validation chip's pixels."
+        )
 
 
 def class_colors(classes: list[ClassInfo]) -> list[tuple[int, int, int]]:

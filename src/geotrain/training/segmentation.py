@@ -14,7 +14,8 @@ from geotrain.training.data.classified_tiles import ClassMap, SegmentationChips,
 from geotrain.training.data.scan import Scan
 from geotrain.training.fit import LossOptions, SegmentationTask, fit
 from geotrain.training.job import Job, class_colors
-from geotrain.training.models.registry import build
+from geotrain.training.models.pointrend import PointRend
+from geotrain.training.models.registry import PYRAMID_SIZES, build, deeplab_output_stride
 
 MODEL_NAMES = {"UNET": "UnetClassifier", "PSPNET": "PSPNetClassifier", "DEEPLAB": "DeepLab"}
 
@@ -69,6 +70,7 @@ def train(job: Job) -> dict[str, Any]:
     }
     colors = class_colors(export.classes)
     emd = job.model_emd("ImageClassification", MODEL_NAMES[params.model_type], scanned, chip_size, result)
+    emd["ModelParameters"].update(network_parameters(params.model_type, params.arguments, built.network))
     emd.update(
         {
             "accuracy": emd_writer.metric_text(m.accuracy),
@@ -80,7 +82,7 @@ def train(job: Job) -> dict[str, Any]:
             "ExportChipSize": [tile[0], tile[1]],
         }
     )
-    return job.write_package(
+    written = job.write_package(
         emd,
         built.network.state_dict(),
         result,
@@ -96,6 +98,38 @@ def train(job: Job) -> dict[str, Any]:
         per_class,
         f"accuracy {m.accuracy:.4f}, mIoU {m.miou:.4f}",
     )
+    job.check_package(*_package_check(task, valid_set, class_map))
+    return written
+
+
+def _package_check(
+    task: SegmentationTask, valid_set: SegmentationChips, class_map: ClassMap
+) -> tuple[np.ndarray, np.ndarray]:
+    """A validation chip's raw pixels and the class values the trained model gives them."""
+    raw, _ = valid_set.crop(*valid_set.raw(0))
+    x, _ = valid_set[0]
+    task.eval()
+    with torch.no_grad():
+        indices = task(x.unsqueeze(0).to(next(task.parameters()).device)).argmax(dim=1)[0].cpu().numpy()
+    values = np.asarray([0, *class_map.values], dtype=np.int64)
+    return np.ascontiguousarray(raw), values[indices]
+
+
+def network_parameters(model_type: str, arguments: dict[str, Any], network: torch.nn.Module) -> dict[str, Any]:
+    """What the package's inference function needs, beyond the backbone and band count, to rebuild
+    ``network`` (geotrain_networks.pixel_classifier)."""
+    out: dict[str, Any] = {}
+    if model_type == "PSPNET":
+        out["use_unet"] = bool(arguments.get("use_unet", arguments.get("use_net", True)))
+        out["pyramid_sizes"] = [int(s) for s in arguments.get("pyramid_sizes", PYRAMID_SIZES)]
+        out["unet_aux_loss"] = bool(arguments.get("unet_aux_loss", False))
+    if model_type == "DEEPLAB":
+        out["output_stride"] = deeplab_output_stride(arguments)
+        out["keep_dilation"] = bool(arguments.get("keep_dilation", False))
+    out["pointrend"] = isinstance(network, PointRend)
+    if isinstance(network, PointRend):
+        out["pointrend_features"], out["pointrend_channels"] = network.fine_module, network.fine_channels
+    return out
 
 
 def _first_size(scanned: Scan[np.ndarray]) -> tuple[int, int]:

@@ -23,7 +23,7 @@ from torchvision.ops import sigmoid_focal_loss
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from geotrain.training.models import pretrained, trunks, yolo
+from geotrain.training.models import pointrend, pretrained, trunks, yolo
 from geotrain.training.models.registry import BuiltModel
 
 # ArcGIS's defaults (arcgis.learn) where a request leaves an argument out
@@ -216,6 +216,8 @@ def build_detector(
             options = {**_rcnn_counts(input_size), **{k: v for k, v in arguments.items() if k in MASKRCNN_KEYWORDS}}
             kind = MaskRCNN if model_type == "MASKRCNN" else FasterRCNN
             network = kind(fpn, num_classes, rpn_anchor_generator=anchors, **sizes, **plain, **options)
+            if model_type == "MASKRCNN" and arguments.get("pointrend", False):
+                pointrend.add_mask_point_head(network.get_submodule("roi_heads"), num_classes, fpn.out_channels)
             encoder: nn.Module = fpn.body
         case "RETINANET":
             # RetinaNet's pyramid: P3-P5 from the backbone, P6-P7 computed on top

@@ -14,6 +14,7 @@ from torch import nn
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 
 from geotrain.training.models import pretrained, trunks
+from geotrain.training.models.pointrend import PointRend
 
 # Every backbone of these networks downsamples by 2**5: inputs are padded to a multiple of it.
 OUTPUT_STRIDE = 32
@@ -92,6 +93,13 @@ def _pspnet(arch: str, bands: int, num_classes: int, arguments: dict[str, Any]) 
     return network
 
 
+def deeplab_output_stride(arguments: dict[str, Any]) -> int:
+    """arcgis.learn: with pointrend the ResNet gives up half its dilation (the point head recovers the
+    detail) unless keep_dilation asks to keep it, at the cost of memory."""
+    coarser = arguments.get("pointrend", False) and not arguments.get("keep_dilation", False)
+    return 16 if coarser else 8
+
+
 def build(
     model_type: str,
     backbone: str,
@@ -100,8 +108,18 @@ def build(
     weight_init_scheme: str,
     arguments: dict[str, Any] | None = None,
 ) -> BuiltModel:
-    """``arguments``: the request's model arguments (PSPNET reads use_unet and pyramid_sizes)."""
-    arch = backbone.lower()
+    """``arguments``: the request's model arguments (PSPNET reads use_unet and pyramid_sizes, PSPNET and
+    DEEPLAB pointrend, DEEPLAB keep_dilation)."""
+    arguments = arguments or {}
+    built = _build(model_type, backbone.lower(), bands, num_classes, weight_init_scheme, arguments)
+    if arguments.get("pointrend", False):
+        built.network = PointRend(built.network, built.encoder, bands, num_classes)
+    return built
+
+
+def _build(
+    model_type: str, arch: str, bands: int, num_classes: int, weight_init_scheme: str, arguments: dict[str, Any]
+) -> BuiltModel:
     if model_type == "DEEPLAB" and not arch.startswith("resnet"):
         trunk, trunk_weights = trunks.trunk(arch, bands, weight_init_scheme)
         return BuiltModel(TrunkDeepLab(trunk, num_classes), trunk, trunk_weights.source, trunk_weights.notes)
@@ -111,9 +129,15 @@ def build(
                 encoder_name=arch, encoder_weights=None, in_channels=bands, classes=num_classes
             )
         case "PSPNET":
-            network = _pspnet(arch, bands, num_classes, arguments or {})
+            network = _pspnet(arch, bands, num_classes, arguments)
         case "DEEPLAB":
-            network = smp.DeepLabV3(encoder_name=arch, encoder_weights=None, in_channels=bands, classes=num_classes)
+            network = smp.DeepLabV3(
+                encoder_name=arch,
+                encoder_weights=None,
+                in_channels=bands,
+                classes=num_classes,
+                encoder_output_stride=deeplab_output_stride(arguments),
+            )
         case _:
             raise ValueError(f"model type {model_type} is not built")
     encoder: nn.Module = network.encoder  # type: ignore[assignment]

@@ -1,0 +1,66 @@
+"""Run a package's inference function on one block of pixels, the way ArcGIS drives a Python raster function.
+
+Started as a script in a fresh interpreter (``python -I -S run_function.py ...``): only the extracted
+package and the folders holding torch, torchvision and numpy are importable, and importing geotrain fails,
+so a function that leans on anything else is caught here rather than in ArcGIS.
+
+    run_function.py <package folder> <emd file> <pixels .npy> <output .npy> <library folder>...
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.util
+import json
+import os
+import sys
+from typing import Any
+
+
+class _NoGeotrain(importlib.abc.MetaPathFinder):
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if name == "geotrain" or name.startswith("geotrain."):
+            raise ImportError(f"an inference function must not import {name}")
+        return None
+
+
+def main(argv: list[str]) -> int:
+    folder, emd_path, pixels_path, output_path, *libraries = argv
+    sys.meta_path.insert(0, _NoGeotrain())
+    sys.path[:] = [folder, *[p for p in sys.path if "site-packages" not in p], *libraries]
+    import numpy as np
+
+    with open(emd_path, encoding="utf-8-sig") as f:
+        emd = json.load(f)
+    function_file = os.path.join(folder, str(emd["InferenceFunction"]))
+    stem = os.path.splitext(os.path.basename(function_file))[0]
+    spec = importlib.util.spec_from_file_location(stem, function_file)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    function = getattr(module, stem)()  # ArcGIS: the class is named like its file
+    function.initialize(model=emd_path, device=-1)
+    names = [p["name"] for p in function.getParameterInfo()]
+    if names[:2] != ["raster", "model"]:
+        raise ValueError(f"getParameterInfo must begin with raster and model, not {names[:2]}")
+    configuration = function.getConfiguration(padding=0)
+    pixels = np.load(pixels_path)
+    info = function.updateRasterInfo(output_info={"bandCount": len(pixels), "pixelType": "u1"})["output_info"]
+    props = {"pixelType": info["pixelType"], "width": pixels.shape[2], "height": pixels.shape[1]}
+    blocks = function.updatePixels(
+        (0.0, 0.0),
+        pixels.shape[1:],
+        props,
+        raster_pixels=pixels,
+        raster_mask=np.ones_like(pixels, dtype=np.uint8),
+    )
+    np.save(output_path, blocks["output_pixels"])
+    leaked = sorted(name for name in sys.modules if name.split(".")[0] == "geotrain")
+    if leaked:
+        raise ImportError(f"the inference function imported {leaked}")
+    print(json.dumps({"configuration": {k: v for k, v in configuration.items() if k != "extractBands"}}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
