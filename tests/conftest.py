@@ -62,6 +62,10 @@ class Server:
             "GEOTRAIN_HEARTBEAT_SECONDS": "0.5",
             "GEOTRAIN_POLL_SECONDS": "0.2",
             "GEOTRAIN_KILL_GRACE_SECONDS": "2",
+            # The package check (an interpreter importing torch after each job, seconds a job) is tested where
+            # a test asks for it (tests/integration/test_inference_function.py, test_detector_function.py,
+            # test_train_shapes.py); the many small jobs of the servers here would spend minutes on it.
+            "GEOTRAIN_CHECK_PACKAGES": "false",
             **self.extra_env,
         }
         if self.database_url:

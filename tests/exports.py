@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -79,3 +80,19 @@ def write_classified_tiles(root: Path, spec: ExportSpec | None = None) -> Path:
     (root / "esri_accumulated_stats.json").write_text(json.dumps(stats, indent=2))
     (root / "stats.txt").write_text(f"images = {spec.chips} *{spec.bands}*{spec.size}*{spec.size}\n")
     return root
+
+
+SCENE_ORIGIN = (500_000.0, 4_200_000.0)  # UTM 33N metres, 0.5 m pixels
+
+
+def write_scene(path: Path, pixels: np.ndarray) -> Any:
+    """A georeferenced GeoTIFF (EPSG:32633, 0.5 m pixels from ``SCENE_ORIGIN``) of ``pixels``; its transform."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    transform = from_origin(*SCENE_ORIGIN, 0.5, 0.5)
+    bands, rows, cols = pixels.shape
+    with rasterio.open(path, "w", driver="GTiff", width=cols, height=rows, count=bands, dtype=str(pixels.dtype),
+                       crs="EPSG:32633", transform=transform) as dst:  # fmt: skip
+        dst.write(pixels)
+    return transform

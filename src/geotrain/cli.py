@@ -110,6 +110,23 @@ def _weights(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from geotrain.dlpk.archive import PackageError
+    from geotrain.dlpk.predict import default_output, predict
+
+    image, package = Path(args.image), Path(args.package)
+    try:
+        out = Path(args.out) if args.out else default_output(package, image)
+        written = predict(package, image, out, args.padding, args.device, args.threshold)
+    except (PackageError, OSError, ValueError) as exc:
+        print(f"geotrain predict: {exc}", file=sys.stderr)
+        return 2
+    print(written)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="geotrain", description="ArcGIS-compatible deep learning training server")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -130,6 +147,20 @@ def main(argv: list[str] | None = None) -> int:
         "--import", dest="import_from", metavar="FOLDER", help="copy torchvision weight files from here"
     )
     weights.set_defaults(func=_weights)
+    predict = sub.add_parser(
+        "predict",
+        help="classify a raster, or detect objects in it, with a .dlpk's own inference function (runs the "
+        "package's code)",
+    )
+    predict.add_argument("package", help="a .dlpk written by geotrain")
+    predict.add_argument("image", help="a raster (GeoTIFF or any format GDAL reads)")
+    predict.add_argument(
+        "--out", help="the GeoTIFF (classification) or GeoJSON (detection) to write; default beside the image"
+    )
+    predict.add_argument("--threshold", type=float, help="detection: the least confidence kept, 0..1")
+    predict.add_argument("--padding", type=int, help="border pixels of each tile predicted but not kept")
+    predict.add_argument("--device", type=int, default=-2, help="-1 the CPU, N the GPU N, -2 a GPU if any")
+    predict.set_defaults(func=_predict)
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     result: int = args.func(args)

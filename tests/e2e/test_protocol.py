@@ -16,7 +16,7 @@ GOOD = {"in_folder": "/fileShares/chips/uint16_4band", "output_name": {"name": "
 
 def test_service_resource_has_what_import_toolbox_reads(server: Server, client: httpx.Client) -> None:
     service = client.get(server.url + GPSERVER, params={"f": "json"}).json()
-    assert service["tasks"] == ["TrainDeepLearningModel"]
+    assert service["tasks"] == ["TrainDeepLearningModel", "QueryDeepLearningModelInfo"]
     assert service["executionType"] == "esriExecutionTypeAsynchronous"
     assert service["resultMapServerName"] == "" and service["currentVersion"] >= 12.0
 

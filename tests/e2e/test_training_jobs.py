@@ -262,7 +262,7 @@ def test_a_killed_worker_loses_no_job(tmp_path: Path, store_root: Path, client: 
     first = Server(home=home, stores={"/fileShares/chips": str(store_root)}, extra_env=lease).start()
     job_id = _submit(
         client, first, in_folder="/fileShares/chips/uint16_4band", output_name={"name": "survivor"},
-        model_type="UNET", backbone_model="RESNET18", max_epochs=12, learning_rate=0.001, stop_training=False,
+        model_type="UNET", backbone_model="RESNET18", max_epochs=6, learning_rate=0.001, stop_training=False,
     )  # fmt: skip
     url = f"{first.url}/jobs/{job_id}"
     _first_epoch(client, url)

@@ -64,7 +64,7 @@ def test_densenet_weights_with_old_key_names_load(tmp_path: object, monkeypatch:
 def test_ssd_anchors_follow_grids_zooms_and_ratios_in_the_heads_order() -> None:
     from torchvision.models.detection.image_list import ImageList
 
-    from geotrain.training.models.detectors import GridAnchors
+    from geotrain.dlpk.prf.geotrain_networks import GridAnchors
 
     anchors = GridAnchors([2, 1], [1.0, 0.5], [[1.0, 1.0], [1.0, 0.5]])
     assert anchors.num_anchors_per_location() == [4, 4]
@@ -137,12 +137,12 @@ def test_pspnet_unet_aux_loss_adds_an_auxiliary_head_in_training_only() -> None:
     task = SegmentationTask(network, network.encoder, 3, 1e-3, LossOptions(), freeze=False)
     x, y = torch.randn(2, 4, 64, 64), torch.randint(0, 3, (2, 64, 64))
     task.train()
-    main, aux = task._outputs(x)
-    assert aux is not None and main.shape == aux.shape == (2, 3, 64, 64)
-    expected = task._loss(main, y) + AUX_WEIGHT * task._loss(aux, y)
-    assert torch.allclose(task._with_aux(main, aux, y), expected)
+    out = task._outputs(x)
+    assert out.aux is not None and out.logits.shape == out.aux.shape == (2, 3, 64, 64)
+    expected = task._loss(out.logits, y) + AUX_WEIGHT * task._loss(out.aux, y)
+    assert torch.allclose(task._training_loss(out, y), expected)
     task.eval()
-    assert task._outputs(x)[1] is None and task(x).shape == (2, 3, 64, 64)
+    assert task._outputs(x).aux is None and task(x).shape == (2, 3, 64, 64)
 
 
 def test_darknet53_weights_in_timms_file_name_load_into_yolov3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,10 +9,11 @@ from fastapi import FastAPI
 
 import geotrain
 from geotrain.api import errors
-from geotrain.api.gp import jobs_router, service_router, task_router
+from geotrain.api.gp import jobs_router, query_router, service_router, task_router
 from geotrain.config import Settings
 from geotrain.jobs.db import make_engine, make_sessionmaker, migrate
 from geotrain.jobs.queue import Queue
+from geotrain.task import model_info
 from geotrain.task.metadata import SERVICE_PATH, TASK_NAME
 from geotrain.worker.loop import start_embedded
 
@@ -43,6 +44,9 @@ def create_app(settings: Settings | None = None, workers: int = 0) -> FastAPI:
     app.include_router(service_router)
     for prefix in (f"{SERVICE_PATH}/{TASK_NAME}", f"/{TASK_NAME}"):
         app.include_router(task_router, prefix=prefix)
+        app.include_router(jobs_router, prefix=f"{prefix}/jobs")
+    for prefix in (f"{SERVICE_PATH}/{model_info.TASK}", f"/{model_info.TASK}"):
+        app.include_router(query_router, prefix=prefix)
         app.include_router(jobs_router, prefix=f"{prefix}/jobs")
     app.include_router(jobs_router, prefix="/jobs")
     return app

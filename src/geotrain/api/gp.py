@@ -14,12 +14,13 @@ from geotrain.api.render import page, render, submit_form
 from geotrain.errors import GeotrainError, NotFound
 from geotrain.jobs.queue import JobRecord
 from geotrain.jobs.tables import JobStatus
-from geotrain.task import metadata, params, submission
+from geotrain.task import metadata, model_info, params, submission
 
 GET_POST = ["GET", "POST"]
 
 service_router = APIRouter()
 task_router = APIRouter()
+query_router = APIRouter()
 jobs_router = APIRouter()
 
 
@@ -81,6 +82,28 @@ async def submit_job(request: Request, p: ParamsDep, queue: QueueDep, settings: 
     return render({"jobId": job.id, "jobStatus": job.status.value}, request.state.f)
 
 
+@query_router.api_route("", methods=GET_POST)
+async def query_task(request: Request, p: ParamsDep) -> Response:
+    resource = metadata.query_task_resource(str(request.base_url) + "docs")
+    form = submit_form(resource["parameters"], request.url.path.rstrip("/") + "/submitJob")
+    return render(resource, request.state.f, "Query Deep Learning Model Info (Task)", form)
+
+
+@query_router.api_route("/submitJob", methods=GET_POST)
+async def query_submit(
+    request: Request, p: ParamsDep, queue: QueueDep, settings: SettingsDep, user: UserDep
+) -> Response:
+    """The model's settings are read at once (no worker, no torch) and kept as a finished job, which the
+    client then polls and reads like ArcGIS's. A bad ``model`` gets the error envelope, as at any submit."""
+    value = p.get(model_info.INPUT, "")
+    info = await run_in_threadpool(model_info.model_info, value, settings)
+    inputs = {model_info.INPUT: value}
+    job = await run_in_threadpool(queue.record, model_info.TASK, user, inputs, {model_info.RESULT: info}, None)
+    if request.state.f == "html":
+        return RedirectResponse(f"jobs/{job.id}?f=html", status_code=303)
+    return render({"jobId": job.id, "jobStatus": job.status.value}, request.state.f)
+
+
 def _truthy(value: str | None, default: bool = True) -> bool:
     return default if value is None or value == "" else value.strip().lower() not in ("false", "0", "no")
 
@@ -89,7 +112,8 @@ def job_json(job: JobRecord, return_messages: bool = True) -> dict[str, Any]:
     data: dict[str, Any] = {"jobId": job.id, "jobStatus": job.status.value}
     if job.status == JobStatus.SUCCEEDED and job.results is not None:
         data["results"] = {name: {"paramUrl": f"results/{name}"} for name in job.results}
-    data["inputs"] = {name: {"paramUrl": f"inputs/{name}"} for name in params.INPUT_NAMES}
+    names = params.INPUT_NAMES if job.task == metadata.TASK_NAME else tuple(job.inputs)
+    data["inputs"] = {name: {"paramUrl": f"inputs/{name}"} for name in names}
     if job.status == JobStatus.EXECUTING and job.progress_percentage is not None:
         data["progress"] = {
             "type": "default",
@@ -134,7 +158,7 @@ async def job_result(
         )
     if name not in job.results:
         raise NotFound(f"Parameter '{name}' is not a result of this job.", [f"Results: {', '.join(job.results)}"])
-    spec = metadata.parameter(name) or {"dataType": "GPString"}
+    spec = metadata.parameter(name, job.task) or {"dataType": "GPString"}
     data = {"paramName": name, "dataType": spec["dataType"], "value": job.results[name]}
     return render(data, request.state.f, f"Result {name}")
 
@@ -142,9 +166,11 @@ async def job_result(
 @jobs_router.api_route("/{job_id}/inputs/{name}", methods=GET_POST)
 async def job_input(request: Request, job_id: str, name: str, p: ParamsDep, queue: QueueDep, user: UserDep) -> Response:
     job = await run_in_threadpool(queue.get, job_id, user)
-    spec = metadata.parameter(name)
+    spec = metadata.parameter(name, job.task)
+    if job.task == model_info.TASK and spec is not None and name in job.inputs:
+        return render({"paramName": name, "dataType": "GPString", "value": job.inputs[name]}, request.state.f)
     if spec is None or name not in params.INPUT_NAMES:
-        raise NotFound(f"Parameter '{name}' is not an input of {metadata.TASK_NAME}.")
+        raise NotFound(f"Parameter '{name}' is not an input of {job.task}.")
     data = {"paramName": name, "dataType": spec["dataType"], "value": params.echo(params.parse(job.inputs), name)}
     return render(data, request.state.f, f"Input {name}")
 

@@ -4,19 +4,29 @@ from __future__ import annotations
 
 from importlib import resources
 
-NETWORKS = "geotrain_networks.py"
-FUNCTIONS = {"ImageClassification": "GeotrainPixelClassifier.py"}
+# what every function loads from beside it
+BESIDE = ("geotrain_networks.py", "geotrain_runtime.py")
+# each function, and those files
+FUNCTIONS = {
+    "ImageClassification": ("GeotrainPixelClassifier.py", BESIDE),
+    "ObjectDetection": ("GeotrainObjectDetector.py", BESIDE),
+    "InstanceDetection": ("GeotrainObjectDetector.py", BESIDE),
+}
+# model types whose networks the portable files do not rebuild yet
+NOT_PORTABLE = ("geotrain.yolov3",)
 
 
-def function_for(model_kind: str) -> str | None:
+def function_for(model_kind: str, configuration: str) -> str | None:
     """The file name ArcGIS finds in the EMD's InferenceFunction, or None where geotrain ships none yet."""
-    return FUNCTIONS.get(model_kind)
+    if configuration in NOT_PORTABLE or model_kind not in FUNCTIONS:
+        return None
+    return FUNCTIONS[model_kind][0]
 
 
-def files_for(model_kind: str) -> dict[str, bytes]:
-    """The files a package of ``model_kind`` carries for ArcGIS to run it: the function and the networks."""
-    function = function_for(model_kind)
-    if function is None:
+def files_for(model_kind: str, configuration: str) -> dict[str, bytes]:
+    """The files a package carries for ArcGIS to run it: the function and what it loads."""
+    if function_for(model_kind, configuration) is None:
         return {}
+    function, beside = FUNCTIONS[model_kind]
     folder = resources.files("geotrain.dlpk.prf")
-    return {name: folder.joinpath(name).read_bytes() for name in (function, NETWORKS)}
+    return {name: folder.joinpath(name).read_bytes() for name in (function, *beside)}

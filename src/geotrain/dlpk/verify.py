@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torchvision
 
-from geotrain.dlpk.package import PackageError, extract
+from geotrain.dlpk.archive import PackageError, extract
 
 TIMEOUT_S = 300
 
@@ -24,12 +26,26 @@ def libraries() -> list[str]:
 def run_function(package: Path, pixels: np.ndarray, workdir: Path) -> np.ndarray:
     """``updatePixels``' output for ``pixels`` (bands x rows x cols, the EMD's ExtractBands already
     applied), from the package's function loaded in an interpreter that cannot import geotrain."""
+    _run(package, pixels, workdir, workdir / "output.npy", {})
+    output: np.ndarray = np.load(workdir / "output.npy")
+    return output
+
+
+def run_detector(package: Path, pixels: np.ndarray, workdir: Path, scalars: dict[str, Any]) -> list[dict[str, Any]]:
+    """The features ``vectorize`` gives for ``pixels``, the function configured with ``scalars`` (e.g.
+    threshold, padding), run as ``run_function`` runs it."""
+    _run(package, pixels, workdir, workdir / "output.json", scalars)
+    features: list[dict[str, Any]] = json.loads((workdir / "output.json").read_text())["features"]
+    return features
+
+
+def _run(package: Path, pixels: np.ndarray, workdir: Path, output: Path, scalars: dict[str, Any]) -> None:
     folder = workdir / "package"
     emd = extract(package, folder)
     np.save(workdir / "pixels.npy", pixels)
     script = resources.files("geotrain.dlpk.prf").joinpath("run_function.py")
-    command = [sys.executable, "-I", "-S", str(script), str(folder), str(emd),
-               str(workdir / "pixels.npy"), str(workdir / "output.npy"), *libraries()]  # fmt: skip
+    command = [sys.executable, "-I", "-S", str(script), str(folder), str(emd), str(workdir / "pixels.npy"),
+               str(output), json.dumps(scalars), *libraries()]  # fmt: skip
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired as exc:
@@ -37,5 +53,3 @@ def run_function(package: Path, pixels: np.ndarray, workdir: Path) -> np.ndarray
     if done.returncode != 0:
         lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
         raise PackageError(f"the package's inference function failed: {lines[-1] if lines else done.returncode}")
-    output: np.ndarray = np.load(workdir / "output.npy")
-    return output

@@ -89,6 +89,26 @@ class Queue:
             session.add(JobMessage(job_id=job.id, type=MessageType.INFORMATIVE, description="Submitted."))
             return JobRecord.from_row(job)
 
+    def record(
+        self, task: str, owner: str, inputs: dict[str, Any], results: dict[str, Any] | None, error: str | None
+    ) -> JobRecord:
+        """A job a task did at once (no worker): stored finished, succeeded with ``results`` or failed with
+        ``error``, so that clients follow it like any other job."""
+        now = _now()
+        status = JobStatus.FAILED if error is not None else JobStatus.SUCCEEDED
+        job = Job(id=new_job_id(), task=task, owner=owner, status=status, inputs=inputs, results=results,
+                  max_attempts=1, attempts=1, cancel_requested=False, started_at=now, finished_at=now)  # fmt: skip
+        with self._sessions.begin() as session:
+            session.add(job)
+            session.flush()
+            session.add(JobMessage(job_id=job.id, type=MessageType.INFORMATIVE, description="Submitted."))
+            if error is not None:
+                session.add(JobMessage(job_id=job.id, type=MessageType.ERROR, description=error))
+            else:
+                session.add(JobMessage(job_id=job.id, type=MessageType.INFORMATIVE, description="Succeeded."))
+            session.flush()
+            return JobRecord.from_row(job)
+
     def get(self, job_id: str, owner: str | None = None) -> JobRecord:
         with self._sessions() as session:
             job = session.get(Job, job_id)

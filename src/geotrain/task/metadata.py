@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from geotrain.task import catalog
+from geotrain.task import catalog, model_info
 
 TASK_NAME = "TrainDeepLearningModel"
 SERVICE_PATH = "/arcgis/rest/services/System/RasterAnalysisTools/GPServer"
@@ -94,8 +94,41 @@ def task_parameters() -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-def parameter(name: str) -> dict[str, Any] | None:
-    return next((p for p in task_parameters() if p["name"] == name), None)
+def query_parameters() -> list[dict[str, Any]]:
+    """QueryDeepLearningModelInfo's parameters."""
+    model = _param(
+        model_info.INPUT, "GPString", "Input Model",
+        'The model: {"uri": "/fileShares/.../model.dlpk"} (or an .emd), or the model definition as JSON.',
+        required=True,
+    )  # fmt: skip
+    result = {
+        "name": model_info.RESULT,
+        "dataType": "GPString",
+        "displayName": "Output Model Info",
+        "description": 'The model\'s settings, as {"modelInfo": "<JSON text>"}.',
+        "direction": _OUT,
+        "defaultValue": None,
+        "parameterType": _DERIVED,
+        "category": "",
+    }
+    return [model, result]
+
+
+def parameter(name: str, task: str = TASK_NAME) -> dict[str, Any] | None:
+    params = query_parameters() if task == model_info.TASK else task_parameters()
+    return next((p for p in params if p["name"] == name), None)
+
+
+def query_task_resource(help_url: str) -> dict[str, Any]:
+    return {
+        "name": model_info.TASK,
+        "displayName": "Query Deep Learning Model Info",
+        "description": "The settings of a deep learning model, read from its package or model definition.",
+        "category": "",
+        "helpUrl": help_url,
+        "executionType": ASYNC,
+        "parameters": query_parameters(),
+    }
 
 
 def task_resource(help_url: str) -> dict[str, Any]:
@@ -116,7 +149,7 @@ def service_resource() -> dict[str, Any]:
     return {
         "currentVersion": CURRENT_VERSION,
         "serviceDescription": "geotrain: deep learning training on your own hardware.",
-        "tasks": [TASK_NAME],
+        "tasks": [TASK_NAME, model_info.TASK],
         "executionType": ASYNC,
         "resultMapServerName": "",
         "maximumRecords": 1000,

@@ -206,6 +206,22 @@ def _json_object(value: Any) -> dict[str, Any]:
     return value
 
 
+PRETRAINED_FORMS = ("uri", "itemId", "url")
+
+
+def _pretrained_model(value: Any) -> dict[str, Any]:
+    """``{"uri": ...}``, ``{"itemId": ...}``, ``{"url": ...}``, or a bare data-store path (as Pro sends it)."""
+    if not _given(value):
+        return {}
+    if isinstance(value, str) and not value.strip().startswith("{"):
+        return {"uri": value.strip()}
+    value = _json_object(value)
+    forms = [k for k in PRETRAINED_FORMS if value.get(k)]
+    if len(forms) != 1:
+        raise ValueError('expected one of {"uri": "/fileShares/.../model.dlpk"}, {"itemId": ...}, {"url": ...}')
+    return {forms[0]: str(value[forms[0]])}
+
+
 def _json_list(value: Any) -> list[Any] | None:
     if not _given(value):
         return None
@@ -232,7 +248,7 @@ class TrainParams(BaseModel):
     validation_percent: Annotated[float, BeforeValidator(_optional(_float(0, 100, low_open=True, high_open=True)))] = (
         10.0
     )
-    pretrained_model: Annotated[dict[str, Any], BeforeValidator(_json_object)] = {}
+    pretrained_model: Annotated[dict[str, str], BeforeValidator(_pretrained_model)] = {}
     stop_training: Annotated[bool, BeforeValidator(_optional(_bool))] = True
     freeze_model: Annotated[bool, BeforeValidator(_optional(_bool))] = True
     overwrite_model: Annotated[bool, BeforeValidator(_optional(_bool))] = False
@@ -292,8 +308,12 @@ class TrainParams(BaseModel):
             raise ParameterError(
                 "monitor", f"'{self.monitor}' does not apply to {info.keyword}. Allowed: {', '.join(info.monitors)}."
             )
-        if self.pretrained_model:
-            raise ParameterError("pretrained_model", "fine-tuning from a pretrained model is not supported yet.")
+        if "itemId" in self.pretrained_model or "url" in self.pretrained_model:
+            raise ParameterError(
+                "pretrained_model",
+                "portal items need a portal, which geotrain does not have yet; give the package's data-store "
+                'path instead: {"uri": "/fileShares/<share>/<folder>/<model>.dlpk"}.',
+            )
         if self.data_augmentation in ("CUSTOM", "FILE") and info.family not in AUGMENTED_FAMILIES:
             raise ParameterError(
                 "data_augmentation",

@@ -6,7 +6,7 @@ from geotrain.config import Settings
 from geotrain.errors import ParameterError
 from geotrain.publish.location import package_location
 from geotrain.stores import StorePathError, resolve
-from geotrain.task import catalog
+from geotrain.task import catalog, pretrained
 from geotrain.task.augmentation import TRANSFORMS_FILE
 from geotrain.task.params import TrainParams
 from geotrain.training.data.export import ExportError, ExportInfo, merge_exports, read_export
@@ -67,6 +67,7 @@ def check(params: TrainParams, settings: Settings) -> ExportInfo:
     unknown = [v for v in ignored if v not in known]
     if unknown:
         raise ParameterError("arguments", f"ignore_classes {unknown} are not classes of the export ({sorted(known)}).")
+    pretrained.check(params, settings, export)
     try:
         target = package_location(params.output_name, settings)
     except StorePathError as exc:

@@ -2,6 +2,10 @@
 
 It reads the job, trains, and leaves ``outcome.json`` in the job folder for its worker, which alone
 decides the job's final state. Messages and progress go straight to the job.
+
+``python -m geotrain.training.child --warm`` imports the training stack first and then waits for a line
+``<job_id>\t<log file>`` on its standard input: a worker keeps one ready, so that a job does not wait the
+seconds that importing torch and its libraries takes.
 """
 
 from __future__ import annotations
@@ -48,8 +52,27 @@ def _throttled(write: Callable[[float, str], None], seconds: float = 0.5) -> Cal
     return percent
 
 
-def main(job_id: str) -> int:
+def warm() -> int:
+    """Import what training needs, then run the job named on standard input (nothing at end of input)."""
     _exit_with_parent()
+    import geotrain.training.classification
+    import geotrain.training.detection
+    import geotrain.training.run
+    import geotrain.training.segmentation  # noqa: F401  (imported for their import time, now rather than later)
+
+    line = sys.stdin.readline().strip()
+    if not line:
+        return 0
+    job_id, log_path = line.split("\t", 1)
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    for stream in (1, 2):
+        os.dup2(log, stream)
+    return main(job_id, watch=False)
+
+
+def main(job_id: str, watch: bool = True) -> int:
+    if watch:
+        _exit_with_parent()
     # SIGTERM (cancel) unwinds through finally blocks, so no half-written file is left behind
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     # Never reach for the network at run time: hub libraries read their caches only.
@@ -104,4 +127,4 @@ def read_outcome(workdir: Path) -> dict[str, object] | None:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    sys.exit(warm() if sys.argv[1] == "--warm" else main(sys.argv[1]))

@@ -164,7 +164,7 @@ def train(job: Job) -> dict[str, Any]:
 
     use_gpu = job.use_gpu()
     built = build_classifier(params.backbone, scanned.num_bands, len(foreground), params.weight_init_scheme)
-    freeze = job.announce_model(built.notes, built.pretrained_from is not None)
+    freeze = job.announce_model(built.network, built.notes, built.pretrained_from is not None)
     task = ClassificationTask(
         built.network,
         built.encoder,

@@ -12,14 +12,15 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 from torchmetrics.detection import MeanAveragePrecision
+from torchvision.ops import batched_nms
 
 from geotrain.dlpk import emd as emd_writer
-from geotrain.dlpk import pictures
+from geotrain.dlpk import inference, pictures
 from geotrain.training.data.augment import Augmenter, crop_origin
 from geotrain.training.data.readers import boxes_of_masks
 from geotrain.training.data.scan import Scan
 from geotrain.training.fit import OneCycleTask, fit
-from geotrain.training.job import Job
+from geotrain.training.job import CHECK_THRESHOLD, Job
 from geotrain.training.models import detectors, yolo
 
 Target = dict[str, np.ndarray]
@@ -218,7 +219,7 @@ def train(job: Job) -> dict[str, Any]:
         params.freeze_model,
         arguments,
     )
-    job.announce_model(built.notes, built.pretrained_from is not None)
+    job.announce_model(built.network, built.notes, built.pretrained_from is not None)
     factor = params.argument("location_loss_factor", None)
     weights = {} if factor is None else {"bbox_regression": float(factor), "classification": 1.0 - float(factor)}
     task = DetectionTask(built.network, params.learning_rate or 1e-3, masks, weights)
@@ -250,7 +251,7 @@ def train(job: Job) -> dict[str, Any]:
         emd["ModelParameters"]["anchors"] = [list(a) for a in arguments["anchors"]]
         emd["ModelParameters"]["n_bands"] = scanned.num_bands
     metric_name = "mask" if masks else "box"
-    return job.write_package(
+    written = job.write_package(
         emd,
         built.network.state_dict(),
         result,
@@ -265,6 +266,31 @@ def train(job: Job) -> dict[str, Any]:
         {name: {"precision": ap, "recall": float("nan"), "f1": float("nan")} for name, ap in per_class_ap.items()},
         f"mAP@0.5 {metrics.map50:.4f}",
     )
+    if inference.function_for(emd["ModelType"], emd["ModelConfiguration"]) is not None:
+        names = [c.name for c in foreground]
+        job.check_detector(*_package_check(task, valid_set, names, float(emd["NMSOverlap"])))
+    return written
+
+
+def _package_check(
+    task: DetectionTask, valid_set: DetectionChips, names: list[str], overlap: float
+) -> tuple[np.ndarray, list[tuple[str, float, list[float]]]]:
+    """A validation chip's raw pixels and the trained model's detections on it, after the check's threshold
+    and the EMD's NMS overlap, as the inference function applies them."""
+    image, target = valid_set.scanned.sample(valid_set.indices[0])
+    image, _ = valid_set._crop(image, {k: v.copy() for k, v in target.items()})
+    x = torch.from_numpy(valid_set.scanned.normalization.apply(np.ascontiguousarray(image)))
+    task.eval()
+    with torch.no_grad():
+        found = task([x.to(next(task.parameters()).device)])[0]
+    keep = found["scores"] >= CHECK_THRESHOLD
+    found = {k: v[keep] for k, v in found.items()}
+    keep = batched_nms(found["boxes"].float(), found["scores"].float(), found["labels"], overlap)
+    expected = [
+        (names[int(label) - 1], float(score), [float(v) for v in box])
+        for box, score, label in zip(found["boxes"][keep], found["scores"][keep], found["labels"][keep], strict=True)
+    ]
+    return np.ascontiguousarray(image), expected
 
 
 def _box_sizes(scanned: Scan[Target], indices: Sequence[int], scale: float) -> np.ndarray:

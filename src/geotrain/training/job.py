@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import colorsys
 import os
+import pickle
 import shutil
 import tempfile
+import zipfile
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,14 +18,17 @@ from typing import Any, TypeVar
 
 import numpy as np
 import torch
+from torch import nn
 
 from geotrain.config import Settings
 from geotrain.dlpk import emd as emd_writer
 from geotrain.dlpk import package, pictures, verify
+from geotrain.dlpk.archive import PackageError
 from geotrain.errors import TrainingError
 from geotrain.stores import StorePath
 from geotrain.task.augmentation import Augmentation, Plan
 from geotrain.task.params import TrainParams
+from geotrain.task.pretrained import Pretrained
 from geotrain.training.data.augment import Augmenter
 from geotrain.training.data.export import ClassInfo, ExportInfo
 from geotrain.training.data.readers import Reader, reader_for
@@ -36,6 +41,10 @@ T = TypeVar("T")
 PREPARE, PACKAGE = 5.0, 95.0
 # the least share of a chip on which a package's inference function must agree with the trained model
 AGREEMENT = 0.99
+# detection packages: the least confidence the check asks for (low, to compare many detections), and the
+# least share of detections that must be alike (a GPU and a CPU may round one across the threshold)
+CHECK_THRESHOLD = 0.05
+DETECTION_AGREEMENT = 0.9
 
 
 @dataclass
@@ -55,6 +64,7 @@ class Job:
     progress: Progress
     export: ExportInfo
     target: StorePath  # where the .dlpk goes
+    pretrained: Pretrained | None = None  # the package to fine-tune (pretrained_model)
 
     def reading(self, n: int, total: int) -> None:
         self.progress.percent(PREPARE * n / max(total, 1), "Reading chips")
@@ -156,13 +166,112 @@ class Job:
             self.progress.info(f"Keeping the weights of epoch {result.best_epoch} (best {monitor}).")
         self.progress.percent(PACKAGE, "Writing the deep learning package")
 
-    def announce_model(self, notes: list[str], pretrained: bool) -> bool:
-        """Say where the backbone's weights came from; True when it is to stay frozen."""
+    def announce_model(self, network: nn.Module, notes: list[str], pretrained: bool) -> bool:
+        """Say where the backbone's weights came from, start from the pretrained_model package's weights
+        when there is one; True when the backbone is to stay frozen."""
+        if self.pretrained is not None:
+            self._fine_tune(network, self.pretrained)
+            return self.params.freeze_model
         for note in notes:
             (self.progress.info if pretrained else self.progress.warn)(note)
         if self.params.freeze_model and not pretrained:
             self.progress.warn("freeze_model: the backbone has no pretrained weights to keep, so it is trained too.")
         return self.params.freeze_model and pretrained
+
+    def check_package(self, pixels: np.ndarray, expected: np.ndarray) -> None:
+        """Run the package just written through its own inference function, in an interpreter that cannot
+        import geotrain, on a validation chip's raw ``pixels``; it must give the ``expected`` output of the
+        trained model (on at least ``AGREEMENT`` of the pixels: a GPU and a CPU may round differently).
+        A package that fails is removed and fails the job."""
+        if not self.settings.check_packages:
+            return
+        agreement = 0.0
+
+        def compare(workdir: Path) -> str | None:
+            nonlocal agreement
+            output = verify.run_function(self.target.local, pixels, workdir).reshape(expected.shape)
+            agreement = float((output == expected).mean())
+            if agreement < AGREEMENT:
+                return f"its inference function agrees with the trained model on only {agreement:.1%} of a chip"
+            return None
+
+        self._checked(compare)
+        self.progress.info(
+            f"Checked the package: its inference function, run apart from geotrain as ArcGIS runs it, agrees "
+            f"with the trained model on {agreement:.1%} of a validation chip's pixels."
+        )
+
+    def check_detector(self, pixels: np.ndarray, expected: list[tuple[str, float, list[float]]]) -> None:
+        """``check_package`` for detection packages: ``vectorize`` on a validation chip's raw ``pixels``, with
+        the check's threshold and no padding, must give the ``expected`` (class, confidence 0..1, box)
+        detections of the trained model, in the same order; boxes are compared where the package gives
+        boxes (outlines of instance masks follow pixel edges instead)."""
+        if not self.settings.check_packages:
+            return
+
+        def compare(workdir: Path) -> str | None:
+            scalars = {"threshold": CHECK_THRESHOLD, "padding": 0}
+            features = verify.run_detector(self.target.local, pixels, workdir, scalars)
+            agreement = _detections_agree(features, expected)
+            if agreement < DETECTION_AGREEMENT:
+                return (
+                    f"its inference function gives {len(features)} detections where the trained model gives "
+                    f"{len(expected)}, {agreement:.0%} of them alike"
+                )
+            return None
+
+        self._checked(compare)
+        self.progress.info(
+            f"Checked the package: its inference function, run apart from geotrain as ArcGIS runs it, gives the "
+            f"trained model's {len(expected)} detections (confidence at least {CHECK_THRESHOLD}) on a validation chip."
+        )
+
+    def _checked(self, compare: Callable[[Path], str | None]) -> None:
+        """Run ``compare`` in a scratch folder; the problem it names (or the package's) removes the package
+        and fails the job."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        workdir = Path(tempfile.mkdtemp(prefix="check-", dir=self.workdir))
+        try:
+            problem = compare(workdir)
+            if problem is not None:
+                raise PackageError(problem)
+        except PackageError as exc:
+            self.target.local.unlink(missing_ok=True)
+            raise TrainingError(
+                f"The package failed its check and was not kept: {exc}. This is a fault of geotrain; "
+                "please report it with the job's messages."
+            ) from None
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def _fine_tune(self, network: nn.Module, found: Pretrained) -> None:
+        """Load the package's weights into ``network``: those whose shape differs (the class outputs, when
+        the export's classes are not the package's) start afresh, as arcgis.learn gives such a model a new
+        head."""
+        uri = found.location.uri
+        try:
+            state = package.read_weights(found.location.local)
+        except (pickle.UnpicklingError, RuntimeError, PackageError, zipfile.BadZipFile) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise TrainingError(
+                f"pretrained_model: the weights in '{uri}' are not plain tensors ({first[:300]}). geotrain loads "
+                "weights only, never code from a package: use a package a geotrain job wrote."
+            ) from None
+        own = network.state_dict()
+        usable = {k: v for k, v in state.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
+        if not usable:
+            raise TrainingError(f"pretrained_model: none of the weights in '{uri}' fit this {self.params.model_type}.")
+        network.load_state_dict(usable, strict=False)
+        fresh = [k for k in own if k not in usable and not k.endswith("num_batches_tracked")]
+        theirs = [str(c.get("Name")) for c in found.emd.get("Classes", [])]
+        ours = [c.name for c in self.export.classes]
+        text = f"Fine-tuning from '{uri}': {len(usable)} of {len(own)} weight tensors loaded."
+        if fresh:
+            text += f" {len(fresh)} start afresh (first: {fresh[0]})."
+        if theirs != ours:
+            text += f" The package's classes ({', '.join(theirs)}) differ from the export's ({', '.join(ours)}):"
+            text += " the class outputs are trained anew."
+        self.progress.info(text)
 
     def model_emd(
         self,
@@ -219,31 +328,21 @@ class Job:
         self.progress.info(f"Wrote {self.target.uri} ({summary}).")
         return {"uri": self.target.uri}
 
-    def check_package(self, pixels: np.ndarray, expected: np.ndarray) -> None:
-        """Run the package just written through its own inference function, in an interpreter that cannot
-        import geotrain, on a validation chip's raw ``pixels``; it must give the ``expected`` output of the
-        trained model (on at least ``AGREEMENT`` of the pixels: a GPU and a CPU may round differently).
-        A package that fails is removed and fails the job."""
-        workdir = Path(tempfile.mkdtemp(prefix="check-", dir=self.workdir))
-        try:
-            output = verify.run_function(self.target.local, pixels, workdir).reshape(expected.shape)
-            agreement = float((output == expected).mean())
-            if agreement < AGREEMENT:
-                raise package.PackageError(
-                    f"its inference function agrees with the trained model on only {agreement:.1%} of a chip"
-                )
-        except package.PackageError as exc:
-            self.target.local.unlink(missing_ok=True)
-            raise TrainingError(
-                f"The package failed its check and was not kept: {exc}. This is a fault of geotrain; "
-                "please report it with the job's messages."
-            ) from None
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
-        self.progress.info(
-            f"Checked the package: its inference function, run apart from geotrain as ArcGIS runs it, agrees "
-            f"with the trained model on {agreement:.1%} of a validation chip's pixels."
-        )
+
+def _detections_agree(features: list[dict[str, Any]], expected: list[tuple[str, float, list[float]]]) -> float:
+    """The share of detections alike in both lists, position by position: same class, confidence within 0.1
+    percentage points and, for box rings, corners within 0.01 px."""
+    if not features and not expected:
+        return 1.0
+    alike = 0
+    for feature, (name, score, box) in zip(features, expected, strict=False):
+        attributes, rings = feature["attributes"], feature["geometry"]["rings"]
+        same = attributes["Class"] == name and abs(float(attributes["Confidence"]) - 100 * score) < 0.1
+        if same and len(rings) == 1 and len(rings[0]) == 5:
+            xs, ys = [p[0] for p in rings[0]], [p[1] for p in rings[0]]
+            same = bool(np.allclose([min(xs), min(ys), max(xs), max(ys)], box, atol=0.01))
+        alike += same
+    return alike / max(len(features), len(expected))
 
 
 def class_colors(classes: list[ClassInfo]) -> list[tuple[int, int, int]]:

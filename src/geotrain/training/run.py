@@ -9,7 +9,7 @@ from geotrain.config import Settings
 from geotrain.errors import TrainingError
 from geotrain.publish.location import package_location
 from geotrain.stores import StorePathError
-from geotrain.task import catalog
+from geotrain.task import catalog, pretrained
 from geotrain.task.params import TrainParams
 from geotrain.task.submission import load_export
 from geotrain.training.job import Job, Progress
@@ -20,6 +20,10 @@ __all__ = ["Progress", "train"]
 def train(params: TrainParams, settings: Settings, workdir: Path, progress: Progress) -> dict[str, Any]:
     """Train, write the .dlpk into its file share, and return the out_item value."""
     export = load_export(params, settings)
+    # checked at submit; again here, as the package may have changed since
+    found = pretrained.check(params, settings, export)
+    if found is not None and params.backbone_model is None:
+        params = params.model_copy(update={"backbone_model": found.backbone})
     try:
         target = package_location(params.output_name, settings)
     except StorePathError as exc:
@@ -30,7 +34,7 @@ def train(params: TrainParams, settings: Settings, workdir: Path, progress: Prog
             f"on disk and were skipped (first: {export.missing[0]})."
         )
     progress.info(f"Reading {len(export.items)} chips of {export.metadata_format} from {', '.join(params.in_folder)}.")
-    job = Job(params, settings, workdir, progress, export, target)
+    job = Job(params, settings, workdir, progress, export, target, found)
     match catalog.BUILT[params.model_type].family:
         # each family imports only its own stack
         case "pixel_classification":

@@ -52,7 +52,7 @@ def train(job: Job) -> dict[str, Any]:
         params.weight_init_scheme,
         params.arguments,
     )
-    freeze = job.announce_model(built.notes, built.pretrained_from is not None)
+    freeze = job.announce_model(built.network, built.notes, built.pretrained_from is not None)
     loss = _loss_options(params, class_map, counts.per_class)
     task = SegmentationTask(
         built.network, built.encoder, class_map.num_classes, params.learning_rate or 1e-3, loss, freeze

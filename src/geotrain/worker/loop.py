@@ -32,6 +32,8 @@ class Worker:
         self.worker_id = worker_id or new_worker_id()
         self.stopping = threading.Event()
         self._last_reap = 0.0
+        # a training process that has imported the training stack and waits for its job
+        self._warm: subprocess.Popen[bytes] | None = None
 
     def stop(self) -> None:
         self.stopping.set()
@@ -45,6 +47,7 @@ class Worker:
             except Exception:  # a database hiccup must not end the worker
                 log.exception("worker loop error; retrying")
                 self.stopping.wait(min(5.0, self.settings.poll_seconds * 4))
+        self._discard_warm()
         log.info("worker %s stopped", self.worker_id)
 
     def run_once(self) -> bool:
@@ -64,16 +67,7 @@ class Worker:
         workdir = self.settings.jobs_dir / job.id
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / OUTCOME).unlink(missing_ok=True)
-        env = {**os.environ, **self.settings.child_environment()}
-        with open(workdir / "train.log", "ab") as logfile:
-            child = subprocess.Popen(
-                [sys.executable, "-m", "geotrain.training.child", job.id],
-                env=env,
-                stdout=logfile,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,  # its own process group: a cancel ends its data loaders too
-            )
+        child = self._start(job, workdir / "train.log")
         self.queue.set_child(job.id, child.pid)
         log.info("job %s: training process %d", job.id, child.pid)
         interval = min(self.settings.heartbeat_seconds, self.settings.lease_seconds / 3)
@@ -101,6 +95,42 @@ class Worker:
                 self.queue.release(job.id, self.worker_id, "The worker stopped; the job was put back in the queue.")
                 return
         self._finish(job, child.returncode, workdir)
+
+    def _start(self, job: JobRecord, log_path: Path) -> subprocess.Popen[bytes]:
+        """The job's training process: the warm one when it is alive (a fresh one is then warmed for the
+        next job), else one started for it."""
+        env = {**os.environ, **self.settings.child_environment()}
+        log_path.touch()
+        child, self._warm = self._warm, None
+        started: subprocess.Popen[bytes] | None = None
+        if child is not None and child.poll() is None and child.stdin is not None:
+            try:
+                child.stdin.write(f"{job.id}\t{log_path}\n".encode())
+                child.stdin.close()
+                started = child
+            except OSError:
+                log.warning("job %s: the warm training process was gone; starting one", job.id)
+        if started is None:
+            with open(log_path, "ab") as logfile:
+                started = subprocess.Popen(
+                    [sys.executable, "-m", "geotrain.training.child", job.id], env=env, stdout=logfile,
+                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    start_new_session=True,  # its own process group: a cancel ends its data loaders too
+                )  # fmt: skip
+        self._warm = subprocess.Popen(
+            [sys.executable, "-m", "geotrain.training.child", "--warm"], env=env, stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        return started
+
+    def _discard_warm(self) -> None:
+        child, self._warm = self._warm, None
+        if child is None:
+            return
+        child.kill()  # it holds no job: nothing to finish
+        child.wait()
+        if child.stdin is not None:
+            child.stdin.close()
 
     def _finish(self, job: JobRecord, returncode: int, workdir: Path) -> None:
         outcome = read_outcome(workdir)

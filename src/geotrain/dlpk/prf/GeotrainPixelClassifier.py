@@ -10,48 +10,24 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import sys
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-NETWORKS_FILE = "geotrain_networks.py"
 
-
-def load_networks(folder: str) -> Any:
-    """The network definitions shipped beside this file, under a name of their own: two packages of
-    different geotrain versions may be loaded in one ArcGIS process."""
-    path = os.path.join(folder, NETWORKS_FILE)
-    name = f"geotrain_networks_{abs(hash(os.path.abspath(path)))}"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
+def _runtime() -> Any:
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "geotrain_runtime.py")
+    spec = importlib.util.spec_from_file_location(f"geotrain_runtime_{abs(hash(path))}", path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 
 
-def read_emd(model: str) -> tuple[dict[str, Any], str]:
-    """The EMD from a path or from its JSON text, and the folder its file names are relative to."""
-    text = model.strip()
-    if text.startswith("{"):
-        emd = json.loads(text)
-        return emd, os.path.dirname(os.path.abspath(str(emd.get("ModelFile", ""))))
-    with open(model, encoding="utf-8-sig") as f:
-        return json.load(f), os.path.dirname(os.path.abspath(model))
-
-
-def pick_device(device: Any) -> torch.device:
-    """ArcGIS's convention: -1 the CPU, a GPU's index, anything else (-2) the first GPU when there is one."""
-    index = int(device) if device not in (None, "") else -2
-    if index == -1 or not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device(f"cuda:{index}" if index >= 0 else "cuda")
+runtime = _runtime()
 
 
 class GeotrainPixelClassifier:
@@ -63,18 +39,14 @@ class GeotrainPixelClassifier:
     def initialize(self, **kwargs: Any) -> None:
         if "model" not in kwargs:
             return
-        self.emd, folder = read_emd(str(kwargs["model"]))
-        self.device = pick_device(kwargs.get("device"))
-        networks = load_networks(os.path.dirname(os.path.abspath(__file__)))
+        self.emd, folder = runtime.read_emd(str(kwargs["model"]))
+        self.device = runtime.pick_device(kwargs.get("device"))
+        networks = runtime.load_sibling(os.path.dirname(os.path.abspath(__file__)), "geotrain_networks.py")
         self.network = networks.pixel_classifier(self.emd)
-        weights = os.path.join(folder, str(self.emd["ModelFile"]))
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        self.network.load_state_dict(state, strict=True)
+        self.network.load_state_dict(runtime.load_state(self.emd, folder), strict=True)
         self.network.to(self.device).eval()
         self.output_stride = int(networks.OUTPUT_STRIDE)
-        stats = self.emd.get("NormalizationStats") or {}
-        self.mean = np.asarray(stats["band_mean_values"], dtype=np.float32)[:, None, None]
-        self.std = np.asarray(stats["band_std_values"], dtype=np.float32)[:, None, None]
+        self.normalize = runtime.Normalizer(self.emd)
         # class index -> the class's value; index 0 is NoData
         self.values = np.asarray([0] + [int(c["Value"]) for c in self.emd["Classes"]], dtype=np.int32)
         self.batch_size = 4
@@ -115,8 +87,8 @@ class GeotrainPixelClassifier:
 
     def getConfiguration(self, **scalars: Any) -> dict[str, Any]:
         height, width = int(self.emd["ImageHeight"]), int(self.emd["ImageWidth"])
-        padding = int(scalars.get("padding", height // 4))
-        self.batch_size = int(scalars.get("batch_size", 4))
+        padding = int(runtime.scalar(scalars, "padding", height // 4))
+        self.batch_size = int(runtime.scalar(scalars, "batch_size", 4))
         return {
             "extractBands": tuple(int(b) for b in self.emd["ExtractBands"]),
             "padding": padding,
@@ -161,8 +133,7 @@ class GeotrainPixelClassifier:
 
     def class_indices(self, pixels: np.ndarray) -> np.ndarray:
         """Bands x rows x cols of raw pixels -> rows x cols of class indices (0 NoData)."""
-        image = (pixels.astype(np.float32) - self.mean) / self.std
-        x = torch.from_numpy(np.ascontiguousarray(image))[None].to(self.device)
+        x = self.normalize(pixels, self.device)[None]
         rows, cols = x.shape[-2:]
         stride = self.output_stride
         # as in training: to a multiple of the stride, and at least two strides

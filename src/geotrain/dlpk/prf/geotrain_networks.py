@@ -1,21 +1,33 @@
-"""geotrain's pixel classifiers rebuilt from their EMD with torch and torchvision only.
+"""geotrain's networks rebuilt from their EMD with torch and torchvision only: the pixel classifiers (UNET,
+PSPNET, DEEPLAB) and the detectors (FASTERRCNN, MASKRCNN, RETINANET, SSD).
 
-This file travels inside every .dlpk geotrain writes, beside the inference function that loads it, so it
-must not import geotrain, segmentation-models-pytorch or timm: ArcGIS's Python is only sure to have torch,
-torchvision and numpy. The networks are laid out module for module like the ones geotrain trains
-(segmentation-models-pytorch 0.6 and geotrain's own heads), so the package's state dict loads into them
-strictly; geotrain's tests check that their outputs match on the same chips.
+This file travels inside every .dlpk geotrain writes that has an inference function, beside it, so it must
+not import geotrain, segmentation-models-pytorch or timm: ArcGIS's Python is only sure to have torch,
+torchvision and numpy. The pixel classifiers are laid out module for module like the ones geotrain trains
+(segmentation-models-pytorch 0.6 and geotrain's own heads); the detectors' own pieces (anchors, grid
+features, the PointRend mask head) are defined here and geotrain's builder uses them. Either way the
+package's state dict loads strictly, and geotrain's tests check that the outputs match on the same input.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 import torchvision
 from torch import nn
+from torchvision.models.detection import FasterRCNN, MaskRCNN, RetinaNet
+from torchvision.models.detection.anchor_utils import AnchorGenerator, DefaultBoxGenerator
+from torchvision.models.detection.backbone_utils import BackboneWithFPN, resnet_fpn_backbone
+from torchvision.models.detection.image_list import ImageList
+from torchvision.models.detection.retinanet import RetinaNetHead
+from torchvision.models.detection.ssd import SSD
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead
+from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 # inputs are padded to a multiple of this, and to at least twice it
 OUTPUT_STRIDE = 32
@@ -27,7 +39,7 @@ POINT_HIDDEN = 256
 INFER_POINTS = 8192
 
 
-def _with_bands(module: nn.Module, bands: int) -> None:
+def with_bands(module: nn.Module, bands: int) -> None:
     name, first = next((n, m) for n, m in module.named_modules() if isinstance(m, nn.Conv2d))
     if first.in_channels == bands:
         return
@@ -41,6 +53,23 @@ def _with_bands(module: nn.Module, bands: int) -> None:
     )
     parent, _, attr = name.rpartition(".")
     setattr(module.get_submodule(parent) if parent else module, attr, conv)
+
+
+def point_sample(values: torch.Tensor, coords: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
+    """``values`` ``[B, C, H, W]`` read at ``coords`` ``[B, N, 2]`` (x, y in 0..1) -> ``[B, C, N]``."""
+    grid = 2.0 * coords.unsqueeze(2) - 1.0
+    return F.grid_sample(values, grid.to(values.dtype), mode=mode, align_corners=False).squeeze(3)
+
+
+def point_mlp(in_channels: int, classes: int) -> nn.Sequential:
+    """PointRend's point head: an MLP over points (as 1x1 convolutions), features in, class logits out."""
+    return nn.Sequential(
+        nn.Conv1d(in_channels, POINT_HIDDEN, 1),
+        nn.ReLU(inplace=True),
+        nn.Conv1d(POINT_HIDDEN, POINT_HIDDEN, 1),
+        nn.ReLU(inplace=True),
+        nn.Conv1d(POINT_HIDDEN, classes, 1),
+    )
 
 
 def _dilate(stage: nn.Module, rate: int) -> None:
@@ -63,7 +92,7 @@ class Encoder(nn.Module):
             if name not in ("fc", "avgpool", "classifier"):
                 self.add_module(name, child)
         self.arch, self.depth = arch, depth
-        _with_bands(self, bands)
+        with_bands(self, bands)
         if arch.startswith("resnet") and output_stride < 32:
             # the deepest stages keep their resolution and widen their view instead
             if output_stride == 8:
@@ -294,7 +323,7 @@ class TrunkDeepLab(nn.Module):
     def __init__(self, arch: str, bands: int, classes: int) -> None:
         super().__init__()
         network = getattr(torchvision.models, arch)(weights=None)
-        _with_bands(network, bands)
+        with_bands(network, bands)
         features: nn.Module = network.get_submodule("features")
         if arch.startswith("densenet"):
             features = nn.Sequential(features, nn.ReLU(inplace=True))
@@ -318,13 +347,7 @@ class PointRend(nn.Module):
         self.network = network
         self._fine: torch.Tensor | None = None
         network.get_submodule(fine_module).register_forward_hook(self._keep)
-        self.point_head = nn.Sequential(
-            nn.Conv1d(fine_channels + classes, POINT_HIDDEN, 1),
-            nn.ReLU(inplace=True),
-            nn.Conv1d(POINT_HIDDEN, POINT_HIDDEN, 1),
-            nn.ReLU(inplace=True),
-            nn.Conv1d(POINT_HIDDEN, classes, 1),
-        )
+        self.point_head = point_mlp(fine_channels + classes, classes)
 
     def _keep(self, _module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
         self._fine = output
@@ -336,12 +359,8 @@ class PointRend(nn.Module):
         top = logits.topk(2, dim=1).values
         index = (top[:, 1] - top[:, 0]).reshape(batch, -1).topk(min(INFER_POINTS, rows * cols), dim=1).indices
         coords = torch.stack([(index % cols + 0.5) / cols, (index // cols + 0.5) / rows], dim=2)
-        grid = (2.0 * coords.unsqueeze(2) - 1.0).to(logits.dtype)
-
-        def sample(values: torch.Tensor) -> torch.Tensor:
-            return F.grid_sample(values, grid.to(values.dtype), align_corners=False).squeeze(3)
-
-        points = self.point_head(torch.cat([sample(self._fine), sample(logits)], dim=1)).to(logits.dtype)
+        sampled = [point_sample(self._fine, coords), point_sample(logits, coords)]
+        points = self.point_head(torch.cat(sampled, dim=1)).to(logits.dtype)
         flat = logits.reshape(batch, classes, -1).scatter(2, index.unsqueeze(1).expand(-1, classes, -1), points)
         return flat.reshape(batch, classes, rows, cols)
 
@@ -379,3 +398,286 @@ def pixel_classifier(emd: dict[str, Any]) -> nn.Module:
     if params.get("pointrend", False):
         network = PointRend(network, str(params["pointrend_features"]), int(params["pointrend_channels"]), classes)
     return network
+
+
+# anchor sizes per pyramid level: chips are small, so anchors start at 16 px rather than torchvision's 32
+LEVEL_SIZES = (16, 32, 64, 128, 256)
+RCNN_RATIOS = (0.5, 1.0, 2.0)
+SSD_CHANNELS = 256
+DETECTIONS_PER_IMAGE = 100
+# Mask R-CNN's PointRend head: the 28 px mask logits upsampled once, this many of the most uncertain of
+# the 56 x 56 cells corrected (a quarter of them)
+MASK_POINTS = 28 * 28
+MASK_STEPS = 1
+FINE_STRIDE = 4
+
+
+def rcnn_counts(input_size: int) -> dict[str, int]:
+    """torchvision's proposal counts suit 800 px photographs; a 128 px chip holds a few objects, and every
+    proposal costs a pass through the box head: scale them with the chip's area."""
+    area = input_size * input_size
+    return {
+        "rpn_pre_nms_top_n_train": min(2000, max(256, area // 32)),
+        "rpn_post_nms_top_n_train": min(2000, max(128, area // 64)),
+        "rpn_pre_nms_top_n_test": min(1000, max(128, area // 64)),
+        "rpn_post_nms_top_n_test": min(1000, max(64, area // 256)),
+        "box_batch_size_per_image": min(512, max(32, area // 256)),
+    }
+
+
+def rcnn_anchors() -> AnchorGenerator:
+    return AnchorGenerator(tuple((s,) for s in LEVEL_SIZES), (RCNN_RATIOS,) * len(LEVEL_SIZES))
+
+
+def retinanet_anchors(scales: list[float], ratios: list[float]) -> AnchorGenerator:
+    return AnchorGenerator(
+        tuple(tuple(base * s for s in scales) for base in LEVEL_SIZES), (tuple(ratios),) * len(LEVEL_SIZES)
+    )
+
+
+def retinanet_head(anchors: AnchorGenerator, num_classes: int) -> RetinaNetHead:
+    """torchvision's v2 head: GroupNorm in the towers keeps training from scratch stable, and boxes regress
+    on GIoU."""
+    head = RetinaNetHead(256, anchors.num_anchors_per_location()[0], num_classes, norm_layer=partial(nn.GroupNorm, 32))
+    head.regression_head._loss_type = "giou"
+    return head
+
+
+class Trunk(nn.Module):
+    """The convolutional part of a classification network: image in, its deepest feature map out."""
+
+    def __init__(self, features: nn.Module, channels: int) -> None:
+        super().__init__()
+        self.features = features
+        self.channels = channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.features(x)
+        return out
+
+
+def trunk_features(network: nn.Module, arch: str) -> nn.Module:
+    """The feature layers of a torchvision classifier ``network`` of architecture ``arch``."""
+    if arch.startswith("resnet"):
+        return nn.Sequential(*(network.get_submodule(n) for n in ("conv1", "bn1", "relu", "maxpool")),
+                             *(network.get_submodule(f"layer{i}") for i in range(1, 5)))  # fmt: skip
+    if arch.startswith("densenet"):
+        # DenseNet's features end in a BatchNorm; its classifier applies the ReLU
+        return nn.Sequential(network.get_submodule("features"), nn.ReLU(inplace=True))
+    return network.get_submodule("features")  # VGG, MobileNet
+
+
+def make_trunk(features: nn.Module, bands: int) -> Trunk:
+    was = features.training
+    features.eval()  # the probe must not move BatchNorm's running statistics
+    with torch.no_grad():
+        channels = int(features(torch.zeros(1, bands, 64, 64)).shape[1])
+    features.train(was)
+    return Trunk(features, channels)
+
+
+class GridAnchors(DefaultBoxGenerator):  # type: ignore[misc]  # torchvision ships no types
+    """SSD anchors as ArcGIS describes them: a ``g`` x ``g`` grid of cells per feature map, at each cell
+    one box per zoom x ratio, sized ``zoom * ratio / g`` of the image."""
+
+    def __init__(self, grids: list[int], zooms: list[float], ratios: list[list[float]]) -> None:
+        super().__init__([[] for _ in grids])
+        self.grids = list(grids)
+        self.shapes = [(zoom * w, zoom * h) for zoom in zooms for w, h in ratios]
+
+    def num_anchors_per_location(self) -> list[int]:
+        return [len(self.shapes)] * len(self.grids)
+
+    def forward(self, image_list: ImageList, feature_maps: list[torch.Tensor]) -> list[torch.Tensor]:
+        rows, cols = image_list.tensors.shape[-2:]
+        device = feature_maps[0].device
+        per_grid = []
+        for g in self.grids:
+            centre = (torch.arange(g, dtype=torch.float32, device=device) + 0.5) / g
+            cy, cx = torch.meshgrid(centre, centre, indexing="ij")
+            # the head's output runs row by row, cell by cell, anchor by anchor: so do these
+            centres = torch.stack([cx, cy], -1).reshape(-1, 1, 2)
+            half = torch.tensor(self.shapes, dtype=torch.float32, device=device)[None] / (2 * g)
+            per_grid.append(torch.cat([centres - half, centres + half], -1).reshape(-1, 4))
+        scale = torch.tensor([cols, rows, cols, rows], dtype=torch.float32, device=device)
+        boxes = torch.cat(per_grid).clamp(0, 1) * scale
+        return [boxes for _ in image_list.image_sizes]
+
+
+class GridFeatures(nn.Module):
+    """A backbone's deepest map pooled to each grid size and given its own 3x3 convolution."""
+
+    channels = SSD_CHANNELS
+
+    def __init__(self, trunk: Trunk, grids: list[int], drop: float) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.out_channels = [self.channels] * len(grids)  # what torchvision's SSD reads to build its head
+        self.levels = nn.ModuleList(
+            nn.Sequential(
+                nn.AdaptiveAvgPool2d(g),
+                nn.Dropout2d(drop),
+                nn.Conv2d(trunk.channels, self.channels, 3, padding=1, bias=False),
+                # GroupNorm: a 1 x 1 grid in a batch of one leaves BatchNorm nothing to average
+                nn.GroupNorm(32, self.channels),
+                nn.ReLU(inplace=True),
+            )
+            for g in grids
+        )
+
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        deepest = self.trunk(x)
+        return OrderedDict((str(i), level(deepest)) for i, level in enumerate(self.levels))
+
+
+@dataclass
+class _Stash:
+    """What torchvision's RoIHeads hand the mask RoI pool and not the mask predictor: the stride-4 pyramid
+    level and the boxes the masks are for."""
+
+    fine: torch.Tensor | None = None
+    boxes: list[torch.Tensor] | None = None
+
+
+class _StashingPool(nn.Module):
+    def __init__(self, pool: nn.Module, stash: _Stash) -> None:
+        super().__init__()
+        self.pool = pool
+        self._stash = stash
+
+    def forward(
+        self, features: dict[str, torch.Tensor], boxes: list[torch.Tensor], image_shapes: list[tuple[int, int]]
+    ) -> torch.Tensor:
+        self._stash.fine, self._stash.boxes = features["0"], boxes
+        out: torch.Tensor = self.pool(features, boxes, image_shapes)
+        return out
+
+
+class PointRendMasks(nn.Module):
+    """Mask R-CNN's mask predictor with a PointRend head: its logits are upsampled ``MASK_STEPS`` times,
+    each time the most uncertain cells corrected from the pyramid's stride-4 features and the coarse
+    logits there. torchvision's mask loss then scores the refined masks, so the point head learns at the
+    points it refines. A cell is uncertain when any foreground class's mask logit is near 0: the predictor
+    does not know the box's class, so some refined cells belong to classes the box is not of. That is why
+    the head adds a correction to the coarse logit rather than replacing it, and starts at none (its last
+    layer zero): it can only learn to help."""
+
+    def __init__(self, predictor: nn.Module, fine_channels: int, num_classes: int, stash: _Stash) -> None:
+        super().__init__()
+        self.predictor = predictor
+        self._stash = stash
+        self.point_head = point_mlp(fine_channels + num_classes, num_classes)
+        last = self.point_head[-1]
+        assert isinstance(last, nn.Conv1d) and last.bias is not None
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+
+    def forward(self, mask_features: torch.Tensor) -> torch.Tensor:
+        logits: torch.Tensor = self.predictor(mask_features)
+        for _ in range(MASK_STEPS):
+            logits = F.interpolate(logits, scale_factor=2, mode="bilinear", align_corners=False)
+            if len(logits):
+                logits = self._refine(logits)
+        return logits
+
+    def _refine(self, logits: torch.Tensor) -> torch.Tensor:
+        rois, classes, size, _ = logits.shape
+        count = min(MASK_POINTS, size * size)
+        foreground = logits[:, 1:] if classes > 1 else logits
+        index = (-foreground.abs()).amax(dim=1).reshape(rois, -1).topk(count, dim=1).indices
+        flat = logits.reshape(rois, classes, -1)
+        spread = index.unsqueeze(1).expand(-1, classes, -1)
+        coarse = flat.gather(2, spread)
+        fine = self._fine_at(index, size)
+        points: torch.Tensor = coarse + self.point_head(torch.cat([fine, coarse.to(fine.dtype)], dim=1)).to(flat.dtype)
+        return flat.scatter(2, spread, points).reshape(rois, classes, size, size)
+
+    def _fine_at(self, index: torch.Tensor, size: int) -> torch.Tensor:
+        """The stride-4 features at cells ``index`` of each box's ``size`` x ``size`` grid: ``[R, F, N]``."""
+        fine, boxes = self._stash.fine, self._stash.boxes
+        assert fine is not None and boxes is not None
+        # the pyramid level covers the padded batch image at a quarter of its size
+        extent = fine.new_tensor([fine.shape[-1] * FINE_STRIDE, fine.shape[-2] * FINE_STRIDE])
+        u = (index % size + 0.5) / size
+        v = torch.div(index, size, rounding_mode="floor").add(0.5) / size
+        out, start = [], 0
+        for image, image_boxes in enumerate(boxes):
+            n = len(image_boxes)
+            if n == 0:
+                continue
+            b = image_boxes.unsqueeze(1)  # [n, 1, 4]
+            x = b[..., 0] + u[start : start + n] * (b[..., 2] - b[..., 0])
+            y = b[..., 1] + v[start : start + n] * (b[..., 3] - b[..., 1])
+            coords = torch.stack([x, y], dim=2) / extent  # [n, N, 2]
+            sampled = point_sample(fine[image : image + 1], coords.reshape(1, -1, 2))  # [1, F, n*N]
+            out.append(sampled.reshape(fine.shape[1], n, -1).permute(1, 0, 2))
+            start += n
+        return torch.cat(out)
+
+
+def add_mask_point_head(roi_heads: nn.Module, num_classes: int, fine_channels: int = 256) -> None:
+    """Give torchvision RoIHeads' mask branch a PointRend head, in place."""
+    stash = _Stash()
+    roi_heads.mask_roi_pool = _StashingPool(roi_heads.get_submodule("mask_roi_pool"), stash)
+    roi_heads.mask_predictor = PointRendMasks(
+        roi_heads.get_submodule("mask_predictor"), fine_channels, num_classes, stash
+    )
+
+
+def _fpn(arch: str, bands: int, **options: Any) -> BackboneWithFPN:
+    fpn = resnet_fpn_backbone(
+        backbone_name=arch, weights=None, norm_layer=nn.BatchNorm2d, trainable_layers=5, **options
+    )
+    with_bands(fpn.body, bands)
+    return fpn
+
+
+def detector(emd: dict[str, Any]) -> nn.Module:
+    """The network an ObjectDetection or InstanceDetection EMD of geotrain describes, with random weights.
+    It takes images normalised with the EMD's statistics, as torchvision detectors take them."""
+    params = emd["ModelParameters"]
+    arch, bands, size = str(params["backbone"]), int(params["in_channels"]), int(params["input_size"])
+    kind = str(emd["ModelConfiguration"]).removeprefix("geotrain.").upper()
+    num_classes = len(emd["Classes"]) + 1  # and the background
+    plain: dict[str, Any] = {"image_mean": [0.0] * bands, "image_std": [1.0] * bands}
+    sizes = {"min_size": size, "max_size": size * 4}
+    network: nn.Module
+    if kind in ("FASTERRCNN", "MASKRCNN"):
+        options = {**rcnn_counts(size), **(emd.get("MaskRCNNkwargs") or {})}
+        fpn = _fpn(arch, bands)
+        kind_class = MaskRCNN if kind == "MASKRCNN" else FasterRCNN
+        network = kind_class(fpn, num_classes, rpn_anchor_generator=rcnn_anchors(), **sizes, **plain, **options)
+        if kind == "MASKRCNN" and params.get("pointrend", False):
+            add_mask_point_head(network.get_submodule("roi_heads"), num_classes, fpn.out_channels)
+    elif kind == "RETINANET":
+        fpn = _fpn(arch, bands, returned_layers=[2, 3, 4], extra_blocks=LastLevelP6P7(256, 256))
+        anchors = retinanet_anchors([float(s) for s in params["scales"]], [float(r) for r in params["ratios"]])
+        network = RetinaNet(
+            fpn, num_classes, anchor_generator=anchors, head=retinanet_head(anchors, num_classes), **sizes, **plain,
+            detections_per_img=DETECTIONS_PER_IMAGE,
+        )  # fmt: skip
+    elif kind == "SSD":
+        classifier = getattr(torchvision.models, arch)(weights=None)
+        with_bands(classifier, bands)
+        grids = [int(g) for g in emd["Grids"]]
+        features = GridFeatures(make_trunk(trunk_features(classifier, arch), bands), grids, 0.0)
+        anchors_ssd = GridAnchors(
+            grids, [float(z) for z in emd["Zooms"]], [[float(v) for v in r] for r in emd["Ratios"]]
+        )
+        network = SSD(
+            features, anchors_ssd, (size, size), num_classes, **plain, detections_per_img=DETECTIONS_PER_IMAGE
+        )
+    else:
+        raise ValueError(f"no portable network for {kind}")
+    return network
+
+
+def load_weights(network: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load a detector's state strictly. A backbone trained with frozen BatchNorm (ImageNet weights kept)
+    saved no batch counters: those are the only keys allowed to be missing."""
+    own = network.state_dict()
+    filled = dict(state)
+    for key, value in own.items():
+        if key.endswith("num_batches_tracked") and key not in filled:
+            filled[key] = torch.zeros_like(value)
+    network.load_state_dict(filled, strict=True)

@@ -4,7 +4,10 @@ Started as a script in a fresh interpreter (``python -I -S run_function.py ...``
 package and the folders holding torch, torchvision and numpy are importable, and importing geotrain fails,
 so a function that leans on anything else is caught here rather than in ArcGIS.
 
-    run_function.py <package folder> <emd file> <pixels .npy> <output .npy> <library folder>...
+    run_function.py <package folder> <emd file> <pixels .npy> <output file> <scalars JSON> <library folder>...
+
+The output file gets ``updatePixels``' output_pixels (.npy) for pixel classification, ``vectorize``'s
+output_vectors (JSON text) for detection.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ class _NoGeotrain(importlib.abc.MetaPathFinder):
 
 
 def main(argv: list[str]) -> int:
-    folder, emd_path, pixels_path, output_path, *libraries = argv
+    folder, emd_path, pixels_path, output_path, scalars_json, *libraries = argv
     sys.meta_path.insert(0, _NoGeotrain())
     sys.path[:] = [folder, *[p for p in sys.path if "site-packages" not in p], *libraries]
     import numpy as np
@@ -43,18 +46,21 @@ def main(argv: list[str]) -> int:
     names = [p["name"] for p in function.getParameterInfo()]
     if names[:2] != ["raster", "model"]:
         raise ValueError(f"getParameterInfo must begin with raster and model, not {names[:2]}")
-    configuration = function.getConfiguration(padding=0)
+    configuration = function.getConfiguration(**{"padding": 0, **json.loads(scalars_json)})
     pixels = np.load(pixels_path)
-    info = function.updateRasterInfo(output_info={"bandCount": len(pixels), "pixelType": "u1"})["output_info"]
-    props = {"pixelType": info["pixelType"], "width": pixels.shape[2], "height": pixels.shape[1]}
-    blocks = function.updatePixels(
-        (0.0, 0.0),
-        pixels.shape[1:],
-        props,
-        raster_pixels=pixels,
-        raster_mask=np.ones_like(pixels, dtype=np.uint8),
-    )
-    np.save(output_path, blocks["output_pixels"])
+    mask = np.ones_like(pixels, dtype=np.uint8)
+    if emd.get("ModelType") in ("ObjectDetection", "InstanceDetection"):
+        json.loads(function.getFields())
+        if function.getGeometryType() != 4:
+            raise ValueError("a detector's geometry type must be 4 (polygon)")
+        vectors = function.vectorize(raster_pixels=pixels, raster_mask=mask)["output_vectors"]
+        with open(output_path, "w", encoding="utf-8") as f:
+            f.write(vectors)
+    else:
+        info = function.updateRasterInfo(output_info={"bandCount": len(pixels), "pixelType": "u1"})["output_info"]
+        props = {"pixelType": info["pixelType"], "width": pixels.shape[2], "height": pixels.shape[1]}
+        blocks = function.updatePixels((0.0, 0.0), pixels.shape[1:], props, raster_pixels=pixels, raster_mask=mask)
+        np.save(output_path, blocks["output_pixels"])
     leaked = sorted(name for name in sys.modules if name.split(".")[0] == "geotrain")
     if leaked:
         raise ImportError(f"the inference function imported {leaked}")

@@ -11,15 +11,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from geotrain.dlpk.prf.geotrain_networks import point_mlp, point_sample
+
+__all__ = ["PointOutput", "PointRend", "point_sample", "training_points", "uncertainty"]
 
 # PointRend's semantic-segmentation settings (its paper and the public configs)
 TRAIN_POINTS = 2048
 OVERSAMPLE = 3
 IMPORTANCE = 0.75
 INFER_POINTS = 8192
-HIDDEN = 256
 # the resolution of the features the point head reads, relative to the input
 FINE_STRIDE = 4
 
@@ -34,12 +36,6 @@ class PointOutput:
     aux: torch.Tensor | None
     point_logits: torch.Tensor
     coords: torch.Tensor
-
-
-def point_sample(values: torch.Tensor, coords: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
-    """``values`` ``[B, C, H, W]`` read at ``coords`` ``[B, N, 2]`` (x, y in 0..1) -> ``[B, C, N]``."""
-    grid = 2.0 * coords.unsqueeze(2) - 1.0
-    return F.grid_sample(values, grid.to(values.dtype), mode=mode, align_corners=False).squeeze(3)
 
 
 def uncertainty(logits: torch.Tensor) -> torch.Tensor:
@@ -106,14 +102,7 @@ class PointRend(nn.Module):
         # where the features come from, within ``network``: the package's EMD records it
         prefix = next(n for n, m in network.named_modules() if m is encoder)
         self.fine_module, self.fine_channels = f"{prefix}.{name}" if prefix else name, channels
-        # an MLP over points, as 1x1 convolutions: fine features and coarse logits in, class logits out
-        self.point_head = nn.Sequential(
-            nn.Conv1d(channels + num_classes, HIDDEN, 1),
-            nn.ReLU(inplace=True),
-            nn.Conv1d(HIDDEN, HIDDEN, 1),
-            nn.ReLU(inplace=True),
-            nn.Conv1d(HIDDEN, num_classes, 1),
-        )
+        self.point_head = point_mlp(channels + num_classes, num_classes)
 
     def _keep_fine(self, _module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
         self._fine = output
@@ -144,109 +133,3 @@ class PointRend(nn.Module):
         points = self._point_logits(logits, coords).to(logits.dtype)
         flat = logits.reshape(batch, classes, -1).scatter(2, index.unsqueeze(1).expand(-1, classes, -1), points)
         return flat.reshape(batch, classes, rows, cols)
-
-
-# Mask R-CNN: its 28x28 mask logits upsampled once, and this many of the most uncertain of the 56x56 cells
-# re-predicted (a quarter of them)
-MASK_POINTS = 28 * 28
-MASK_STEPS = 1
-
-
-@dataclass
-class _Stash:
-    """What torchvision's RoIHeads hand the mask RoI pool and not the mask predictor: the stride-4 pyramid
-    level and the boxes the masks are for."""
-
-    fine: torch.Tensor | None = None
-    boxes: list[torch.Tensor] | None = None
-
-
-class _StashingPool(nn.Module):
-    def __init__(self, pool: nn.Module, stash: _Stash) -> None:
-        super().__init__()
-        self.pool = pool
-        self._stash = stash
-
-    def forward(
-        self, features: dict[str, torch.Tensor], boxes: list[torch.Tensor], image_shapes: list[tuple[int, int]]
-    ) -> torch.Tensor:
-        self._stash.fine, self._stash.boxes = features["0"], boxes
-        out: torch.Tensor = self.pool(features, boxes, image_shapes)
-        return out
-
-
-class PointRendMasks(nn.Module):
-    """Mask R-CNN's mask predictor with a PointRend head: its logits are upsampled ``MASK_STEPS`` times,
-    each time the most uncertain cells corrected from the pyramid's stride-4 features and the coarse
-    logits there. torchvision's mask loss then scores the refined masks, so the point head learns at the
-    points it refines. A cell is uncertain when any foreground class's mask logit is near 0: the predictor
-    does not know the box's class, so some refined cells belong to classes the box is not of. That is why
-    the head adds a correction to the coarse logit rather than replacing it, and starts at none (its last
-    layer zero): it can only learn to help."""
-
-    def __init__(self, predictor: nn.Module, fine_channels: int, num_classes: int, stash: _Stash) -> None:
-        super().__init__()
-        self.predictor = predictor
-        self._stash = stash
-        self.point_head = nn.Sequential(
-            nn.Conv1d(fine_channels + num_classes, HIDDEN, 1),
-            nn.ReLU(inplace=True),
-            nn.Conv1d(HIDDEN, HIDDEN, 1),
-            nn.ReLU(inplace=True),
-            nn.Conv1d(HIDDEN, num_classes, 1),
-        )
-        last = self.point_head[-1]
-        assert isinstance(last, nn.Conv1d)
-        nn.init.zeros_(last.weight)
-        nn.init.zeros_(last.bias)
-
-    def forward(self, mask_features: torch.Tensor) -> torch.Tensor:
-        logits: torch.Tensor = self.predictor(mask_features)
-        for _ in range(MASK_STEPS):
-            logits = F.interpolate(logits, scale_factor=2, mode="bilinear", align_corners=False)
-            if len(logits):
-                logits = self._refine(logits)
-        return logits
-
-    def _refine(self, logits: torch.Tensor) -> torch.Tensor:
-        rois, classes, size, _ = logits.shape
-        count = min(MASK_POINTS, size * size)
-        foreground = logits[:, 1:] if classes > 1 else logits
-        index = (-foreground.abs()).amax(dim=1).reshape(rois, -1).topk(count, dim=1).indices
-        flat = logits.reshape(rois, classes, -1)
-        spread = index.unsqueeze(1).expand(-1, classes, -1)
-        coarse = flat.gather(2, spread)
-        features = torch.cat([self._fine_at(index, size), coarse.to(self._stash.fine.dtype)], dim=1)  # type: ignore[union-attr]
-        points: torch.Tensor = coarse + self.point_head(features).to(flat.dtype)
-        return flat.scatter(2, spread, points).reshape(rois, classes, size, size)
-
-    def _fine_at(self, index: torch.Tensor, size: int) -> torch.Tensor:
-        """The stride-4 features at cells ``index`` of each box's ``size`` x ``size`` grid: ``[R, F, N]``."""
-        fine, boxes = self._stash.fine, self._stash.boxes
-        assert fine is not None and boxes is not None
-        # the pyramid level covers the padded batch image at a quarter of its size
-        extent = fine.new_tensor([fine.shape[-1] * FINE_STRIDE, fine.shape[-2] * FINE_STRIDE])
-        u = (index % size + 0.5) / size
-        v = torch.div(index, size, rounding_mode="floor").add(0.5) / size
-        out, start = [], 0
-        for image, image_boxes in enumerate(boxes):
-            n = len(image_boxes)
-            if n == 0:
-                continue
-            b = image_boxes.unsqueeze(1)  # [n, 1, 4]
-            x = b[..., 0] + u[start : start + n] * (b[..., 2] - b[..., 0])
-            y = b[..., 1] + v[start : start + n] * (b[..., 3] - b[..., 1])
-            coords = torch.stack([x, y], dim=2) / extent  # [n, N, 2]
-            sampled = point_sample(fine[image : image + 1], coords.reshape(1, -1, 2))  # [1, F, n*N]
-            out.append(sampled.reshape(fine.shape[1], n, -1).permute(1, 0, 2))
-            start += n
-        return torch.cat(out)
-
-
-def add_mask_point_head(roi_heads: nn.Module, num_classes: int, fine_channels: int = 256) -> None:
-    """Give torchvision RoIHeads' mask branch a PointRend head, in place."""
-    stash = _Stash()
-    roi_heads.mask_roi_pool = _StashingPool(roi_heads.get_submodule("mask_roi_pool"), stash)
-    roi_heads.mask_predictor = PointRendMasks(
-        roi_heads.get_submodule("mask_predictor"), fine_channels, num_classes, stash
-    )

@@ -1,0 +1,147 @@
+"""``geotrain predict``: a package's own inference function over a whole raster, tile by tile, as ArcGIS's
+Classify Pixels / Detect Objects Using Deep Learning run it: a classified GeoTIFF with the input's size and
+georeference, or GeoJSON features in the raster's coordinates.
+
+The function is the package's code and runs in this process: predict only with packages you trust (the
+server itself never runs code from a package).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+from geotrain.dlpk.archive import PackageError, extract, read_emd
+
+
+def _function(emd_path: Path, emd: dict[str, Any]) -> Any:
+    file = emd_path.parent / str(emd.get("InferenceFunction", ""))
+    if not file.is_file():
+        kind = emd.get("ModelType", "?")
+        raise PackageError(f"the package has no inference function geotrain can run (ModelType {kind})")
+    spec = importlib.util.spec_from_file_location(file.stem, file)
+    if spec is None or spec.loader is None:
+        raise PackageError(f"cannot load {file.name}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return getattr(module, file.stem)()
+
+
+DETECTION = ("ObjectDetection", "InstanceDetection")
+
+
+def default_output(package: Path, image: Path) -> Path:
+    _, emd = read_emd(package)
+    if emd.get("ModelType") in DETECTION:
+        return image.with_name(f"{image.stem}_detections.geojson")
+    return image.with_name(f"{image.stem}_classified.tif")
+
+
+def predict(
+    package: Path,
+    image: Path,
+    out: Path,
+    padding: int | None = None,
+    device: int = -2,
+    threshold: float | None = None,
+) -> Path:
+    """Run ``package`` over ``image`` into ``out``: for pixel classification a GeoTIFF of class values (0
+    where nothing was classified), for detection a GeoJSON FeatureCollection (Class, Confidence in percent;
+    each object from the tile holding its centre). ``padding``: pixels of each tile's border read but not
+    kept (the function's default: a quarter of the chip); ``threshold``: detections' least confidence, 0..1."""
+    _, emd = read_emd(package)
+    kind = emd.get("ModelType")
+    if kind != "ImageClassification" and kind not in DETECTION:
+        raise PackageError(f"predict handles pixel classification and detection packages; this one is {kind}")
+    with tempfile.TemporaryDirectory(prefix="geotrain-predict-") as tmp:
+        emd_path = extract(package, Path(tmp))
+        function = _function(emd_path, emd)
+        function.initialize(model=str(emd_path), device=device)
+        scalars: dict[str, Any] = {} if padding is None else {"padding": padding}
+        if threshold is not None:
+            scalars["threshold"] = threshold
+        config = function.getConfiguration(**scalars)
+        pad, tile_x, tile_y = int(config["padding"]), int(config["tx"]), int(config["ty"])
+        if tile_x < 1 or tile_y < 1:
+            raise PackageError(f"padding {pad} leaves nothing of the {emd['ImageWidth']} px tiles")
+        with rasterio.open(image) as src:
+            bands = [int(b) + 1 for b in config["extractBands"]]
+            if max(bands) > src.count:
+                raise PackageError(f"the model reads bands {bands} (1-based); {image.name} has {src.count}")
+            if kind in DETECTION:
+                return _detect(function, src, bands, (pad, tile_x, tile_y), out)
+            return _classify(function, src, bands, (pad, tile_x, tile_y), out)
+
+
+def _tiles(src: Any, bands: list[int], tiling: tuple[int, int, int]) -> Any:
+    """(row, col, pixels, mask) of each tile, its padding read beyond the raster as zero (no data)."""
+    pad, tile_x, tile_y = tiling
+    for row in range(0, src.height, tile_y):
+        for col in range(0, src.width, tile_x):
+            window = Window(col - pad, row - pad, tile_x + 2 * pad, tile_y + 2 * pad)
+            pixels = src.read(bands, window=window, boundless=True, fill_value=0)
+            masks = src.read_masks(bands, window=window, boundless=True)
+            yield row, col, pixels, (masks > 0).astype(np.uint8)
+
+
+def _classify(function: Any, src: Any, bands: list[int], tiling: tuple[int, int, int], out: Path) -> Path:
+    pad, tile_x, tile_y = tiling
+    info = function.updateRasterInfo(output_info={"bandCount": len(bands), "pixelType": "u1"})
+    pixel_type = np.dtype(info["output_info"]["pixelType"]).name
+    result = np.zeros((src.height, src.width), dtype=pixel_type)
+    for row, col, pixels, mask in _tiles(src, bands, tiling):
+        blocks = function.updatePixels(
+            (col, row), pixels.shape[1:], {"pixelType": pixel_type}, raster_pixels=pixels, raster_mask=mask
+        )
+        keep = blocks["output_pixels"][0, pad : pad + tile_y, pad : pad + tile_x]
+        rows, cols = min(tile_y, src.height - row), min(tile_x, src.width - col)
+        result[row : row + rows, col : col + cols] = keep[:rows, :cols]
+    profile = src.profile.copy()
+    profile.update(driver="GTiff", count=1, dtype=pixel_type, nodata=0, compress="lzw")
+    for key in ("blockxsize", "blockysize", "tiled"):
+        profile.pop(key, None)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(out, "w", **profile) as dst:
+        dst.write(result, 1)
+        dst.update_tags(1, classes=json.dumps({int(c["Value"]): str(c["Name"]) for c in function.emd["Classes"]}))
+    return out
+
+
+def _detect(function: Any, src: Any, bands: list[int], tiling: tuple[int, int, int], out: Path) -> Path:
+    pad = tiling[0]
+    features = []
+    for row, col, pixels, mask in _tiles(src, bands, tiling):
+        found = json.loads(function.vectorize(raster_pixels=pixels, raster_mask=mask)["output_vectors"])
+        for feature in found["features"]:
+            # tile pixels -> raster pixels
+            pixel_rings = [[(x + col - pad, y + row - pad) for x, y in ring] for ring in feature["geometry"]["rings"]]
+            xs = [x for ring in pixel_rings for x, _ in ring]
+            ys = [y for ring in pixel_rings for _, y in ring]
+            cx, cy = (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2
+            if not (0 <= cx < src.width and 0 <= cy < src.height):
+                continue  # found in the zeros a last tile reads beyond the raster's edge
+            rings = [[list(src.transform * point) for point in ring] for ring in pixel_rings]
+            attributes = feature["attributes"]
+            features.append(
+                {
+                    "type": "Feature",
+                    "properties": {"Class": attributes["Class"], "Confidence": attributes["Confidence"]},
+                    "geometry": {"type": "Polygon", "coordinates": rings},
+                }
+            )
+    collection: dict[str, Any] = {"type": "FeatureCollection", "features": features}
+    if src.crs is not None:
+        # GDAL and QGIS read this member (RFC 7946 dropped it, but without it coordinates are taken as WGS 84)
+        epsg = src.crs.to_epsg()
+        name = f"urn:ogc:def:crs:EPSG::{epsg}" if epsg else src.crs.to_wkt()
+        collection["crs"] = {"type": "name", "properties": {"name": name}}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(collection))
+    return out

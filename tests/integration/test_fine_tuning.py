@@ -1,0 +1,32 @@
+"""Fine-tuning starts from the package's weights: its first epoch is far better than a fresh start's."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from tests.exports import ExportSpec, write_classified_tiles
+from tests.integration.test_train_shapes import _train
+
+FORM = {"in_folder": "/fileShares/c/rgb", "model_type": "UNET", "backbone_model": "RESNET18",
+        "learning_rate": "0.003", "batch_size": "4", "stop_training": "false", "freeze_model": "false"}  # fmt: skip
+
+
+def _first_train_loss(messages: list[str]) -> float:
+    match = next(re.match(r"Epoch 1/\d+: train_loss ([0-9.]+)", m) for m in messages if m.startswith("Epoch 1/"))
+    assert match is not None
+    return float(match.group(1))
+
+
+def test_fine_tuning_starts_where_the_package_left_off(tmp_path: Path) -> None:
+    spec = ExportSpec(chips=16, size=32, bands=3, dtype="uint8", values=(1, 2), absent=None)
+    write_classified_tiles(tmp_path / "chips" / "rgb", spec)
+    _train(tmp_path, {**FORM, "output_name": '{"name": "first"}', "max_epochs": "6"})
+    _, fresh = _train(tmp_path, {**FORM, "output_name": '{"name": "fresh"}', "max_epochs": "1"})
+    package = "/fileShares/geotrain/models/first/first.dlpk"
+    _, tuned = _train(
+        tmp_path,
+        {**FORM, "output_name": '{"name": "tuned"}', "max_epochs": "1", "pretrained_model": f'{{"uri": "{package}"}}'},
+    )
+    assert any(m.startswith(f"Fine-tuning from '{package}'") for m in tuned)
+    assert _first_train_loss(tuned) < 0.6 * _first_train_loss(fresh), (tuned, fresh)
