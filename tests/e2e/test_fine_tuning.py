@@ -31,11 +31,18 @@ def _run(client: httpx.Client, server: Server, **values: object) -> dict[str, An
 
 
 @pytest.fixture(scope="module")
-def base_package(server: Server) -> Path:
-    """A UNET package on RESNET18 that a job wrote, at /fileShares/geotrain/models/base/base.dlpk."""
-    with httpx.Client(timeout=30) as client:
-        job = _run(client, server, **BASE, output_name={"name": "base"})
-    assert job["jobStatus"] == "esriJobSucceeded", job["messages"]
+def base_package(server: Server, store_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A UNET package on RESNET18 in the server's file share, at /fileShares/geotrain/models/base/base.dlpk.
+    Trained in this process with the same training run a job uses: these tests are about what the server does
+    with a package, and a job over HTTP would cost seconds more."""
+    from geotrain.config import Settings
+    from geotrain.task.params import parse
+    from geotrain.training.run import Progress, train
+
+    settings = Settings(home=server.home, data_stores={"/fileShares/chips": store_root}, check_packages=False)
+    form = {**{k: str(v) for k, v in BASE.items()}, "output_name": '{"name": "base"}'}
+    quiet = Progress(lambda text: None, lambda text: None, lambda pct, text: None)
+    train(parse(form), settings, tmp_path_factory.mktemp("base"), quiet)
     return server.home / "fileshare" / "models" / "base" / "base.dlpk"
 
 

@@ -366,7 +366,8 @@ def test_feature_classifier_trains_through_the_api(server: Server, client: httpx
             "ObjectDetection",
         ),
         ("MASKRCNN", {"box_detections_per_img": "50", "pointrend": "True"}, "InstanceDetection"),
-        ("YOLOV3", {"anchors": json.dumps([[8 * i, 6 * i] for i in range(1, 10)])}, "ObjectDetection"),
+        # no anchors: fitted to the boxes, or COCO's when there are too few boxes (as here)
+        ("YOLOV3", {"pretrained_backbone": "False"}, "ObjectDetection"),
     ],
 )
 def test_retinanet_ssd_maskrcnn_and_yolov3_train_through_the_api(
@@ -397,6 +398,12 @@ def test_retinanet_ssd_maskrcnn_and_yolov3_train_through_the_api(
         texts = [m["description"] for m in job["messages"]]
         assert emd["SSDVersion"] == 2 and f"SSD grids fitted to the training boxes: {emd['Grids']}." in texts
         parsed["grids"] = emd["Grids"]
+    if model_type == "YOLOV3":
+        job = client.get(f"{server.url}{TASK}/jobs/{job_id}", params={"f": "json"}).json()
+        texts = [m["description"] for m in job["messages"]]
+        assert emd["ModelParameters"]["anchors"][0] == [10, 13] and any("COCO anchors" in t for t in texts)
+        assert any("pretrained_backbone False" in t for t in texts), texts
+        parsed["anchors"] = emd["ModelParameters"]["anchors"]
     backbone = "DARKNET53" if model_type == "YOLOV3" else "RESNET18"
     fresh = build_detector(model_type, backbone, 3, 4, "RANDOM", emd["ModelParameters"]["input_size"], False, parsed)
     fresh.network.load_state_dict(weights, strict=True)

@@ -219,7 +219,7 @@ def test_a_few_unreadable_chips_warn_and_the_job_goes_on(tmp_path: Path) -> None
         ("SSD", {"arguments": '{"grids": "[4, 2]", "zooms": "[0.7, 1.0]", "ratios": "[[1.0, 1.0], [1.0, 0.5]]",'
                               ' "location_loss_factor": "0.6", "focal_loss": "True", "bias": "-3"}'},
          "SingleShotDetector"),
-        ("YOLOV3", {"arguments": '{"pretrained_backbone": "False"}'}, "YOLOv3"),
+        # YOLOV3 (pretrained_backbone False, COCO anchors for too few boxes) trains over HTTP in tests/e2e
     ],
 )  # fmt: skip
 def test_other_detectors_train_on_pascal_voc(
@@ -231,7 +231,7 @@ def test_other_detectors_train_on_pascal_voc(
     emd, infos = _train(
         tmp_path,
         {"in_folder": "/fileShares/c/voc", "output_name": '{"name": "voc"}', "model_type": model_type,
-         "backbone_model": "DARKNET53" if model_type == "YOLOV3" else "RESNET18", "max_epochs": "1",
+         "backbone_model": "RESNET18", "max_epochs": "1",
          "learning_rate": "0.001", "batch_size": "2", "monitor": "AVERAGE_PRECISION", "validation_percent": "34",
          **extra},
         # RetinaNet gives many detections above the check's threshold after one epoch: the package's own
@@ -243,10 +243,6 @@ def test_other_detectors_train_on_pascal_voc(
     assert set(emd["average_precision_score"]) == {"Palm", "Pine", "Oak"}
     if model_type == "SSD":
         assert emd["Grids"] == [4, 2] and emd["Zooms"] == [0.7, 1.0] and emd["Ratios"] == [[1.0, 1.0], [1.0, 0.5]]
-    elif model_type == "YOLOV3":
-        # 12 boxes in 4 training chips cannot place nine fitted anchors: the published ones are used
-        assert emd["ModelParameters"]["anchors"][0] == [10, 13] and emd["ModelParameters"]["n_bands"] == 3
-        assert emd["ModelParameters"]["input_size"] == 128 and any("COCO anchors" in i for i in infos)
     else:
         assert (
             emd["ModelParameters"]["scales"] == [1, 0.8, 0.63]
