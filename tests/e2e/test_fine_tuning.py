@@ -61,6 +61,8 @@ def test_a_job_fine_tunes_from_a_package_with_its_backbone(
     assert loaded and " of " in loaded[0] and "start afresh" not in loaded[0], _texts(job)
     with zipfile.ZipFile(server.home / "fileshare" / "models" / "tuned" / "tuned.dlpk") as zf:
         assert json.loads(zf.read("tuned.emd"))["ModelParameters"]["backbone"] == "resnet18"
+        # a job over HTTP ships the inference function and what it loads
+        assert {"GeotrainPixelClassifier.py", "geotrain_networks.py", "geotrain_runtime.py"} <= set(zf.namelist())
 
 
 def _package_like(base: Path, target: Path, replace: dict[str, bytes]) -> None:

@@ -8,7 +8,6 @@ server itself never runs code from a package).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import tempfile
 from pathlib import Path
@@ -19,6 +18,7 @@ import rasterio
 from rasterio.windows import Window
 
 from geotrain.dlpk.archive import PackageError, extract, read_emd
+from geotrain.dlpk.prf.geotrain_runtime import load_sibling
 
 
 def _function(emd_path: Path, emd: dict[str, Any]) -> Any:
@@ -26,12 +26,7 @@ def _function(emd_path: Path, emd: dict[str, Any]) -> Any:
     if not file.is_file():
         kind = emd.get("ModelType", "?")
         raise PackageError(f"the package has no inference function geotrain can run (ModelType {kind})")
-    spec = importlib.util.spec_from_file_location(file.stem, file)
-    if spec is None or spec.loader is None:
-        raise PackageError(f"cannot load {file.name}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return getattr(module, file.stem)()
+    return getattr(load_sibling(str(file.parent), file.name), file.stem)()  # the class is named like its file
 
 
 DETECTION = ("ObjectDetection", "InstanceDetection")

@@ -12,10 +12,10 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 from torchmetrics.detection import MeanAveragePrecision
-from torchvision.ops import batched_nms
 
 from geotrain.dlpk import emd as emd_writer
 from geotrain.dlpk import inference, pictures
+from geotrain.dlpk.prf.geotrain_networks import filter_detections
 from geotrain.training.data.augment import Augmenter, crop_origin
 from geotrain.training.data.readers import boxes_of_masks
 from geotrain.training.data.scan import Scan
@@ -283,12 +283,10 @@ def _package_check(
     task.eval()
     with torch.no_grad():
         found = task([x.to(next(task.parameters()).device)])[0]
-    keep = found["scores"] >= CHECK_THRESHOLD
-    found = {k: v[keep] for k, v in found.items()}
-    keep = batched_nms(found["boxes"].float(), found["scores"].float(), found["labels"], overlap)
+    found = filter_detections(found, CHECK_THRESHOLD, overlap)
     expected = [
         (names[int(label) - 1], float(score), [float(v) for v in box])
-        for box, score, label in zip(found["boxes"][keep], found["scores"][keep], found["labels"][keep], strict=True)
+        for box, score, label in zip(found["boxes"], found["scores"], found["labels"], strict=True)
     ]
     return np.ascontiguousarray(image), expected
 

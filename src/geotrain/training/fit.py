@@ -18,9 +18,9 @@ from torch import nn
 from torch.utils.data import DataLoader, WeightedRandomSampler
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from geotrain.dlpk.prf.geotrain_networks import pad_to_stride
 from geotrain.training.metrics import SegmentationMetrics, from_confusion
 from geotrain.training.models.pointrend import PointOutput, point_sample
-from geotrain.training.models.registry import OUTPUT_STRIDE
 
 log = logging.getLogger(__name__)
 
@@ -140,13 +140,8 @@ class SegmentationTask(OneCycleTask):
         """The logits, and in training what else the network trains on: an auxiliary head's logits, a
         PointRend head's points."""
         rows, cols = x.shape[-2:]
-        # Pad to a multiple of the stride, and to at least two strides: BatchNorm cannot train on a
-        # 1x1 bottleneck when a batch holds a single chip.
-        pad_r = max((-rows) % OUTPUT_STRIDE, 2 * OUTPUT_STRIDE - rows)
-        pad_c = max((-cols) % OUTPUT_STRIDE, 2 * OUTPUT_STRIDE - cols)
-        if pad_r or pad_c:
-            x = F.pad(x, (0, pad_c, 0, pad_r), mode="reflect" if min(rows, cols) > max(pad_r, pad_c) else "constant")
-        out = self.network(x)
+        padded, pad_r, pad_c = pad_to_stride(x)
+        out = self.network(padded)
         points = None
         if isinstance(out, PointOutput):
             points = out

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torchvision.ops import batched_nms
 
 
 def _runtime() -> Any:
@@ -97,9 +96,9 @@ class GeotrainObjectDetector:
         self.emd, folder = runtime.read_emd(str(kwargs["model"]))
         self.device = runtime.pick_device(kwargs.get("device"))
         here = os.path.dirname(os.path.abspath(__file__))
-        networks = runtime.load_sibling(here, "geotrain_networks.py")
-        self.network = networks.detector(self.emd)
-        networks.load_weights(self.network, runtime.load_state(self.emd, folder))
+        self.networks = runtime.load_sibling(here, "geotrain_networks.py")
+        self.network = self.networks.detector(self.emd)
+        self.networks.load_weights(self.network, runtime.load_state(self.emd, folder))
         self.network.to(self.device).eval()
         self.normalize = runtime.Normalizer(self.emd)
         self.masks = self.emd.get("ModelType") == "InstanceDetection"
@@ -156,10 +155,7 @@ class GeotrainObjectDetector:
         x = self.normalize(pixels, self.device)
         with torch.no_grad():
             found = self.network([x])[0]
-        keep = found["scores"] >= self.threshold
-        found = {k: v[keep] for k, v in found.items()}
-        keep = batched_nms(found["boxes"].float(), found["scores"].float(), found["labels"], self.nms_overlap)
-        found = {k: v[keep] for k, v in found.items()}
+        found = self.networks.filter_detections(found, self.threshold, self.nms_overlap)
         if self.exclude_pad and self.padding > 0:
             rows, cols = pixels.shape[1:]
             cx = (found["boxes"][:, 0] + found["boxes"][:, 2]) / 2

@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 
 def _runtime() -> Any:
@@ -41,11 +40,10 @@ class GeotrainPixelClassifier:
             return
         self.emd, folder = runtime.read_emd(str(kwargs["model"]))
         self.device = runtime.pick_device(kwargs.get("device"))
-        networks = runtime.load_sibling(os.path.dirname(os.path.abspath(__file__)), "geotrain_networks.py")
-        self.network = networks.pixel_classifier(self.emd)
+        self.networks = runtime.load_sibling(os.path.dirname(os.path.abspath(__file__)), "geotrain_networks.py")
+        self.network = self.networks.pixel_classifier(self.emd)
         self.network.load_state_dict(runtime.load_state(self.emd, folder), strict=True)
         self.network.to(self.device).eval()
-        self.output_stride = int(networks.OUTPUT_STRIDE)
         self.normalize = runtime.Normalizer(self.emd)
         # class index -> the class's value; index 0 is NoData
         self.values = np.asarray([0] + [int(c["Value"]) for c in self.emd["Classes"]], dtype=np.int32)
@@ -135,15 +133,9 @@ class GeotrainPixelClassifier:
         """Bands x rows x cols of raw pixels -> rows x cols of class indices (0 NoData)."""
         x = self.normalize(pixels, self.device)[None]
         rows, cols = x.shape[-2:]
-        stride = self.output_stride
-        # as in training: to a multiple of the stride, and at least two strides
-        pad_r = max((-rows) % stride, 2 * stride - rows)
-        pad_c = max((-cols) % stride, 2 * stride - cols)
-        if pad_r or pad_c:
-            mode = "reflect" if min(rows, cols) > max(pad_r, pad_c) else "constant"
-            x = F.pad(x, (0, pad_c, 0, pad_r), mode=mode)
+        padded, _, _ = self.networks.pad_to_stride(x)  # as in training
         with torch.no_grad():
-            logits = self.network(x)[..., :rows, :cols]
+            logits = self.network(padded)[..., :rows, :cols]
         indices: np.ndarray = logits.argmax(dim=1)[0].cpu().numpy()
         return indices
 

@@ -27,6 +27,7 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.models.detection.ssd import SSD
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead
+from torchvision.ops import batched_nms
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 # inputs are padded to a multiple of this, and to at least twice it
@@ -53,6 +54,27 @@ def with_bands(module: nn.Module, bands: int) -> None:
     )
     parent, _, attr = name.rpartition(".")
     setattr(module.get_submodule(parent) if parent else module, attr, conv)
+
+
+def pad_to_stride(x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+    """``x`` padded at the bottom and right to a multiple of ``OUTPUT_STRIDE``, and to at least two strides
+    (BatchNorm cannot train on a 1x1 bottleneck when a batch holds a single chip); the rows and columns added.
+    Training and the inference function pad alike, so the package predicts what the trained model does."""
+    rows, cols = x.shape[-2:]
+    pad_r = max((-rows) % OUTPUT_STRIDE, 2 * OUTPUT_STRIDE - rows)
+    pad_c = max((-cols) % OUTPUT_STRIDE, 2 * OUTPUT_STRIDE - cols)
+    if pad_r or pad_c:
+        x = F.pad(x, (0, pad_c, 0, pad_r), mode="reflect" if min(rows, cols) > max(pad_r, pad_c) else "constant")
+    return x, pad_r, pad_c
+
+
+def filter_detections(found: dict[str, torch.Tensor], threshold: float, overlap: float) -> dict[str, torch.Tensor]:
+    """A detector's output for one image kept above ``threshold``, then per class without the less confident
+    of two detections overlapping more than ``overlap`` (IoU), most confident first."""
+    keep = found["scores"] >= threshold
+    found = {k: v[keep] for k, v in found.items()}
+    keep = batched_nms(found["boxes"].float(), found["scores"].float(), found["labels"], overlap)
+    return {k: v[keep] for k, v in found.items()}
 
 
 def point_sample(values: torch.Tensor, coords: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:

@@ -16,8 +16,6 @@ from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 from geotrain.training.models import pretrained, trunks
 from geotrain.training.models.pointrend import PointRend
 
-# Every backbone of these networks downsamples by 2**5: inputs are padded to a multiple of it.
-OUTPUT_STRIDE = 32
 PYRAMID_SIZES = (1, 2, 3, 6)  # PSPNet's pooling grids, arcgis.learn's default
 
 
