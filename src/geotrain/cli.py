@@ -119,7 +119,8 @@ def _predict(args: argparse.Namespace) -> int:
     image, package = Path(args.image), Path(args.package)
     try:
         out = Path(args.out) if args.out else default_output(package, image)
-        written = predict(package, image, out, args.padding, args.device, args.threshold)
+        features = Path(args.features) if args.features else None
+        written = predict(package, image, out, args.padding, args.device, args.threshold, features)
     except (PackageError, OSError, ValueError) as exc:
         print(f"geotrain predict: {exc}", file=sys.stderr)
         return 2
@@ -149,15 +150,22 @@ def main(argv: list[str] | None = None) -> int:
     weights.set_defaults(func=_weights)
     predict = sub.add_parser(
         "predict",
-        help="classify a raster, or detect objects in it, with a .dlpk's own inference function (runs the "
-        "package's code)",
+        help="classify a raster's pixels or objects, or detect objects in it, with a .dlpk's own inference "
+        "function (runs the package's code)",
     )
     predict.add_argument("package", help="a .dlpk written by geotrain")
     predict.add_argument("image", help="a raster (GeoTIFF or any format GDAL reads)")
     predict.add_argument(
-        "--out", help="the GeoTIFF (classification) or GeoJSON (detection) to write; default beside the image"
+        "--out",
+        help="the GeoTIFF (pixel classification) or GeoJSON (detection, object classification) to write; default "
+        "beside the image",
     )
-    predict.add_argument("--threshold", type=float, help="detection: the least confidence kept, 0..1")
+    predict.add_argument(
+        "--features", help="object classification: a GeoJSON of the objects to classify (default: the whole image)"
+    )
+    predict.add_argument(
+        "--threshold", type=float, help="detection: the least confidence kept, 0..1 (multi-label: probability)"
+    )
     predict.add_argument("--padding", type=int, help="border pixels of each tile predicted but not kept")
     predict.add_argument("--device", type=int, default=-2, help="-1 the CPU, N the GPU N, -2 a GPU if any")
     predict.set_defaults(func=_predict)

@@ -407,3 +407,32 @@ def test_retinanet_ssd_maskrcnn_and_yolov3_train_through_the_api(
     backbone = "DARKNET53" if model_type == "YOLOV3" else "RESNET18"
     fresh = build_detector(model_type, backbone, 3, 4, "RANDOM", emd["ModelParameters"]["input_size"], False, parsed)
     fresh.network.load_state_dict(weights, strict=True)
+    if model_type == "YOLOV3":
+        _function_gives_the_networks_detections(server, client, job_id, emd, fresh.network, store / folder)
+
+
+def _function_gives_the_networks_detections(
+    server: Server, client: httpx.Client, job_id: str, emd: dict[str, Any], network: torch.nn.Module, chips: Path
+) -> None:
+    """The package's own function, run apart from geotrain, finds on a training chip what the network finds."""
+    import numpy as np
+    import rasterio
+
+    from geotrain.dlpk import verify
+    from geotrain.dlpk.prf.geotrain_networks import filter_detections
+
+    uri = client.get(f"{server.url}/jobs/{job_id}/results/out_item", params={"f": "json"}).json()["value"]["uri"]
+    with rasterio.open(sorted((chips / "images").glob("*.jpg"))[0]) as chip:
+        pixels = chip.read()
+    stats = emd["NormalizationStats"]
+    mean, std = (np.asarray(stats[k], dtype=np.float32)[:, None, None] for k in ("band_mean_values", "band_std_values"))
+    network.score_thresh = 0.0  # as the function's threshold 0 sets it: every box the network gives
+    with torch.no_grad():
+        found = network.eval()([torch.from_numpy((pixels.astype(np.float32) - mean) / std)])[0]
+    found = filter_detections(found, 0.0, float(emd["NMSOverlap"]))
+    features = verify.run_detector(_local(server, uri), pixels, chips.parent / f"run-{job_id}", {"threshold": 0.0})
+    assert len(features) == len(found["boxes"]) > 0
+    for feature, box, score in zip(features, found["boxes"].tolist(), found["scores"].tolist(), strict=True):
+        ring = feature["geometry"]["rings"][0]
+        assert abs(feature["attributes"]["Confidence"] - 100 * score) < 0.01
+        assert np.allclose([ring[0][0], ring[0][1], ring[2][0], ring[2][1]], box, atol=0.01)

@@ -191,8 +191,12 @@ def test_feature_classifier_on_variable_size_labeled_tiles(tmp_path: Path, multi
         {"in_folder": "/fileShares/c/lt", "output_name": '{"name": "lt"}', "model_type": "FEATURE_CLASSIFIER",
          "backbone_model": "RESNET18", "max_epochs": "1", "learning_rate": "0.001", "batch_size": "2",
          "weight_init_scheme": "ALL_RANDOM", "validation_percent": "34"},
+        check_packages=True,  # the package's own function, apart from geotrain, classifies chips alike
     )  # fmt: skip
     assert emd["ModelType"] == "ObjectClassification" and emd["ModelName"] == "FeatureClassifier"
+    assert emd["InferenceFunction"] == "GeotrainObjectClassifier.py"
+    (checked,) = [i for i in infos if i.startswith("Checked the package:")]
+    assert "classifies 2 validation chip(s) as the trained model does" in checked, checked
     assert emd["IsMultiLabel"] is multi and emd["CropSizeFixed"] == 0 and emd["ImageHeight"] == 32
     assert set(json.loads(emd["per_class_metrics"])) == {"Palm", "Pine", "Oak"}
     assert any(i.startswith("Classes declared in the export but with no chip: Oak") for i in infos)

@@ -50,7 +50,7 @@ def common_emd(
     is_imagenet: bool,
 ) -> dict[str, Any]:
     """The keys every family writes; the family adds its metrics and its own keys."""
-    function = inference.function_for(model_kind, f"geotrain.{model_type.lower()}")
+    function = inference.function_for(model_kind)
     emd: dict[str, Any] = {
         "Framework": "PyTorch",
         "ModelConfiguration": f"geotrain.{model_type.lower()}",

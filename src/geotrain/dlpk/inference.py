@@ -11,21 +11,18 @@ FUNCTIONS = {
     "ImageClassification": ("GeotrainPixelClassifier.py", BESIDE),
     "ObjectDetection": ("GeotrainObjectDetector.py", BESIDE),
     "InstanceDetection": ("GeotrainObjectDetector.py", BESIDE),
+    "ObjectClassification": ("GeotrainObjectClassifier.py", BESIDE),
 }
-# model types whose networks the portable files do not rebuild yet
-NOT_PORTABLE = ("geotrain.yolov3",)
 
 
-def function_for(model_kind: str, configuration: str) -> str | None:
+def function_for(model_kind: str) -> str | None:
     """The file name ArcGIS finds in the EMD's InferenceFunction, or None where geotrain ships none yet."""
-    if configuration in NOT_PORTABLE or model_kind not in FUNCTIONS:
-        return None
-    return FUNCTIONS[model_kind][0]
+    return FUNCTIONS[model_kind][0] if model_kind in FUNCTIONS else None
 
 
-def files_for(model_kind: str, configuration: str) -> dict[str, bytes]:
+def files_for(model_kind: str) -> dict[str, bytes]:
     """The files a package carries for ArcGIS to run it: the function and what it loads."""
-    if function_for(model_kind, configuration) is None:
+    if model_kind not in FUNCTIONS:
         return {}
     function, beside = FUNCTIONS[model_kind]
     folder = resources.files("geotrain.dlpk.prf")

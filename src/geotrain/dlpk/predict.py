@@ -1,6 +1,7 @@
 """``geotrain predict``: a package's own inference function over a whole raster, tile by tile, as ArcGIS's
 Classify Pixels / Detect Objects Using Deep Learning run it: a classified GeoTIFF with the input's size and
-georeference, or GeoJSON features in the raster's coordinates.
+georeference, or GeoJSON features in the raster's coordinates. An object classifier classifies each polygon
+of a GeoJSON file over the raster (Classify Objects Using Deep Learning), or the whole raster as one object.
 
 The function is the package's code and runs in this process: predict only with packages you trust (the
 server itself never runs code from a package).
@@ -15,7 +16,9 @@ from typing import Any
 
 import numpy as np
 import rasterio
-from rasterio.windows import Window
+from rasterio.features import bounds as geometry_bounds
+from rasterio.features import geometry_mask
+from rasterio.windows import Window, from_bounds
 
 from geotrain.dlpk.archive import PackageError, extract, read_emd
 from geotrain.dlpk.prf.geotrain_runtime import load_sibling
@@ -34,6 +37,8 @@ DETECTION = ("ObjectDetection", "InstanceDetection")
 
 def default_output(package: Path, image: Path) -> Path:
     _, emd = read_emd(package)
+    if emd.get("ModelType") == "ObjectClassification":
+        return image.with_name(f"{image.stem}_objects.geojson")
     if emd.get("ModelType") in DETECTION:
         return image.with_name(f"{image.stem}_detections.geojson")
     return image.with_name(f"{image.stem}_classified.tif")
@@ -46,15 +51,20 @@ def predict(
     padding: int | None = None,
     device: int = -2,
     threshold: float | None = None,
+    features: Path | None = None,
 ) -> Path:
     """Run ``package`` over ``image`` into ``out``: for pixel classification a GeoTIFF of class values (0
     where nothing was classified), for detection a GeoJSON FeatureCollection (Class, Confidence in percent;
     each object from the tile holding its centre). ``padding``: pixels of each tile's border read but not
-    kept (the function's default: a quarter of the chip); ``threshold``: detections' least confidence, 0..1."""
+    kept (the function's default: a quarter of the chip); ``threshold``: detections' least confidence, 0..1
+    (a multi-label classifier's least probability); ``features``: for an object classifier, a GeoJSON file
+    of the objects (in the raster's coordinates)."""
     _, emd = read_emd(package)
     kind = emd.get("ModelType")
-    if kind != "ImageClassification" and kind not in DETECTION:
-        raise PackageError(f"predict handles pixel classification and detection packages; this one is {kind}")
+    if kind not in ("ImageClassification", "ObjectClassification", *DETECTION):
+        raise PackageError(f"predict handles pixel and object classification and detection; this one is {kind}")
+    if features is not None and kind != "ObjectClassification":
+        raise PackageError("--features is for object classification packages")
     with tempfile.TemporaryDirectory(prefix="geotrain-predict-") as tmp:
         emd_path = extract(package, Path(tmp))
         function = _function(emd_path, emd)
@@ -63,6 +73,9 @@ def predict(
         if threshold is not None:
             scalars["threshold"] = threshold
         config = function.getConfiguration(**scalars)
+        if kind == "ObjectClassification":
+            with rasterio.open(image) as src:
+                return _classify_objects(function, src, [int(b) + 1 for b in config["extractBands"]], features, out)
         pad, tile_x, tile_y = int(config["padding"]), int(config["tx"]), int(config["ty"])
         if tile_x < 1 or tile_y < 1:
             raise PackageError(f"padding {pad} leaves nothing of the {emd['ImageWidth']} px tiles")
@@ -109,6 +122,58 @@ def _classify(function: Any, src: Any, bands: list[int], tiling: tuple[int, int,
     return out
 
 
+def _classify_objects(function: Any, src: Any, bands: list[int], features: Path | None, out: Path) -> Path:
+    """Each object's block of the raster through ``vectorize``: its bounding box, or a chip of the model's
+    size centred on it where the EMD's CropSizeFixed is 1; pixels outside the polygon zeroed where
+    BlackenAroundFeature is 1."""
+    if max(bands) > src.count:
+        raise PackageError(f"the model reads bands {bands} (1-based); the raster has {src.count}")
+    objects: list[dict[str, Any]]
+    if features is None:
+        left, bottom, right, top = src.bounds
+        ring = [[left, bottom], [right, bottom], [right, top], [left, top], [left, bottom]]
+        objects = [{"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [ring]}}]
+    else:
+        objects = [f for f in json.loads(features.read_text()).get("features", []) if f.get("geometry")]
+    emd = function.emd
+    fixed, blacken = int(emd.get("CropSizeFixed", 1)) == 1, int(emd.get("BlackenAroundFeature", 0)) == 1
+    blocks, masks = [], []
+    for feature in objects:
+        found = from_bounds(*geometry_bounds(feature["geometry"]), transform=src.transform)
+        # to whole pixels, nearest: a corner a rounding error short of a pixel edge stays on it
+        window = Window(
+            round(found.col_off), round(found.row_off), max(1, round(found.width)), max(1, round(found.height))
+        )
+        if fixed and features is not None:  # the whole raster stays whole
+            width, height = int(emd["ImageWidth"]), int(emd["ImageHeight"])
+            centre_col, centre_row = window.col_off + window.width / 2, window.row_off + window.height / 2
+            window = Window(round(centre_col - width / 2), round(centre_row - height / 2), width, height)
+        pixels = src.read(bands, window=window, boundless=True, fill_value=0)
+        mask = (src.read_masks(bands, window=window, boundless=True) > 0).astype(np.uint8)
+        if blacken:
+            outside = geometry_mask([feature["geometry"]], pixels.shape[1:], src.window_transform(window))
+            mask[:, outside] = 0
+        blocks.append(pixels)
+        masks.append(mask)
+    found = json.loads(function.vectorize(rasters_pixels=blocks, rasters_mask=masks)["output_vectors"])["features"]
+    collection: dict[str, Any] = {
+        "type": "FeatureCollection",
+        "features": [
+            {
+                "type": "Feature",
+                "properties": {
+                    **(feature.get("properties") or {}),
+                    "Class": result["attributes"]["Class"],
+                    "Confidence": result["attributes"]["Confidence"],
+                },
+                "geometry": feature["geometry"],
+            }
+            for feature, result in zip(objects, found, strict=True)
+        ],
+    }
+    return _write_geojson(collection, src, out)
+
+
 def _detect(function: Any, src: Any, bands: list[int], tiling: tuple[int, int, int], out: Path) -> Path:
     pad = tiling[0]
     features = []
@@ -131,7 +196,10 @@ def _detect(function: Any, src: Any, bands: list[int], tiling: tuple[int, int, i
                     "geometry": {"type": "Polygon", "coordinates": rings},
                 }
             )
-    collection: dict[str, Any] = {"type": "FeatureCollection", "features": features}
+    return _write_geojson({"type": "FeatureCollection", "features": features}, src, out)
+
+
+def _write_geojson(collection: dict[str, Any], src: Any, out: Path) -> Path:
     if src.crs is not None:
         # GDAL and QGIS read this member (RFC 7946 dropped it, but without it coordinates are taken as WGS 84)
         epsg = src.crs.to_epsg()

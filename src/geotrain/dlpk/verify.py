@@ -39,12 +39,28 @@ def run_detector(package: Path, pixels: np.ndarray, workdir: Path, scalars: dict
     return features
 
 
-def _run(package: Path, pixels: np.ndarray, workdir: Path, output: Path, scalars: dict[str, Any]) -> None:
+def run_object_classifier(
+    package: Path, blocks: list[np.ndarray], workdir: Path, scalars: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The features ``vectorize`` gives for ``blocks`` (bands x rows x cols of raw pixels, one per object, as
+    Classify Objects Using Deep Learning hands them over), run as ``run_function`` runs it."""
+    _run(package, blocks, workdir, workdir / "output.json", scalars)
+    features: list[dict[str, Any]] = json.loads((workdir / "output.json").read_text())["features"]
+    return features
+
+
+def _run(
+    package: Path, pixels: np.ndarray | list[np.ndarray], workdir: Path, output: Path, scalars: dict[str, Any]
+) -> None:
     folder = workdir / "package"
     emd = extract(package, folder)
-    np.save(workdir / "pixels.npy", pixels)
+    stored = workdir / ("pixels.npz" if isinstance(pixels, list) else "pixels.npy")
+    if isinstance(pixels, list):
+        np.savez(stored, *pixels)
+    else:
+        np.save(stored, pixels)
     script = resources.files("geotrain.dlpk.prf").joinpath("run_function.py")
-    command = [sys.executable, "-I", "-S", str(script), str(folder), str(emd), str(workdir / "pixels.npy"),
+    command = [sys.executable, "-I", "-S", str(script), str(folder), str(emd), str(stored),
                str(output), json.dumps(scalars), *libraries()]  # fmt: skip
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S, check=False)

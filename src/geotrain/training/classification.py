@@ -199,7 +199,7 @@ def train(job: Job) -> dict[str, Any]:
             "CropSizeFixed": 0 if any(s != (size, size) for s in _sizes(scanned)) else 1,
         }
     )
-    return job.write_package(
+    written = job.write_package(
         emd,
         built.network.state_dict(),
         result,
@@ -214,6 +214,32 @@ def train(job: Job) -> dict[str, Any]:
         per_class,
         f"accuracy {m.accuracy:.4f}",
     )
+    job.check_classifier(*_package_check(task, scanned, valid_idx, size, [c.name for c in foreground]))
+    return written
+
+
+def _package_check(
+    task: ClassificationTask, scanned: Scan[Any], indices: Sequence[int], size: int, names: list[str]
+) -> tuple[list[np.ndarray], list[tuple[str, str]]]:
+    """Up to eight validation chips' raw pixels and the trained model's (label, confidence in percent) for
+    each, as the inference function writes them: the class of highest probability, or every label at 0.5
+    or more."""
+    chosen = list(indices[:8])
+    chips = ClassificationChips(scanned, chosen, size, False)
+    blocks = [np.ascontiguousarray(scanned.sample(i)[0]) for i in chosen]
+    task.eval()
+    device = next(task.parameters()).device
+    with torch.no_grad():
+        logits = task(torch.stack([chips[j][0] for j in range(len(chosen))]).to(device)).float().cpu()
+    expected = []
+    for p in logits.sigmoid() if task.multi_label else logits.softmax(1):
+        if task.multi_label:
+            kept = [j for j in range(len(p)) if p[j] >= 0.5]
+            expected.append((";".join(names[j] for j in kept), ";".join(f"{100 * float(p[j]):.2f}" for j in kept)))
+        else:
+            best = int(p.argmax())
+            expected.append((names[best], str(100 * float(p[best]))))
+    return blocks, expected
 
 
 def _sizes(scanned: Scan[Any]) -> set[tuple[int, int]]:

@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 from torchmetrics.detection import MeanAveragePrecision
 
 from geotrain.dlpk import emd as emd_writer
-from geotrain.dlpk import inference, pictures
+from geotrain.dlpk import pictures
 from geotrain.dlpk.prf.geotrain_networks import filter_detections
 from geotrain.training.data.augment import Augmenter, crop_origin
 from geotrain.training.data.readers import boxes_of_masks
@@ -266,9 +266,8 @@ def train(job: Job) -> dict[str, Any]:
         {name: {"precision": ap, "recall": float("nan"), "f1": float("nan")} for name, ap in per_class_ap.items()},
         f"mAP@0.5 {metrics.map50:.4f}",
     )
-    if inference.function_for(emd["ModelType"], emd["ModelConfiguration"]) is not None:
-        names = [c.name for c in foreground]
-        job.check_detector(*_package_check(task, valid_set, names, float(emd["NMSOverlap"])))
+    names = [c.name for c in foreground]
+    job.check_detector(*_package_check(task, valid_set, names, float(emd["NMSOverlap"])))
     return written
 
 

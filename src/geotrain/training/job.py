@@ -226,6 +226,26 @@ class Job:
             f"trained model's {len(expected)} detections (confidence at least {CHECK_THRESHOLD}) on a validation chip."
         )
 
+    def check_classifier(self, blocks: list[np.ndarray], expected: list[tuple[str, str]]) -> None:
+        """``check_package`` for object classification packages: ``vectorize`` on validation chips' raw
+        pixels (``blocks``, one per object) must give each chip the trained model's (label, confidence)."""
+        if not self.settings.check_packages:
+            return
+
+        def compare(workdir: Path) -> str | None:
+            features = verify.run_object_classifier(self.target.local, blocks, workdir, {})
+            given = [(str(f["attributes"]["Label"]), str(f["attributes"]["Confidence"])) for f in features]
+            alike = sum(_labels_agree(g, e) for g, e in zip(given, expected, strict=False))
+            if len(given) != len(expected) or alike < DETECTION_AGREEMENT * len(expected):
+                return f"its inference function classifies {alike} of {len(expected)} validation chips alike"
+            return None
+
+        self._checked(compare)
+        self.progress.info(
+            f"Checked the package: its inference function, run apart from geotrain as ArcGIS runs it, classifies "
+            f"{len(expected)} validation chip(s) as the trained model does."
+        )
+
     def _checked(self, compare: Callable[[Path], str | None]) -> None:
         """Run ``compare`` in a scratch folder; the problem it names (or the package's) removes the package
         and fails the job."""
@@ -343,6 +363,14 @@ def _detections_agree(features: list[dict[str, Any]], expected: list[tuple[str, 
             same = bool(np.allclose([min(xs), min(ys), max(xs), max(ys)], box, atol=0.01))
         alike += same
     return alike / max(len(features), len(expected))
+
+
+def _labels_agree(given: tuple[str, str], expected: tuple[str, str]) -> bool:
+    """Same label, and each confidence (percent, ``;``-separated for several labels) within 0.1 points."""
+    if given[0] != expected[0]:
+        return False
+    ours, theirs = ([float(v) for v in text.split(";") if v.strip()] for text in (given[1], expected[1]))
+    return len(ours) == len(theirs) and bool(np.allclose(ours, theirs, atol=0.1))
 
 
 def class_colors(classes: list[ClassInfo]) -> list[tuple[int, int, int]]:

@@ -1,5 +1,5 @@
-"""The Python raster function of geotrain's detection packages: FASTERRCNN, RETINANET, SSD (boxes) and MASKRCNN
-(instance outlines).
+"""The Python raster function of geotrain's detection packages: FASTERRCNN, RETINANET, SSD, YOLOV3 (boxes) and
+MASKRCNN (instance outlines).
 
 ArcGIS (Detect Objects Using Deep Learning) loads it from the package, as the EMD's InferenceFunction names
 it, and calls ``vectorize`` per tile. Features come back in the tile's pixel coordinates (x to the right, y
@@ -9,26 +9,19 @@ geotrain.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
+import runpy
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import torch
 
-
-def _runtime() -> Any:
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "geotrain_runtime.py")
-    spec = importlib.util.spec_from_file_location(f"geotrain_runtime_{abs(hash(path))}", path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-runtime = _runtime()
+# the shared helpers, by path: another package's copy (of another geotrain version) may be loaded too
+runtime = SimpleNamespace(
+    **runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "geotrain_runtime.py"))
+)
 POLYGON = 4  # ArcGIS's geometry type code
 FIELDS = [
     {"name": "OID", "type": "esriFieldTypeOID", "alias": "OID"},
@@ -102,6 +95,10 @@ class GeotrainObjectDetector:
         self.network.to(self.device).eval()
         self.normalize = runtime.Normalizer(self.emd)
         self.masks = self.emd.get("ModelType") == "InstanceDetection"
+        # the networks drop boxes below a score of their own (0.01-0.05): a lower threshold lowers it
+        self.built_thresholds = [
+            (m, float(m.score_thresh)) for m in self.network.modules() if hasattr(m, "score_thresh")
+        ]
         self.threshold = float(self.emd.get("Threshold", 0.5))
         self.nms_overlap = float(self.emd.get("NMSOverlap", 0.5))
 
@@ -133,6 +130,8 @@ class GeotrainObjectDetector:
         self.threshold = runtime.scalar(scalars, "threshold", self.threshold)
         self.nms_overlap = runtime.scalar(scalars, "nms_overlap", self.nms_overlap)
         self.exclude_pad = runtime.flag(scalars, "exclude_pad_detections", True)
+        for module, built in self.built_thresholds:
+            module.score_thresh = min(built, self.threshold)
         return {
             "extractBands": tuple(int(b) for b in self.emd["ExtractBands"]),
             "padding": self.padding,

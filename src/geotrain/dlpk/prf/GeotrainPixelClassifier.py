@@ -7,26 +7,19 @@ and the network file shipped beside it; never geotrain.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
+import runpy
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import torch
 
-
-def _runtime() -> Any:
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "geotrain_runtime.py")
-    spec = importlib.util.spec_from_file_location(f"geotrain_runtime_{abs(hash(path))}", path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-runtime = _runtime()
+# the shared helpers, by path: another package's copy (of another geotrain version) may be loaded too
+runtime = SimpleNamespace(
+    **runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "geotrain_runtime.py"))
+)
 
 
 class GeotrainPixelClassifier:

@@ -1,16 +1,19 @@
 """geotrain's networks rebuilt from their EMD with torch and torchvision only: the pixel classifiers (UNET,
-PSPNET, DEEPLAB) and the detectors (FASTERRCNN, MASKRCNN, RETINANET, SSD).
+PSPNET, DEEPLAB), the object classifier (FEATURE_CLASSIFIER) and the detectors (FASTERRCNN, MASKRCNN,
+RETINANET, SSD, YOLOV3).
 
 This file travels inside every .dlpk geotrain writes that has an inference function, beside it, so it must
 not import geotrain, segmentation-models-pytorch or timm: ArcGIS's Python is only sure to have torch,
 torchvision and numpy. The pixel classifiers are laid out module for module like the ones geotrain trains
 (segmentation-models-pytorch 0.6 and geotrain's own heads); the detectors' own pieces (anchors, grid
-features, the PointRend mask head) are defined here and geotrain's builder uses them. Either way the
-package's state dict loads strictly, and geotrain's tests check that the outputs match on the same input.
+features, the PointRend mask head, YOLOv3 and its DarkNet53) are defined here and geotrain's builder uses
+them. Either way the package's state dict loads strictly, and geotrain's tests check that the outputs match
+on the same input.
 """
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import partial
@@ -422,6 +425,17 @@ def pixel_classifier(emd: dict[str, Any]) -> nn.Module:
     return network
 
 
+def feature_classifier(emd: dict[str, Any]) -> nn.Module:
+    """The network an ObjectClassification EMD of geotrain describes (torchvision's classifier on the EMD's
+    band count, one output per class), with random weights."""
+    params = emd["ModelParameters"]
+    network: nn.Module = getattr(torchvision.models, str(params["backbone"]))(
+        weights=None, num_classes=len(emd["Classes"])
+    )
+    with_bands(network, int(params["in_channels"]))
+    return network
+
+
 # anchor sizes per pyramid level: chips are small, so anchors start at 16 px rather than torchvision's 32
 LEVEL_SIZES = (16, 32, 64, 128, 256)
 RCNN_RATIOS = (0.5, 1.0, 2.0)
@@ -654,6 +668,220 @@ def _fpn(arch: str, bands: int, **options: Any) -> BackboneWithFPN:
     return fpn
 
 
+# YOLOv3: its three output strides; inputs are a multiple of the coarsest
+YOLO_STRIDES = (8, 16, 32)
+DARKNET_BLOCKS = (1, 2, 8, 8, 4)
+
+
+class _BatchNormLeaky(nn.BatchNorm2d):
+    """timm's BatchNormAct2d with LeakyReLU(0.01): the same parameters, the activation folded in."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.leaky_relu(super().forward(x), 0.01)
+
+
+class _ConvBn(nn.Module):
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, kernel, stride, padding=kernel // 2, bias=False)
+        self.bn = _BatchNormLeaky(cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.bn(self.conv(x))
+        return out
+
+
+class _DarkBlock(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = _ConvBn(channels, channels // 2, 1)
+        self.conv2 = _ConvBn(channels // 2, channels, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = x + self.conv2(self.conv1(x))
+        return out
+
+
+class _DarkStage(nn.Module):
+    def __init__(self, cin: int, cout: int, blocks: int) -> None:
+        super().__init__()
+        self.conv_down = _ConvBn(cin, cout, 3, 2)
+        self.blocks = nn.Sequential(*(_DarkBlock(cout) for _ in range(blocks)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.blocks(self.conv_down(x))
+        return out
+
+
+class DarkNet53(nn.Module):
+    """timm's ``darknet53`` as ``FeatureListNet(out_indices=(3, 4, 5), flatten_sequential=True)`` exposes it
+    (the same module names, so the same state dict): the feature maps at strides 8, 16 and 32."""
+
+    channels = (256, 512, 1024)
+
+    def __init__(self, bands: int) -> None:
+        super().__init__()
+        self.stem_conv1 = _ConvBn(bands, 32, 3)
+        widths = (32, 64, 128, 256, 512, 1024)
+        for i, blocks in enumerate(DARKNET_BLOCKS):
+            self.add_module(f"stages_{i}", _DarkStage(widths[i], widths[i + 1], blocks))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.stem_conv1(x)
+        found = []
+        for i in range(len(DARKNET_BLOCKS)):
+            x = self.get_submodule(f"stages_{i}")(x)
+            if i >= 2:
+                found.append(x)
+        return found
+
+
+def _yolo_block(c_in: int, c_out: int, k: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=False), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.1, inplace=True)
+    )
+
+
+def _yolo_neck(c_in: int, c: int) -> nn.Sequential:
+    return nn.Sequential(_yolo_block(c_in, c, 1), _yolo_block(c, 2 * c, 3), _yolo_block(2 * c, c, 1))
+
+
+class YOLOv3(nn.Module):
+    """``backbone`` gives feature maps at strides 8, 16 and 32 with ``channels``; ``anchors`` are nine
+    (width, height) pairs in input pixels, smallest first, three per stride; ``num_classes`` excludes the
+    background (labels arrive 1-based, as torchvision's detectors take them)."""
+
+    anchors: torch.Tensor
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        channels: list[int],
+        num_classes: int,
+        anchors: list[tuple[float, float]],
+        input_size: int,
+        score_thresh: float = 0.05,
+        nms_thresh: float = 0.45,
+        detections_per_img: int = 100,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.num_classes = num_classes
+        self.input_size = input_size
+        self.score_thresh, self.nms_thresh, self.detections_per_img = score_thresh, nms_thresh, detections_per_img
+        self.register_buffer("anchors", torch.tensor(anchors, dtype=torch.float32))
+        out = 3 * (5 + num_classes)
+        c3, c4, c5 = channels
+        # top-down: each scale's features, then an upsampled summary handed to the next finer scale
+        self.neck5, self.neck4, self.neck3 = _yolo_neck(c5, 512), _yolo_neck(c4 + 256, 256), _yolo_neck(c3 + 128, 128)
+        self.up5, self.up4 = _yolo_block(512, 256, 1), _yolo_block(256, 128, 1)
+        self.heads = nn.ModuleList(
+            nn.Sequential(_yolo_block(c, 2 * c, 3), nn.Conv2d(2 * c, out, 1)) for c in (128, 256, 512)
+        )
+        # objectness starts at a 1 % prior: most cells hold nothing, and an even start drowns the other losses
+        for head in self.heads:
+            last = list(head.children())[-1]
+            assert isinstance(last, nn.Conv2d) and last.bias is not None
+            with torch.no_grad():
+                last.bias.view(3, 5 + num_classes)[:, 4] = math.log(0.01 / 0.99)
+
+    def _raw(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Per stride 8, 16, 32: (batch, anchor, row, col, [x, y, w, h, objectness, classes...])."""
+        f3, f4, f5 = self.backbone(x)
+        p5 = self.neck5(f5)
+        p4 = self.neck4(torch.cat([F.interpolate(self.up5(p5), size=f4.shape[-2:]), f4], 1))
+        p3 = self.neck3(torch.cat([F.interpolate(self.up4(p4), size=f3.shape[-2:]), f3], 1))
+        outs = []
+        for head, p in zip(self.heads, (p3, p4, p5), strict=True):
+            y = head(p)
+            n, _, h, w = y.shape
+            outs.append(y.view(n, 3, 5 + self.num_classes, h, w).permute(0, 1, 3, 4, 2))
+        return outs
+
+    def forward(
+        self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]] | None = None
+    ) -> dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]:
+        size = self.input_size
+        x = torch.stack(
+            [F.interpolate(im[None], size=(size, size), mode="bilinear", align_corners=False)[0] for im in images]
+        )
+        # image pixels -> network pixels, per image: (x, y, x, y)
+        scales = [torch.tensor([size / im.shape[-1], size / im.shape[-2]] * 2, device=x.device) for im in images]
+        raw = self._raw(x)
+        if self.training:
+            assert targets is not None, "training needs targets"
+            return self._loss(raw, targets, scales)
+        return self._predict(raw, images, scales)
+
+    def _loss(
+        self, raw: list[torch.Tensor], targets: list[dict[str, torch.Tensor]], scales: list[torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        objectness = [torch.zeros_like(r[..., 4]) for r in raw]
+        box = raw[0].new_zeros(())
+        cls = raw[0].new_zeros(())
+        for b, (target, scale) in enumerate(zip(targets, scales, strict=True)):
+            boxes = target["boxes"] * scale
+            if len(boxes) == 0:
+                continue
+            wh = (boxes[:, 2:] - boxes[:, :2]).clamp(min=1.0)
+            centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+            # each object is the responsibility of the anchor whose shape fits it best
+            inter = torch.min(wh[:, None], self.anchors[None]).prod(-1)
+            best = (inter / (wh.prod(-1)[:, None] + self.anchors.prod(-1)[None] - inter)).argmax(1)
+            for level, stride in enumerate(YOLO_STRIDES):
+                mine = (best // 3) == level
+                if not mine.any():
+                    continue
+                rows, cols = raw[level].shape[2:4]
+                grid = centre[mine] / stride
+                col = grid[:, 0].long().clamp(0, cols - 1)
+                row = grid[:, 1].long().clamp(0, rows - 1)
+                anchor = best[mine] % 3
+                p = raw[level][b, anchor, row, col]
+                objectness[level][b, anchor, row, col] = 1.0
+                offset = (grid - torch.stack([col, row], 1)).clamp(0, 1)
+                box = box + F.binary_cross_entropy_with_logits(p[:, :2], offset, reduction="sum")
+                box = box + F.mse_loss(p[:, 2:4], torch.log(wh[mine] / self.anchors[best[mine]]), reduction="sum")
+                onehot = F.one_hot(target["labels"][mine] - 1, self.num_classes).to(p.dtype)
+                cls = cls + F.binary_cross_entropy_with_logits(p[:, 5:], onehot, reduction="sum")
+        n = len(targets)
+        obj = sum(
+            F.binary_cross_entropy_with_logits(r[..., 4], t, reduction="sum")
+            for r, t in zip(raw, objectness, strict=True)
+        )
+        assert isinstance(obj, torch.Tensor)
+        return {"bbox_regression": box / n, "classification": cls / n, "objectness": obj / n}
+
+    def _predict(
+        self, raw: list[torch.Tensor], images: list[torch.Tensor], scales: list[torch.Tensor]
+    ) -> list[dict[str, torch.Tensor]]:
+        results = []
+        for b, (image, scale) in enumerate(zip(images, scales, strict=True)):
+            found_boxes, found_scores, found_labels = [], [], []
+            for level, stride in enumerate(YOLO_STRIDES):
+                p = raw[level][b].float()
+                rows, cols = p.shape[1:3]
+                gy, gx = torch.meshgrid(
+                    torch.arange(rows, device=p.device), torch.arange(cols, device=p.device), indexing="ij"
+                )
+                xy = (p[..., :2].sigmoid() + torch.stack([gx, gy], -1)) * stride
+                wh = p[..., 2:4].clamp(max=8).exp() * self.anchors[3 * level : 3 * level + 3].view(3, 1, 1, 2)
+                scores = (p[..., 4:5].sigmoid() * p[..., 5:].sigmoid()).reshape(-1, self.num_classes)
+                boxes = torch.cat([xy - wh / 2, xy + wh / 2], -1).reshape(-1, 4)
+                where, label = (scores > self.score_thresh).nonzero(as_tuple=True)
+                found_boxes.append(boxes[where])
+                found_scores.append(scores[where, label])
+                found_labels.append(label + 1)
+            boxes, scores, labels = torch.cat(found_boxes), torch.cat(found_scores), torch.cat(found_labels)
+            keep = batched_nms(boxes, scores, labels, self.nms_thresh)[: self.detections_per_img]
+            rows, cols = image.shape[-2:]
+            boxes = boxes[keep] / scale
+            boxes[:, 0::2] = boxes[:, 0::2].clamp(0, cols)
+            boxes[:, 1::2] = boxes[:, 1::2].clamp(0, rows)
+            results.append({"boxes": boxes, "scores": scores[keep], "labels": labels[keep]})
+        return results
+
+
 def detector(emd: dict[str, Any]) -> nn.Module:
     """The network an ObjectDetection or InstanceDetection EMD of geotrain describes, with random weights.
     It takes images normalised with the EMD's statistics, as torchvision detectors take them."""
@@ -689,6 +917,12 @@ def detector(emd: dict[str, Any]) -> nn.Module:
         network = SSD(
             features, anchors_ssd, (size, size), num_classes, **plain, detections_per_img=DETECTIONS_PER_IMAGE
         )
+    elif kind == "YOLOV3":
+        anchors_yolo = [(float(w), float(h)) for w, h in params["anchors"]]
+        network = YOLOv3(
+            DarkNet53(bands), list(DarkNet53.channels), num_classes - 1, anchors_yolo, size,
+            detections_per_img=DETECTIONS_PER_IMAGE,
+        )  # fmt: skip
     else:
         raise ValueError(f"no portable network for {kind}")
     return network

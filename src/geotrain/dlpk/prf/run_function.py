@@ -7,7 +7,9 @@ so a function that leans on anything else is caught here rather than in ArcGIS.
     run_function.py <package folder> <emd file> <pixels .npy> <output file> <scalars JSON> <library folder>...
 
 The output file gets ``updatePixels``' output_pixels (.npy) for pixel classification, ``vectorize``'s
-output_vectors (JSON text) for detection.
+output_vectors (JSON text) for detection and object classification. For object classification the pixels
+file is an .npz of one block per object (bands x rows x cols, sizes may differ), handed over as
+``rasters_pixels``.
 """
 
 from __future__ import annotations
@@ -43,13 +45,26 @@ def main(argv: list[str]) -> int:
     spec.loader.exec_module(module)
     function = getattr(module, stem)()  # ArcGIS: the class is named like its file
     function.initialize(model=emd_path, device=-1)
+    kind = emd.get("ModelType")
     names = [p["name"] for p in function.getParameterInfo()]
-    if names[:2] != ["raster", "model"]:
-        raise ValueError(f"getParameterInfo must begin with raster and model, not {names[:2]}")
+    first = "rasters" if kind == "ObjectClassification" else "raster"
+    if names[:2] != [first, "model"]:
+        raise ValueError(f"getParameterInfo must begin with {first} and model, not {names[:2]}")
     configuration = function.getConfiguration(**{"padding": 0, **json.loads(scalars_json)})
+    if kind == "ObjectClassification":
+        with np.load(pixels_path) as stored:
+            blocks = [stored[f"arr_{i}"] for i in range(len(stored.files))]
+        json.loads(function.getFields())
+        if function.getGeometryType() != 4:
+            raise ValueError("an object classifier's geometry type must be 4 (polygon)")
+        masks = [np.ones_like(b, dtype=np.uint8) for b in blocks]
+        vectors = function.vectorize(rasters_pixels=blocks, rasters_mask=masks)["output_vectors"]
+        with open(output_path, "w", encoding="utf-8") as f:
+            f.write(vectors)
+        return _finish(configuration)
     pixels = np.load(pixels_path)
     mask = np.ones_like(pixels, dtype=np.uint8)
-    if emd.get("ModelType") in ("ObjectDetection", "InstanceDetection"):
+    if kind in ("ObjectDetection", "InstanceDetection"):
         json.loads(function.getFields())
         if function.getGeometryType() != 4:
             raise ValueError("a detector's geometry type must be 4 (polygon)")
@@ -61,6 +76,10 @@ def main(argv: list[str]) -> int:
         props = {"pixelType": info["pixelType"], "width": pixels.shape[2], "height": pixels.shape[1]}
         blocks = function.updatePixels((0.0, 0.0), pixels.shape[1:], props, raster_pixels=pixels, raster_mask=mask)
         np.save(output_path, blocks["output_pixels"])
+    return _finish(configuration)
+
+
+def _finish(configuration: dict[str, Any]) -> int:
     leaked = sorted(name for name in sys.modules if name.split(".")[0] == "geotrain")
     if leaked:
         raise ImportError(f"the inference function imported {leaked}")
