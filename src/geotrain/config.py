@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     max_attempts: int = 3
     # Seconds a training process gets to exit after SIGTERM before it is killed.
     kill_grace_seconds: float = 5.0
+    # Seconds a training process gets to checkpoint and exit when its worker stops (SIGTERM to the worker).
+    handback_seconds: float = 120.0
     # Before a job succeeds, run its package's own inference function in a fresh interpreter, as ArcGIS
     # would (a few seconds a job, mostly importing torch). Off only where many tiny jobs make that dominate.
     check_packages: bool = True

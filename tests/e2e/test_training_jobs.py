@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -184,6 +185,30 @@ def _first_epoch(client: httpx.Client, url: str) -> dict[str, Any]:
     raise AssertionError(f"no epoch finished in 120 s: {job}")
 
 
+def _messages_until(client: httpx.Client, url: str, prefix: str) -> list[str]:
+    """Poll until a job message starts with ``prefix``; all the messages then."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        texts = [m["description"] for m in client.get(url, params={"f": "json"}).json()["messages"]]
+        if any(t.startswith(prefix) for t in texts):
+            return texts
+        time.sleep(0.2)
+    raise AssertionError(f"no message {prefix!r} in 120 s")
+
+
+def _checkpointed(client: httpx.Client, url: str, last: Path, epochs: int) -> None:
+    """Poll until the job's last checkpoint holds ``epochs`` finished epochs."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if int(torch.load(last, map_location="cpu", weights_only=True)["epoch"]) + 1 >= epochs:
+                return
+        except (FileNotFoundError, RuntimeError, EOFError, KeyError):
+            pass  # not there yet, or being written
+        time.sleep(0.2)
+    raise AssertionError(f"no checkpoint of epoch {epochs} in 120 s: {client.get(url, params={'f': 'json'}).json()}")
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -254,9 +279,13 @@ def test_stop_training_stops_when_the_validation_loss_stalls(server: Server, cli
     assert 6 <= len(epochs) < 40 and epochs[-1].startswith(f"Epoch {len(epochs)}/40")
 
 
-def test_a_killed_worker_loses_no_job(tmp_path: Path, store_root: Path, client: httpx.Client) -> None:
-    """kill -9 of the server and its worker: the lease expires, the job goes back to the queue with its
-    attempt count raised, the orphaned training process stops, and the next worker finishes the job."""
+def test_a_job_resumes_where_it_was_after_a_kill_9_and_after_a_graceful_stop(
+    tmp_path: Path, store_root: Path, client: httpx.Client
+) -> None:
+    """kill -9 of the server and its worker during epoch 3 of 6: the lease expires, the job goes back to the
+    queue with its attempt count raised, the orphaned training process stops, and the next worker resumes
+    the job from its epoch 2 checkpoint. That server then gets SIGTERM: its worker has the training process
+    save where it is and hands the job back without spending an attempt; a third server finishes it."""
     home = tmp_path / "home"
     lease = {"GEOTRAIN_LEASE_SECONDS": "3"}
     first = Server(home=home, stores={"/fileShares/chips": str(store_root)}, extra_env=lease).start()
@@ -265,7 +294,7 @@ def test_a_killed_worker_loses_no_job(tmp_path: Path, store_root: Path, client: 
         model_type="UNET", backbone_model="RESNET18", max_epochs=6, learning_rate=0.001, stop_training=False,
     )  # fmt: skip
     url = f"{first.url}/jobs/{job_id}"
-    _first_epoch(client, url)
+    _checkpointed(client, url, home / "jobs" / job_id / "checkpoints" / "last.ckpt", epochs=2)
     with sqlite3.connect(home / "geotrain.db") as db:
         (orphan,) = db.execute("SELECT child_pid FROM jobs WHERE id = ?", (job_id,)).fetchone()
     assert first.process is not None
@@ -276,15 +305,36 @@ def test_a_killed_worker_loses_no_job(tmp_path: Path, store_root: Path, client: 
 
     second = Server(home=home, stores={"/fileShares/chips": str(store_root)}, extra_env=lease).start()
     try:
-        job = wait_for(client, f"{second.url}/jobs/{job_id}", timeout=180)
+        texts = _messages_until(client, f"{second.url}/jobs/{job_id}", "Epoch 3/6")
+        assert any("stopped responding" in t and "put back in the queue" in t for t in texts)
+        after = texts[texts.index("Executing (attempt 2 of 3)...") :]
+        resuming = [t for t in after if t.startswith("Resuming from the checkpoint")]
+        assert resuming[0].startswith("Resuming from the checkpoint of epoch 2: training goes on at epoch 3 of 6")
+        assert [t.split(":")[0] for t in after if t.startswith("Epoch ")] == ["Epoch 3/6"]
+    finally:
+        second.stop()  # SIGTERM
+    # uvicorn shuts down gracefully, then re-raises the signal it caught
+    assert second.process is not None and second.process.returncode in (0, -signal.SIGTERM)
+    with sqlite3.connect(home / "geotrain.db") as db:
+        assert db.execute("SELECT status, attempts FROM jobs WHERE id = ?", (job_id,)).fetchone() == (
+            "esriJobSubmitted", 1
+        )  # fmt: skip
+
+    third = Server(home=home, stores={"/fileShares/chips": str(store_root)}, extra_env=lease).start()
+    try:
+        job = wait_for(client, f"{third.url}/jobs/{job_id}", timeout=180)
         texts = [m["description"] for m in job["messages"]]
         assert job["jobStatus"] == "esriJobSucceeded", texts
-        assert any("stopped responding" in t and "put back in the queue" in t for t in texts)
-        assert "Executing (attempt 2 of 3)..." in texts
-        with sqlite3.connect(home / "geotrain.db") as db:
-            assert db.execute("SELECT attempts FROM jobs WHERE id = ?", (job_id,)).fetchone() == (2,)
+        handed = texts.index("The worker stopped; the job was saved where it was and put back in the queue.")
+        after = texts[handed:]
+        assert after[1] == "Executing (attempt 2 of 3)..."
+        (resuming,) = [t for t in after if t.startswith("Resuming from the checkpoint")]
+        last = int(resuming.split("epoch ")[1].split(":")[0])  # the epoch it was in, or the one it had done
+        expected = [f"Epoch {e}/6" for e in range(last if "taken during" in resuming else last + 1, 7)]
+        assert [t.split(":")[0] for t in after if t.startswith("Epoch ")] == expected
+        assert expected[0] != "Epoch 1/6"
     finally:
-        second.stop()
+        third.stop()
 
 
 def test_fasterrcnn_trains_on_the_real_multispectral_kitti_export(server: Server, client: httpx.Client) -> None:

@@ -34,7 +34,7 @@ def create_app(settings: Settings | None = None, workers: int = 0) -> FastAPI:
         for worker, _ in embedded:
             worker.stop()
         for _, thread in embedded:
-            thread.join(timeout=settings.kill_grace_seconds + 15)
+            thread.join(timeout=settings.handback_seconds + settings.kill_grace_seconds + 15)
         engine.dispose()
 
     app = FastAPI(title="geotrain", version=geotrain.__version__, lifespan=lifespan)

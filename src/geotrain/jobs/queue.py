@@ -222,12 +222,19 @@ class Queue:
         return self._finish(job_id, worker_id, JobStatus.CANCELLED, Message(MessageType.WARNING, "Cancelled."))
 
     def release(self, job_id: str, worker_id: str, reason: str) -> bool:
-        """Hand a claimed job back to the queue (the worker is stopping); it keeps its attempt count."""
+        """Hand a claimed job back to the queue (the worker is stopping): a graceful stop costs it no
+        attempt."""
         with self._sessions.begin() as session:
             done = session.execute(
                 update(Job)
                 .where(Job.id == job_id, Job.worker_id == worker_id, Job.status == JobStatus.EXECUTING)
-                .values(status=JobStatus.SUBMITTED, worker_id=None, lease_expires_at=None, child_pid=None)
+                .values(
+                    status=JobStatus.SUBMITTED,
+                    worker_id=None,
+                    lease_expires_at=None,
+                    child_pid=None,
+                    attempts=Job.attempts - 1,
+                )
                 .returning(Job.id)
                 .execution_options(synchronize_session=False)
             ).scalar_one_or_none()

@@ -21,6 +21,8 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+from geotrain.training import handback
+
 OUTCOME = "outcome.json"
 
 
@@ -75,6 +77,7 @@ def main(job_id: str, watch: bool = True) -> int:
         _exit_with_parent()
     # SIGTERM (cancel) unwinds through finally blocks, so no half-written file is left behind
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    signal.signal(signal.SIGUSR1, handback.on_signal)
     # Never reach for the network at run time: hub libraries read their caches only.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TIMM_OFFLINE", "1")

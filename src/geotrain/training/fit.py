@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from geotrain.dlpk.prf.geotrain_networks import pad_to_stride
+from geotrain.training import handback
 from geotrain.training.metrics import SegmentationMetrics, from_confusion
 from geotrain.training.models.pointrend import PointOutput, point_sample
 
@@ -50,6 +51,10 @@ class OneCycleTask(pl.LightningModule):
     last_metrics: Any = None
     # largest gradient norm a step may take (None: no clipping)
     gradient_clip: float | None = None
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # a resumed run trains on at the rate this one chose (the finder is not run again)
+        checkpoint["geotrain"] = {"lr": float(self.lr)}
 
     def configure_optimizers(self) -> Any:
         params = [p for p in self.parameters() if p.requires_grad]
@@ -246,6 +251,37 @@ class Reporter(Callback):
         self.history.append(record)
         self.report(record, self.max_epochs)
 
+    # the epochs before a crash are part of a resumed run's history (its loss graph, its best epoch)
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": [asdict(r) for r in self.history]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = [EpochRecord(**r) for r in state_dict.get("history", [])]
+
+
+class HandBack(Callback):
+    """When the worker asks for the job back: a checkpoint of this very step (optimizer, schedule, where in
+    the epoch), then exit. The next attempt goes on from it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        handback.fitting.set()
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        handback.fitting.clear()
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if handback.requested.is_set():
+            partial = self.path.with_suffix(".partial")
+            trainer.save_checkpoint(partial)
+            partial.replace(self.path)  # a kill while saving leaves the previous checkpoint whole
+            handback.fitting.clear()
+            raise SystemExit(handback.HANDED_BACK)
+
 
 @dataclass
 class FitOptions:
@@ -299,16 +335,15 @@ def fit(
         collate_fn=collate_fn,
     )
     monitor_key, mode = MONITOR_KEYS[options.monitor]
+    folder = options.workdir / "checkpoints"
+    # after the Reporter's epoch end (checkpoint callbacks run last): the saved history holds the epoch
     checkpoint = ModelCheckpoint(
-        dirpath=options.workdir / "checkpoints",
-        filename="best",
-        monitor=monitor_key,
-        mode=mode,
-        save_last=True,
-        save_top_k=1,
-    )
+        dirpath=folder, filename="best", monitor=monitor_key, mode=mode, save_last=True, save_top_k=1,
+        save_on_train_epoch_end=True,
+    )  # fmt: skip
+    resume = _resumable(folder / "last.ckpt", warn)
     reporter = Reporter(options.max_epochs, report_epoch)
-    callbacks: list[Callback] = [checkpoint, reporter]
+    callbacks: list[Callback] = [checkpoint, reporter, HandBack(folder / "last.ckpt")]
     stopper: EarlyStopping | None = None
     if options.stop_training:
         # arcgis.learn: stop when the monitored metric has not improved by 0.001 for 5 epochs
@@ -327,7 +362,18 @@ def fit(
         log_every_n_steps=1,
     )
     lr_found = options.lr is None
-    if options.lr is None:
+    if resume is not None:
+        task.lr, done, within = resume
+        where = (
+            f"taken during epoch {done + 1}: training goes on in epoch {done + 1}"
+            if within
+            else f"of epoch {done}: training goes on at epoch {done + 1}"
+        )
+        info(
+            f"Resuming from the checkpoint {where} of {options.max_epochs}, the optimizer, learning-rate schedule "
+            "and early stopping as they were."
+        )
+    elif options.lr is None:
         # its own trainer: the finder's steps must not be capped by max_epochs on a small data set
         finder = pl.Trainer(max_epochs=10_000, **common)
         task.lr = find_lr(finder, task, train_loader, valid_loader, warn)
@@ -335,7 +381,7 @@ def fit(
     else:
         task.lr = options.lr
     trainer = pl.Trainer(max_epochs=options.max_epochs, callbacks=callbacks, **common)
-    trainer.fit(task, train_loader, valid_loader)
+    trainer.fit(task, train_loader, valid_loader, ckpt_path=folder / "last.ckpt" if resume is not None else None)
     best_path = checkpoint.best_model_path
     best_epoch = None
     if best_path and Path(best_path).is_file():
@@ -354,6 +400,24 @@ def fit(
         metrics=task.last_metrics,
         stopped_early=stopper is not None and stopper.stopped_epoch > 0,
     )
+
+
+def _resumable(last: Path, warn: Callable[[str], None]) -> tuple[float, int, bool] | None:
+    """(learning rate, epochs done, whether it was taken within the next epoch) of an earlier attempt's last
+    checkpoint of this job, or None when there is none (or it cannot be read: the job then starts over, and
+    says so)."""
+    if not last.is_file():
+        return None
+    try:
+        # the job's own file, written by geotrain in the job folder: still, tensors and plain values only
+        saved = torch.load(last, map_location="cpu", weights_only=True)
+        histories = [v["history"] for k, v in saved.get("callbacks", {}).items() if k.startswith("Reporter")]
+        done = len(histories[0]) if histories else int(saved["epoch"]) + 1
+        return float(saved["geotrain"]["lr"]), done, int(saved["epoch"]) == done
+    except Exception as exc:  # a checkpoint cut short by the crash it is meant to survive
+        warn(f"The checkpoint of an earlier attempt cannot be read ({type(exc).__name__}); training starts over.")
+        last.unlink(missing_ok=True)
+        return None
 
 
 def precision(use_gpu: bool) -> str:

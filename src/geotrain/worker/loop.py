@@ -17,6 +17,7 @@ from pathlib import Path
 from geotrain.config import Settings
 from geotrain.jobs.queue import JobRecord, Queue
 from geotrain.training.child import OUTCOME, read_outcome
+from geotrain.training.handback import HANDED_BACK
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +92,11 @@ class Worker:
                 self._end(child)
                 return
             if self.stopping.is_set():
-                self._end(child)
-                self.queue.release(job.id, self.worker_id, "The worker stopped; the job was put back in the queue.")
+                saved = self._hand_back(child)
+                how = "saved where it was and " if saved else ""
+                self.queue.release(
+                    job.id, self.worker_id, f"The worker stopped; the job was {how}put back in the queue."
+                )
                 return
         self._finish(job, child.returncode, workdir)
 
@@ -146,6 +150,19 @@ class Worker:
             self.worker_id,
             f"The training process {how} without a result (out of memory?). See {workdir / 'train.log'}.",
         )
+
+    def _hand_back(self, child: subprocess.Popen[bytes]) -> bool:
+        """Ask the training process to checkpoint and exit (SIGUSR1, to it alone: its data loaders would
+        die of it); end it if it does not in time. True when it handed the job back."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child.pid, signal.SIGUSR1)
+        try:
+            child.wait(timeout=self.settings.handback_seconds)
+        except subprocess.TimeoutExpired:
+            self._end(child)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)  # data loaders it left behind
+        return child.returncode == HANDED_BACK
 
     def _end(self, child: subprocess.Popen[bytes]) -> None:
         """Stop the training process and everything it started; SIGKILL if it ignores SIGTERM."""

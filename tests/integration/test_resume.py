@@ -1,0 +1,73 @@
+"""A training run that dies goes on from its last epoch checkpoint: optimizer, schedule, history and the
+chosen learning rate as they were, not from the first epoch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from geotrain.training.classification import ClassificationTask
+from geotrain.training.fit import EpochRecord, FitOptions, fit
+
+
+class Crash(Exception):
+    pass
+
+
+def _task() -> ClassificationTask:
+    torch.manual_seed(0)
+    head = nn.Linear(8, 3)
+    network = nn.Sequential(nn.Conv2d(2, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), head)
+    return ClassificationTask(network, head, 3, False, 1e-3, False)
+
+
+def _data() -> tuple[TensorDataset, TensorDataset]:
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(24, 2, 16, 16, generator=g), torch.randint(0, 3, (24,), generator=g)
+    return TensorDataset(x[:16], y[:16]), TensorDataset(x[16:], y[16:])
+
+
+def test_a_run_killed_in_epoch_3_of_5_resumes_at_epoch_3(tmp_path: Path) -> None:
+    train_set, valid_set = _data()
+    # no learning rate given: the finder chooses one, and the resumed run must keep it, not search again
+    options = FitOptions(max_epochs=5, batch_size=4, lr=None, monitor="VALID_LOSS", stop_training=False,
+                         use_gpu=False, workdir=tmp_path)  # fmt: skip
+    seen: list[int] = []
+    infos: list[str] = []
+
+    def crash_in_epoch_3(record: EpochRecord, max_epochs: int) -> None:
+        seen.append(record.epoch)
+        if record.epoch == 3:  # before epoch 3's checkpoint: as if killed during it
+            raise Crash
+
+    with pytest.raises(Crash):
+        fit(_task(), train_set, valid_set, options, crash_in_epoch_3, infos.append, infos.append)
+    chosen = float(next(i for i in infos if i.startswith("The learning-rate finder chose")).split()[-1].rstrip("."))
+    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["epoch"] == 1 and saved["optimizer_states"][0]["state"], "epoch 2's checkpoint, with Adam's state"
+
+    again: list[str] = []
+    resumed_task = _task()
+    result = fit(resumed_task, train_set, valid_set, options, lambda r, m: seen.append(r.epoch), again.append,
+                 again.append)  # fmt: skip
+    assert seen == [1, 2, 3, 3, 4, 5]
+    assert again[0].startswith("Resuming from the checkpoint of epoch 2: training goes on at epoch 3 of 5")
+    assert not any(i.startswith("The learning-rate finder") for i in again)
+    assert resumed_task.lr == pytest.approx(float(f"{chosen:.4e}"), rel=1e-3)
+    assert [r.epoch for r in result.history] == [1, 2, 3, 4, 5]
+
+
+def test_an_unreadable_checkpoint_starts_the_run_over_and_says_so(tmp_path: Path) -> None:
+    train_set, valid_set = _data()
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"PK\x03\x04 cut short")
+    options = FitOptions(max_epochs=1, batch_size=4, lr=1e-3, monitor="VALID_LOSS", stop_training=False,
+                         use_gpu=False, workdir=tmp_path)  # fmt: skip
+    notes: list[str] = []
+    result = fit(_task(), train_set, valid_set, options, lambda r, m: None, notes.append, notes.append)
+    assert "cannot be read" in notes[0] and "training starts over" in notes[0]
+    assert [r.epoch for r in result.history] == [1]
