@@ -126,15 +126,28 @@ def test_learning_rate_finder_runs_when_no_rate_is_given(server: Server, client:
     assert float(emd["LearningRate"]) == pytest.approx(float(chosen[0].rsplit(" ", 1)[1].rstrip(".")), rel=1e-3)
 
 
-def test_the_same_job_runs_on_postgresql(tmp_path: Path, store_root: Path, pg_url: str, client: httpx.Client) -> None:
+def test_the_same_job_runs_on_postgresql_with_a_separate_worker_woken_by_notify(
+    tmp_path: Path, store_root: Path, pg_url: str, client: httpx.Client
+) -> None:
+    """The API alone, and `geotrain worker` in a process of its own that polls only every 30 s and
+    heartbeats every 20 s: LISTEN/NOTIFY starts a submitted job, and stops a cancelled one, within moments."""
     env = {**os.environ, "GEOTRAIN_DATABASE_URL": pg_url, "GEOTRAIN_HOME": str(tmp_path / "home")}
     subprocess.run([sys.executable, "-m", "geotrain.cli", "migrate"], env=env, check=True)
-    server = Server(home=tmp_path / "home", stores={"/fileShares/chips": str(store_root)}, database_url=pg_url).start()
+    server = Server(
+        home=tmp_path / "home", stores={"/fileShares/chips": str(store_root)}, database_url=pg_url, workers=0
+    ).start()
+    slow = {"GEOTRAIN_POLL_SECONDS": "30", "GEOTRAIN_HEARTBEAT_SECONDS": "20", "GEOTRAIN_LEASE_SECONDS": "90"}
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "geotrain.cli", "worker"], env={**server.env(), **slow},
+        stdout=open(tmp_path / "worker.log", "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
+    )  # fmt: skip
     try:
+        time.sleep(3)  # the worker has looked at the empty queue and waits
         job_id = _submit(
             client, server, in_folder="/fileShares/chips/uint16_4band", output_name={"name": "pg_unet"},
             model_type="UNET", backbone_model="RESNET18", max_epochs=1, learning_rate=0.001,
         )  # fmt: skip
+        assert _seconds_until(client, f"{server.url}/jobs/{job_id}", "esriJobExecuting") < 1.5
         job = wait_for(client, f"{server.url}{TASK}/jobs/{job_id}")
         assert job["jobStatus"] == "esriJobSucceeded", job["messages"]
         import psycopg
@@ -145,8 +158,28 @@ def test_the_same_job_runs_on_postgresql(tmp_path: Path, store_root: Path, pg_ur
         assert (status, attempts) == ("esriJobSucceeded", 1)
         assert n_messages == len(job["messages"])
         assert not (tmp_path / "home" / "geotrain.db").exists()
+
+        long_id = _submit(
+            client, server, in_folder="/fileShares/chips/uint16_4band", output_name={"name": "pg_long"},
+            model_type="UNET", backbone_model="RESNET18", max_epochs=5000, learning_rate=0.001,
+        )  # fmt: skip
+        _first_epoch(client, f"{server.url}/jobs/{long_id}")
+        client.post(f"{server.url}/jobs/{long_id}/cancel", data={"f": "json"})
+        assert _seconds_until(client, f"{server.url}/jobs/{long_id}", "esriJobCancelled") < 5
     finally:
+        worker.terminate()
+        worker.wait(timeout=60)
         server.stop()
+
+
+def _seconds_until(client: httpx.Client, url: str, status: str) -> float:
+    """Seconds from now until the job's status is ``status``, polled every 50 ms."""
+    start = time.monotonic()
+    while time.monotonic() - start < 60:
+        if client.get(url, params={"f": "json"}).json()["jobStatus"] == status:
+            return time.monotonic() - start
+        time.sleep(0.05)
+    raise AssertionError(f"not {status} in 60 s")
 
 
 def test_cancel_during_training_ends_cancelled_and_kills_the_training_process(

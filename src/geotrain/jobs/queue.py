@@ -7,11 +7,12 @@ import secrets
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from geotrain.errors import JobNotFound
 from geotrain.jobs.tables import Job, JobMessage, JobStatus, MessageType
+from geotrain.jobs.wakeups import CANCEL, CHANNEL, SUBMITTED, Subscriber
 
 
 def new_job_id() -> str:
@@ -71,6 +72,20 @@ Heartbeat = Literal["ok", "cancel", "lost"]
 class Queue:
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions
+        self._subscribers: list[Subscriber] = []
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        """Call ``subscriber(event, job_id)`` after a submit or a cancel request commits in this process."""
+        self._subscribers.append(subscriber)
+
+    def _announce(self, session: Session, event: str, job_id: str) -> None:
+        """NOTIFY the other processes (PostgreSQL delivers it at commit, and not at all on rollback)."""
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(select(func.pg_notify(CHANNEL, f"{event}:{job_id}")))
+
+    def _tell(self, event: str, job_id: str) -> None:
+        for subscriber in self._subscribers:
+            subscriber(event, job_id)
 
     def submit(self, task: str, owner: str, inputs: dict[str, Any], max_attempts: int) -> JobRecord:
         job = Job(
@@ -87,7 +102,10 @@ class Queue:
             session.add(job)
             session.flush()
             session.add(JobMessage(job_id=job.id, type=MessageType.INFORMATIVE, description="Submitted."))
-            return JobRecord.from_row(job)
+            self._announce(session, SUBMITTED, job.id)
+            record = JobRecord.from_row(job)
+        self._tell(SUBMITTED, record.id)
+        return record
 
     def record(
         self, task: str, owner: str, inputs: dict[str, Any], results: dict[str, Any] | None, error: str | None
@@ -240,7 +258,10 @@ class Queue:
             ).scalar_one_or_none()
             if done is not None:
                 session.add(JobMessage(job_id=job_id, type=MessageType.WARNING, description=reason))
-            return done is not None
+                self._announce(session, SUBMITTED, job_id)
+        if done is not None:
+            self._tell(SUBMITTED, job_id)
+        return done is not None
 
     def request_cancel(self, job_id: str, owner: str | None = None) -> JobRecord:
         """Queued jobs are cancelled at once; running ones are flagged for their worker; finished ones stay."""
@@ -256,6 +277,8 @@ class Queue:
                 job.status = JobStatus.CANCELLING
                 job.cancel_requested = True
                 session.add(JobMessage(job_id=job_id, type=MessageType.WARNING, description="Cancel requested."))
+                self._announce(session, CANCEL, job_id)
+        self._tell(CANCEL, job_id)
         return self.get(job_id)
 
     def reap_expired(self) -> list[str]:
@@ -285,5 +308,6 @@ class Queue:
                 else:
                     job.status = JobStatus.SUBMITTED
                     text, kind = f"{lost} The job was put back in the queue.", MessageType.WARNING
+                    self._announce(session, SUBMITTED, job.id)
                 session.add(JobMessage(job_id=job.id, type=kind, description=text))
         return reaped

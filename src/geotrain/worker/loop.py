@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 
 from geotrain.config import Settings
+from geotrain.jobs import wakeups
 from geotrain.jobs.queue import JobRecord, Queue
 from geotrain.training.child import OUTCOME, read_outcome
 from geotrain.training.handback import HANDED_BACK
@@ -35,20 +36,36 @@ class Worker:
         self._last_reap = 0.0
         # a training process that has imported the training stack and waits for its job
         self._warm: subprocess.Popen[bytes] | None = None
+        # set when a job is submitted or handed back (look at the queue now), or a cancel is requested
+        self._work = threading.Event()
+        self._cancel = threading.Event()
+        queue.subscribe(self._wake)
+        self._listener: wakeups.Listener | None = None
+        if wakeups.listens(settings.effective_database_url):
+            self._listener = wakeups.Listener(settings.effective_database_url, self._wake)
+
+    def _wake(self, event: str, job_id: str) -> None:
+        (self._cancel if event == wakeups.CANCEL else self._work).set()
 
     def stop(self) -> None:
         self.stopping.set()
+        self._work.set()
 
     def run_forever(self) -> None:
         log.info("worker %s started", self.worker_id)
+        if self._listener is not None:
+            self._listener.start()
         while not self.stopping.is_set():
             try:
+                self._work.clear()  # before looking: a submit from now on wakes the wait below
                 if not self.run_once():
-                    self.stopping.wait(self.settings.poll_seconds)
+                    self._work.wait(self.settings.poll_seconds)
             except Exception:  # a database hiccup must not end the worker
                 log.exception("worker loop error; retrying")
                 self.stopping.wait(min(5.0, self.settings.poll_seconds * 4))
         self._discard_warm()
+        if self._listener is not None:
+            self._listener.stop()
         log.info("worker %s stopped", self.worker_id)
 
     def run_once(self) -> bool:
@@ -73,11 +90,9 @@ class Worker:
         log.info("job %s: training process %d", job.id, child.pid)
         interval = min(self.settings.heartbeat_seconds, self.settings.lease_seconds / 3)
         while True:
-            try:
-                child.wait(timeout=interval)
+            if self._wait_child(child, interval):
                 break
-            except subprocess.TimeoutExpired:
-                pass
+            self._cancel.clear()  # the heartbeat below reads the job's cancel flag
             try:
                 beat = self.queue.heartbeat(job.id, self.worker_id, self.settings.lease_seconds)
             except Exception:
@@ -99,6 +114,18 @@ class Worker:
                 )
                 return
         self._finish(job, child.returncode, workdir)
+
+    def _wait_child(self, child: subprocess.Popen[bytes], seconds: float) -> bool:
+        """Wait up to ``seconds`` for the training process to exit (True), returning early (False) when a
+        cancel is requested somewhere or the worker is stopping."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not self._cancel.is_set() and not self.stopping.is_set():
+            try:
+                child.wait(timeout=min(0.1, max(0.0, deadline - time.monotonic())))
+                return True
+            except subprocess.TimeoutExpired:
+                continue
+        return child.poll() is not None
 
     def _start(self, job: JobRecord, log_path: Path) -> subprocess.Popen[bytes]:
         """The job's training process: the warm one when it is alive (a fresh one is then warmed for the
