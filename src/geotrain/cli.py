@@ -1,4 +1,4 @@
-"""``geotrain``: serve, worker, migrate."""
+"""``geotrain``: serve, worker, migrate, inspect, weights, predict, user."""
 
 from __future__ import annotations
 
@@ -128,6 +128,52 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _user(args: argparse.Namespace) -> int:
+    from geotrain.jobs.accounts import Accounts
+    from geotrain.jobs.db import make_engine, make_sessionmaker, migrate
+
+    settings = Settings()
+    url = settings.effective_database_url
+    if url.startswith("sqlite"):
+        settings.ensure_dirs()
+        migrate(url)  # as the embedded server does: the users' table may not exist yet
+    engine = make_engine(url)
+    users = Accounts(make_sessionmaker(engine))
+    stores = [s.strip() for s in args.stores.split(",") if s.strip()] if getattr(args, "stores", None) else None
+    try:
+        if args.action == "add":
+            if not args.password_stdin:
+                print("geotrain user add: give the password on standard input (--password-stdin)", file=sys.stderr)
+                return 2
+            password = sys.stdin.readline().rstrip("\r\n")
+            if len(password) < 8:
+                print("geotrain user add: the password needs at least 8 characters", file=sys.stderr)
+                return 2
+            try:
+                users.add(args.name, password, stores)
+            except ValueError as exc:
+                print(f"geotrain user add: {exc}", file=sys.stderr)
+                return 2
+            print(f"added {args.name}")
+        elif args.action == "grant":
+            if not users.grant(args.name, stores):
+                print(f"geotrain user grant: no user '{args.name}'", file=sys.stderr)
+                return 2
+            print(f"{args.name}: {', '.join(stores) if stores is not None else 'every data store'}")
+        elif args.action == "remove":
+            if not users.remove(args.name):
+                print(f"geotrain user remove: no user '{args.name}'", file=sys.stderr)
+                return 2
+            print(f"removed {args.name}")
+        else:
+            for account in users.list():
+                granted = ", ".join(account.stores) if account.stores is not None else "every data store"
+                print(f"{account.name}\t{granted}")
+    finally:
+        engine.dispose()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="geotrain", description="ArcGIS-compatible deep learning training server")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -169,6 +215,19 @@ def main(argv: list[str] | None = None) -> int:
     predict.add_argument("--padding", type=int, help="border pixels of each tile predicted but not kept")
     predict.add_argument("--device", type=int, default=-2, help="-1 the CPU, N the GPU N, -2 a GPU if any")
     predict.set_defaults(func=_predict)
+    user = sub.add_parser("user", help="the users of GEOTRAIN_AUTH=token: add, list, grant, remove")
+    actions = user.add_subparsers(dest="action", required=True)
+    add = actions.add_parser("add", help="a new user; the password is read from standard input")
+    add.add_argument("name")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    add.add_argument("--stores", help="the data stores the user may read, comma-separated (default: all)")
+    grant = actions.add_parser("grant", help="set the data stores a user may read (without --stores: all)")
+    grant.add_argument("name")
+    grant.add_argument("--stores", help="comma-separated data-store paths, e.g. /fileShares/chips")
+    actions.add_parser("list", help="the users and their data stores")
+    remove = actions.add_parser("remove", help="remove a user and the tokens it holds")
+    remove.add_argument("name")
+    user.set_defaults(func=_user)
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     result: int = args.func(args)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -20,6 +20,13 @@ class Settings(BaseSettings):
     database_url: str = ""
     # data-store path prefix -> local directory, e.g. {"/fileShares/chips": "/srv/chips"}
     data_stores: dict[str, Path] = Field(default_factory=dict)
+
+    # none: one anonymous user; token: users kept here (`geotrain user add`), tokens from this server's
+    # generateToken; portal: tokens of the ArcGIS portal at portal_url, checked with it
+    auth: Literal["none", "token", "portal"] = "none"
+    portal_url: str = ""
+    # minutes a token lasts when generateToken is not told (ArcGIS's short-lived default)
+    token_minutes: int = 60
 
     lease_seconds: float = 60.0
     heartbeat_seconds: float = 5.0
@@ -56,6 +63,13 @@ class Settings(BaseSettings):
         for prefix, root in self.data_stores.items():
             stores["/" + prefix.replace("\\", "/").strip("/")] = Path(root).expanduser().resolve()
         return stores
+
+    def restricted_to(self, granted: tuple[str, ...]) -> Settings:
+        """These settings with only the ``granted`` data stores registered (and the default file share,
+        where every user's packages go)."""
+        wanted = {"/" + g.replace("\\", "/").strip("/") for g in granted}
+        kept = {k: v for k, v in self.data_stores.items() if "/" + k.replace("\\", "/").strip("/") in wanted}
+        return Settings.model_construct(**{**self.model_dump(), "data_stores": kept})
 
     @property
     def jobs_dir(self) -> Path:

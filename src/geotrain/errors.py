@@ -34,6 +34,18 @@ class JobNotFound(GeotrainError):
         super().__init__(f"Job '{job_id}' does not exist or is inaccessible.")
 
 
+class TokenRequired(GeotrainError):
+    """Token Required."""
+
+    code = 499
+
+
+class InvalidToken(GeotrainError):
+    """Invalid Token."""
+
+    code = 498
+
+
 class NotFound(GeotrainError):
     """Resource not found."""
 

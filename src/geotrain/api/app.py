@@ -8,9 +8,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 import geotrain
-from geotrain.api import errors
+from geotrain.api import errors, tokens
+from geotrain.api.auth import PortalTokens
 from geotrain.api.gp import jobs_router, query_router, service_router, task_router
 from geotrain.config import Settings
+from geotrain.jobs.accounts import Accounts
 from geotrain.jobs.db import make_engine, make_sessionmaker, migrate
 from geotrain.jobs.queue import Queue
 from geotrain.task import model_info
@@ -25,7 +27,8 @@ def create_app(settings: Settings | None = None, workers: int = 0) -> FastAPI:
     if url.startswith("sqlite"):
         migrate(url)  # the embedded default migrates itself; a shared server is migrated with `geotrain migrate`
     engine = make_engine(url)
-    queue = Queue(make_sessionmaker(engine))
+    sessions = make_sessionmaker(engine)
+    queue = Queue(sessions)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -40,7 +43,10 @@ def create_app(settings: Settings | None = None, workers: int = 0) -> FastAPI:
     app = FastAPI(title="geotrain", version=geotrain.__version__, lifespan=lifespan)
     app.state.settings = settings
     app.state.queue = queue
+    app.state.accounts = Accounts(sessions)
+    app.state.portal_tokens = PortalTokens(settings.portal_url)
     errors.install(app)
+    app.include_router(tokens.router)
     app.include_router(service_router)
     for prefix in (f"{SERVICE_PATH}/{TASK_NAME}", f"/{TASK_NAME}"):
         app.include_router(task_router, prefix=prefix)

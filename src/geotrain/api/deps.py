@@ -23,11 +23,6 @@ def get_queue(request: Request) -> Queue:
     return queue
 
 
-def current_user() -> str:
-    # Authentication modes arrive with the security issue; without them every caller is one anonymous user.
-    return "anonymous"
-
-
 async def gp_params(request: Request) -> dict[str, str]:
     """Every GP operation takes its values from the query string, a form body, or both (the form wins)."""
     params = dict(request.query_params)
@@ -44,5 +39,4 @@ async def gp_params(request: Request) -> dict[str, str]:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 QueueDep = Annotated[Queue, Depends(get_queue)]
-UserDep = Annotated[str, Depends(current_user)]
 ParamsDep = Annotated[dict[str, str], Depends(gp_params)]

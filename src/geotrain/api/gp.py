@@ -9,8 +9,10 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from geotrain.api.deps import ParamsDep, QueueDep, SettingsDep, UserDep
+from geotrain.api.auth import UserDep
+from geotrain.api.deps import ParamsDep, QueueDep
 from geotrain.api.render import page, render, submit_form
+from geotrain.api.tokens import SECURED, GrantedDep
 from geotrain.errors import GeotrainError, NotFound
 from geotrain.jobs.queue import JobRecord
 from geotrain.jobs.tables import JobStatus
@@ -24,14 +26,8 @@ query_router = APIRouter()
 jobs_router = APIRouter()
 
 
-@service_router.api_route("/arcgis/rest/info", methods=GET_POST)
-async def rest_info(request: Request, p: ParamsDep) -> Response:
-    data = {"currentVersion": metadata.CURRENT_VERSION, "authInfo": {"isTokenBasedSecurity": False}}
-    return render(data, request.state.f, "Server info")
-
-
-@service_router.api_route("/arcgis/rest/services", methods=GET_POST)
-@service_router.api_route("/arcgis/rest/services/System", methods=GET_POST)
+@service_router.api_route("/arcgis/rest/services", methods=GET_POST, dependencies=SECURED)
+@service_router.api_route("/arcgis/rest/services/System", methods=GET_POST, dependencies=SECURED)
 async def services(request: Request, p: ParamsDep) -> Response:
     top = request.url.path.rstrip("/").endswith("/services")
     data: dict[str, Any] = {
@@ -47,7 +43,7 @@ async def services(request: Request, p: ParamsDep) -> Response:
     )
 
 
-@service_router.api_route(metadata.SERVICE_PATH, methods=GET_POST)
+@service_router.api_route(metadata.SERVICE_PATH, methods=GET_POST, dependencies=SECURED)
 async def gp_service(request: Request, p: ParamsDep) -> Response:
     return render(
         metadata.service_resource(),
@@ -62,7 +58,7 @@ def _links(base: str, names: list[str]) -> str:
     return f"<ul>{items}</ul>"
 
 
-@task_router.api_route("", methods=GET_POST)
+@task_router.api_route("", methods=GET_POST, dependencies=SECURED)
 async def task(request: Request, p: ParamsDep) -> Response:
     help_url = str(request.base_url) + "docs"
     resource = metadata.task_resource(help_url)
@@ -72,7 +68,7 @@ async def task(request: Request, p: ParamsDep) -> Response:
 
 
 @task_router.api_route("/submitJob", methods=GET_POST)
-async def submit_job(request: Request, p: ParamsDep, queue: QueueDep, settings: SettingsDep, user: UserDep) -> Response:
+async def submit_job(request: Request, p: ParamsDep, queue: QueueDep, settings: GrantedDep, user: UserDep) -> Response:
     raw = {name: p.get(name, "") for name in params.INPUT_NAMES}
     parsed = params.parse(raw)
     await run_in_threadpool(submission.check, parsed, settings)
@@ -82,7 +78,7 @@ async def submit_job(request: Request, p: ParamsDep, queue: QueueDep, settings: 
     return render({"jobId": job.id, "jobStatus": job.status.value}, request.state.f)
 
 
-@query_router.api_route("", methods=GET_POST)
+@query_router.api_route("", methods=GET_POST, dependencies=SECURED)
 async def query_task(request: Request, p: ParamsDep) -> Response:
     resource = metadata.query_task_resource(str(request.base_url) + "docs")
     form = submit_form(resource["parameters"], request.url.path.rstrip("/") + "/submitJob")
@@ -91,7 +87,7 @@ async def query_task(request: Request, p: ParamsDep) -> Response:
 
 @query_router.api_route("/submitJob", methods=GET_POST)
 async def query_submit(
-    request: Request, p: ParamsDep, queue: QueueDep, settings: SettingsDep, user: UserDep
+    request: Request, p: ParamsDep, queue: QueueDep, settings: GrantedDep, user: UserDep
 ) -> Response:
     """The model's settings are read at once (no worker, no torch) and kept as a finished job, which the
     client then polls and reads like ArcGIS's. A bad ``model`` gets the error envelope, as at any submit."""

@@ -77,3 +77,26 @@ class JobMessage(Base):
     type: Mapped[str] = mapped_column(String(48))
     description: Mapped[str] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utc_now)
+
+
+class User(Base):
+    """A user of ``GEOTRAIN_AUTH=token``: a name, a salted scrypt hash of the password, and the data stores
+    the user may read (None: all of them)."""
+
+    __tablename__ = "users"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    password_hash: Mapped[str] = mapped_column(String(256))
+    stores: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utc_now)
+
+
+class Token(Base):
+    """A token ``generateToken`` gave out, kept as its SHA-256 digest: the database never holds a usable one."""
+
+    __tablename__ = "tokens"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user: Mapped[str] = mapped_column(ForeignKey("users.name", ondelete="CASCADE"), index=True)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utc_now)

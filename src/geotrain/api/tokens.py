@@ -1,0 +1,83 @@
+"""The token routes ArcGIS clients use: server info (where to get a token), generateToken, and the
+signed-in user (``community/self``, which a geotrain in portal mode asks of the portal it trusts)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+
+from geotrain.api.auth import ANONYMOUS, UserDep, accounts, current_user, token_service
+from geotrain.api.deps import ParamsDep, SettingsDep
+from geotrain.api.render import render
+from geotrain.config import Settings
+from geotrain.errors import GeotrainError, ParameterError
+from geotrain.task import metadata
+
+GET_POST = ["GET", "POST"]
+router = APIRouter()
+
+
+@router.api_route("/arcgis/rest/info", methods=GET_POST)
+@router.api_route("/sharing/rest/info", methods=GET_POST)
+@router.api_route("/arcgis/sharing/rest/info", methods=GET_POST)
+async def rest_info(request: Request, p: ParamsDep, settings: SettingsDep) -> Response:
+    service = token_service(settings, str(request.base_url))
+    auth: dict[str, Any] = {"isTokenBasedSecurity": service is not None}
+    if service is not None:
+        auth |= {"tokenServicesUrl": service, "shortLivedTokenValidity": settings.token_minutes}
+    return render({"currentVersion": metadata.CURRENT_VERSION, "authInfo": auth}, request.state.f, "Server info")
+
+
+@router.api_route("/sharing/rest/generateToken", methods=GET_POST)
+@router.api_route("/arcgis/sharing/rest/generateToken", methods=GET_POST)
+@router.api_route("/arcgis/tokens/generateToken", methods=GET_POST)
+async def generate_token(request: Request, p: ParamsDep, settings: SettingsDep) -> Response:
+    if settings.auth != "token":
+        where = f" Tokens come from the portal: {settings.portal_url}." if settings.auth == "portal" else ""
+        raise GeotrainError("Unable to generate token.", [f"This server does not issue tokens.{where}"])
+    if request.method != "POST":
+        # credentials in a URL end up in logs and browser history, so ArcGIS takes them by POST only
+        raise GeotrainError("Unable to generate token.", ["Send username and password by POST."])
+    username, password = p.get("username", "").strip(), p.get("password", "")
+    if not username or not password:
+        raise GeotrainError("Unable to generate token.", ["'username' and 'password' are required."])
+    minutes_text = (p.get("expiration") or "").strip()
+    try:
+        minutes = int(float(minutes_text)) if minutes_text else settings.token_minutes
+    except ValueError:
+        raise ParameterError("expiration", f"'{minutes_text}' is not a number of minutes") from None
+    issued = await run_in_threadpool(accounts(request).issue_token, username, password, minutes)
+    if issued is None:
+        raise GeotrainError("Unable to generate token.", ["Invalid username or password."])
+    token, expires = issued
+    return render({"token": token, "expires": int(expires.timestamp() * 1000), "ssl": False}, request.state.f)
+
+
+@router.api_route("/sharing/rest/community/self", methods=GET_POST)
+@router.api_route("/arcgis/sharing/rest/community/self", methods=GET_POST)
+async def community_self(request: Request, user: UserDep, settings: SettingsDep) -> Response:
+    data: dict[str, Any] = {"username": user, "role": "org_user"}
+    if settings.auth == "token":
+        account = await run_in_threadpool(accounts(request).get, user)
+        if account is not None and account.stores is not None:
+            data["geotrainDataStores"] = list(account.stores)
+    if user == ANONYMOUS:
+        data["role"] = "anonymous"
+    return render(data, request.state.f, f"User {user}")
+
+
+async def granted_settings(request: Request, settings: SettingsDep, user: UserDep) -> Settings:
+    """The settings a request works with: only the data stores granted to its user."""
+    if settings.auth != "token":
+        return settings
+    account = await run_in_threadpool(accounts(request).get, user)
+    if account is None or account.stores is None:
+        return settings
+    return settings.restricted_to(account.stores)
+
+
+SECURED = [Depends(current_user)]
+GrantedDep = Annotated[Settings, Depends(granted_settings)]
