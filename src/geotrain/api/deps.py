@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, Request
+from fastapi import APIRouter, Depends, Request
 from starlette.datastructures import UploadFile
 
 from geotrain.api.render import response_format
@@ -40,3 +41,24 @@ async def gp_params(request: Request) -> dict[str, str]:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 QueueDep = Annotated[Queue, Depends(get_queue)]
 ParamsDep = Annotated[dict[str, str], Depends(gp_params)]
+
+
+# every GP operation takes these besides its own
+COMMON_FIELDS = ("f", "token")
+Route = TypeVar("Route", bound=Callable[..., Any])
+
+
+def gp_route(router: APIRouter, path: str, fields: tuple[str, ...] = (), **options: Any) -> Callable[[Route], Route]:
+    """Register a GP operation for GET (values in the query) and POST (values in a form), as ArcGIS
+    clients call them: two routes, so each has an OpenAPI operation of its own that names its fields."""
+    names = (*fields, *COMMON_FIELDS)
+    query = {"parameters": [{"name": n, "in": "query", "required": False, "schema": {"type": "string"}} for n in names]}
+    form = {"type": "object", "properties": {n: {"type": "string"} for n in names}}
+    body = {"requestBody": {"content": {"application/x-www-form-urlencoded": {"schema": form}}}}
+
+    def register(endpoint: Route) -> Route:
+        router.api_route(path, methods=["GET"], openapi_extra=query, **options)(endpoint)
+        router.api_route(path, methods=["POST"], openapi_extra=body, **options)(endpoint)
+        return endpoint
+
+    return register

@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from geotrain.api.auth import UserDep
-from geotrain.api.deps import ParamsDep, QueueDep
+from geotrain.api.deps import ParamsDep, QueueDep, gp_route
 from geotrain.api.render import page, render, submit_form
 from geotrain.api.tokens import SECURED, GrantedDep
 from geotrain.errors import GeotrainError, NotFound
@@ -18,16 +18,14 @@ from geotrain.jobs.queue import JobRecord
 from geotrain.jobs.tables import JobStatus
 from geotrain.task import metadata, model_info, params, submission
 
-GET_POST = ["GET", "POST"]
-
 service_router = APIRouter()
 task_router = APIRouter()
 query_router = APIRouter()
 jobs_router = APIRouter()
 
 
-@service_router.api_route("/arcgis/rest/services", methods=GET_POST, dependencies=SECURED)
-@service_router.api_route("/arcgis/rest/services/System", methods=GET_POST, dependencies=SECURED)
+@gp_route(service_router, "/arcgis/rest/services", dependencies=SECURED)
+@gp_route(service_router, "/arcgis/rest/services/System", dependencies=SECURED)
 async def services(request: Request, p: ParamsDep) -> Response:
     top = request.url.path.rstrip("/").endswith("/services")
     data: dict[str, Any] = {
@@ -43,7 +41,7 @@ async def services(request: Request, p: ParamsDep) -> Response:
     )
 
 
-@service_router.api_route(metadata.SERVICE_PATH, methods=GET_POST, dependencies=SECURED)
+@gp_route(service_router, metadata.SERVICE_PATH, dependencies=SECURED)
 async def gp_service(request: Request, p: ParamsDep) -> Response:
     return render(
         metadata.service_resource(),
@@ -58,7 +56,7 @@ def _links(base: str, names: list[str]) -> str:
     return f"<ul>{items}</ul>"
 
 
-@task_router.api_route("", methods=GET_POST, dependencies=SECURED)
+@gp_route(task_router, "", dependencies=SECURED)
 async def task(request: Request, p: ParamsDep) -> Response:
     help_url = str(request.base_url) + "docs"
     resource = metadata.task_resource(help_url)
@@ -67,7 +65,7 @@ async def task(request: Request, p: ParamsDep) -> Response:
     return render(resource, request.state.f, "Train Deep Learning Model (Task)", form)
 
 
-@task_router.api_route("/submitJob", methods=GET_POST)
+@gp_route(task_router, "/submitJob", params.INPUT_NAMES)
 async def submit_job(request: Request, p: ParamsDep, queue: QueueDep, settings: GrantedDep, user: UserDep) -> Response:
     raw = {name: p.get(name, "") for name in params.INPUT_NAMES}
     parsed = params.parse(raw)
@@ -78,14 +76,14 @@ async def submit_job(request: Request, p: ParamsDep, queue: QueueDep, settings: 
     return render({"jobId": job.id, "jobStatus": job.status.value}, request.state.f)
 
 
-@query_router.api_route("", methods=GET_POST, dependencies=SECURED)
+@gp_route(query_router, "", dependencies=SECURED)
 async def query_task(request: Request, p: ParamsDep) -> Response:
     resource = metadata.query_task_resource(str(request.base_url) + "docs")
     form = submit_form(resource["parameters"], request.url.path.rstrip("/") + "/submitJob")
     return render(resource, request.state.f, "Query Deep Learning Model Info (Task)", form)
 
 
-@query_router.api_route("/submitJob", methods=GET_POST)
+@gp_route(query_router, "/submitJob", (model_info.INPUT,))
 async def query_submit(
     request: Request, p: ParamsDep, queue: QueueDep, settings: GrantedDep, user: UserDep
 ) -> Response:
@@ -130,20 +128,20 @@ def _job_html(job: JobRecord) -> str:
     return f"<p>Job status: <b>{job.status.value}</b></p><table>{rows}</table><ul>{links}</ul>"
 
 
-@jobs_router.api_route("/{job_id}", methods=GET_POST)
+@gp_route(jobs_router, "/{job_id}", ("returnMessages",))
 async def job_status(request: Request, job_id: str, p: ParamsDep, queue: QueueDep, user: UserDep) -> Response:
     job = await run_in_threadpool(queue.get, job_id, user)
     data = job_json(job, _truthy(p.get("returnMessages")))
     return render(data, request.state.f, f"Job {job.id}", _job_html(job))
 
 
-@jobs_router.api_route("/{job_id}/cancel", methods=GET_POST)
+@gp_route(jobs_router, "/{job_id}/cancel", ("returnMessages",))
 async def cancel_job(request: Request, job_id: str, p: ParamsDep, queue: QueueDep, user: UserDep) -> Response:
     job = await run_in_threadpool(queue.request_cancel, job_id, user)
     return render(job_json(job, _truthy(p.get("returnMessages"))), request.state.f, f"Job {job.id}")
 
 
-@jobs_router.api_route("/{job_id}/results/{name}", methods=GET_POST)
+@gp_route(jobs_router, "/{job_id}/results/{name}")
 async def job_result(
     request: Request, job_id: str, name: str, p: ParamsDep, queue: QueueDep, user: UserDep
 ) -> Response:
@@ -159,7 +157,7 @@ async def job_result(
     return render(data, request.state.f, f"Result {name}")
 
 
-@jobs_router.api_route("/{job_id}/inputs/{name}", methods=GET_POST)
+@gp_route(jobs_router, "/{job_id}/inputs/{name}")
 async def job_input(request: Request, job_id: str, name: str, p: ParamsDep, queue: QueueDep, user: UserDep) -> Response:
     job = await run_in_threadpool(queue.get, job_id, user)
     spec = metadata.parameter(name, job.task)

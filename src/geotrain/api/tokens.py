@@ -10,19 +10,19 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from geotrain.api.auth import ANONYMOUS, UserDep, accounts, current_user, token_service
-from geotrain.api.deps import ParamsDep, SettingsDep
+from geotrain.api.deps import ParamsDep, SettingsDep, gp_route
 from geotrain.api.render import render
 from geotrain.config import Settings
 from geotrain.errors import GeotrainError, ParameterError
 from geotrain.task import metadata
 
-GET_POST = ["GET", "POST"]
+TOKEN_FIELDS = ("username", "password", "client", "referer", "ip", "expiration")
 router = APIRouter()
 
 
-@router.api_route("/arcgis/rest/info", methods=GET_POST)
-@router.api_route("/sharing/rest/info", methods=GET_POST)
-@router.api_route("/arcgis/sharing/rest/info", methods=GET_POST)
+@gp_route(router, "/arcgis/rest/info")
+@gp_route(router, "/sharing/rest/info")
+@gp_route(router, "/arcgis/sharing/rest/info")
 async def rest_info(request: Request, p: ParamsDep, settings: SettingsDep) -> Response:
     service = token_service(settings, str(request.base_url))
     auth: dict[str, Any] = {"isTokenBasedSecurity": service is not None}
@@ -31,9 +31,9 @@ async def rest_info(request: Request, p: ParamsDep, settings: SettingsDep) -> Re
     return render({"currentVersion": metadata.CURRENT_VERSION, "authInfo": auth}, request.state.f, "Server info")
 
 
-@router.api_route("/sharing/rest/generateToken", methods=GET_POST)
-@router.api_route("/arcgis/sharing/rest/generateToken", methods=GET_POST)
-@router.api_route("/arcgis/tokens/generateToken", methods=GET_POST)
+@gp_route(router, "/sharing/rest/generateToken", TOKEN_FIELDS)
+@gp_route(router, "/arcgis/sharing/rest/generateToken", TOKEN_FIELDS)
+@gp_route(router, "/arcgis/tokens/generateToken", TOKEN_FIELDS)
 async def generate_token(request: Request, p: ParamsDep, settings: SettingsDep) -> Response:
     if settings.auth != "token":
         where = f" Tokens come from the portal: {settings.portal_url}." if settings.auth == "portal" else ""
@@ -56,8 +56,8 @@ async def generate_token(request: Request, p: ParamsDep, settings: SettingsDep) 
     return render({"token": token, "expires": int(expires.timestamp() * 1000), "ssl": False}, request.state.f)
 
 
-@router.api_route("/sharing/rest/community/self", methods=GET_POST)
-@router.api_route("/arcgis/sharing/rest/community/self", methods=GET_POST)
+@gp_route(router, "/sharing/rest/community/self")
+@gp_route(router, "/arcgis/sharing/rest/community/self")
 async def community_self(request: Request, user: UserDep, settings: SettingsDep) -> Response:
     data: dict[str, Any] = {"username": user, "role": "org_user"}
     if settings.auth == "token":
