@@ -44,7 +44,8 @@ def _worker(args: argparse.Namespace) -> int:
 
     if not _training_installed():
         return 2
-    settings = Settings()
+    overrides = {k: v for k, v in (("worker_labels", args.labels), ("gpus", args.gpus)) if v is not None}
+    settings = Settings().model_copy(update=overrides)
     settings.ensure_dirs()
     worker = Worker(settings, Queue(make_sessionmaker(make_engine(settings.effective_database_url))))
 
@@ -183,7 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1, help="embedded workers; 0 = API only")
     serve.set_defaults(func=_serve)
-    sub.add_parser("worker", help="a standalone worker on the configured database").set_defaults(func=_worker)
+    worker = sub.add_parser("worker", help="a standalone worker on the configured database")
+    worker.add_argument("--labels", help="what it runs, e.g. gpu,cpu (default: cpu, and gpu where a GPU is visible)")
+    worker.add_argument("--gpus", help="the GPUs its training may use, e.g. 0,1, or none (default: all)")
+    worker.set_defaults(func=_worker)
     sub.add_parser("migrate", help="bring the database schema up to date").set_defaults(func=_migrate)
     inspect = sub.add_parser("inspect", help="what an export holds, before training on it")
     inspect.add_argument("folder", help="an export folder, or a data-store path such as /fileShares/chips/x")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +28,13 @@ class Settings(BaseSettings):
     portal_url: str = ""
     # minutes a token lasts when generateToken is not told (ArcGIS's short-lived default)
     token_minutes: int = 60
+
+    # what this host's workers can run: "gpu", "cpu" (empty: "cpu", and "gpu" where a GPU is visible);
+    # a job with context processorType GPU or CPU goes only to a worker with that label
+    worker_labels: str = ""
+    # the GPUs a worker's training processes may use, e.g. "0,1" (CUDA_VISIBLE_DEVICES); "none": no GPU;
+    # empty: every GPU the host has
+    gpus: str = ""
 
     lease_seconds: float = 60.0
     heartbeat_seconds: float = 5.0
@@ -76,12 +84,30 @@ class Settings(BaseSettings):
         return self.home / "jobs"
 
     def child_environment(self) -> dict[str, str]:
-        """What a training process needs to see the same database and stores as its worker."""
-        return {
+        """What a training process needs to see the same database and stores as its worker, and only the
+        GPUs its worker was given."""
+        env = {
             "GEOTRAIN_HOME": str(self.home),
             "GEOTRAIN_DATABASE_URL": self.effective_database_url,
             "GEOTRAIN_DATA_STORES": json.dumps({k: str(v) for k, v in self.data_stores.items()}),
         }
+        if self.gpus.strip():
+            env["CUDA_VISIBLE_DEVICES"] = "" if self.gpus.strip().lower() == "none" else self.gpus.strip()
+        return env
+
+    def visible_gpus(self) -> int:
+        """How many GPUs this host's workers may use: those named in ``gpus``, or those the NVIDIA driver
+        lists (read without importing torch: an idle worker stays small)."""
+        chosen = self.gpus.strip().lower() or os.environ.get("CUDA_VISIBLE_DEVICES", "").strip().lower()
+        if chosen == "none" or ("CUDA_VISIBLE_DEVICES" in os.environ and not chosen):
+            return 0
+        driver = Path("/proc/driver/nvidia/gpus")
+        present = len(list(driver.iterdir())) if driver.is_dir() else 0
+        return min(present, len([g for g in chosen.split(",") if g.strip()])) if chosen else present
+
+    def labels(self) -> frozenset[str]:
+        given = {label.strip().lower() for label in self.worker_labels.split(",") if label.strip()}
+        return frozenset(given or {"cpu", *(["gpu"] if self.visible_gpus() else [])})
 
     def ensure_dirs(self) -> None:
         for path in (self.home, self.jobs_dir, self.stores[DEFAULT_FILE_SHARE]):

@@ -335,3 +335,14 @@ def test_a_wrong_transforms_json_is_refused_at_submit_naming_the_problem(server:
 def test_a_backbone_the_model_does_not_take_lists_the_ones_it_does(server: Server, client: httpx.Client) -> None:
     details = str(_error(client, server, model_type="YOLOV3", backbone_model="RESNET50")["details"])
     assert "'backbone_model'" in details and "YOLOV3" in details and "DARKNET53" in details
+
+
+def test_a_gpu_job_is_refused_when_no_worker_has_a_gpu(server: Server, client: httpx.Client) -> None:
+    from geotrain.config import Settings
+
+    if Settings().visible_gpus():
+        pytest.skip("this host has a GPU: its worker takes GPU jobs")
+    error = _error(client, server, context='{"processorType": "GPU"}')
+    details = " ".join(error["details"])  # type: ignore[arg-type]
+    assert error["code"] == 400 and "'context'" in details and "no running worker has the 'gpu' label" in details
+    assert "(cpu)" in details  # the embedded worker, and what it runs

@@ -122,3 +122,23 @@ def test_another_owner_does_not_see_the_job(queue: Queue) -> None:
         queue.get(job.id, owner="bob")
     with pytest.raises(JobNotFound):
         queue.request_cancel(job.id, owner="bob")
+
+
+def test_a_job_for_gpu_workers_waits_for_one_and_others_go_to_anyone(queue: Queue) -> None:
+    gpu_job = queue.submit("t", "u", {}, 3, requires="gpu")
+    any_job = queue.submit("t", "u", {}, 3)
+    cpu_only = frozenset({"cpu"})
+    first = queue.claim("cpu-worker", 60, cpu_only)
+    assert first is not None and first.id == any_job.id
+    assert queue.claim("cpu-worker", 60, cpu_only) is None  # the GPU job stays queued
+    taken = queue.claim("gpu-worker", 60, frozenset({"gpu", "cpu"}))
+    assert taken is not None and taken.id == gpu_job.id
+
+
+def test_workers_say_what_they_run_and_leave(queue: Queue) -> None:
+    queue.worker_seen("w1", frozenset({"gpu", "cpu"}), 2)
+    queue.worker_seen("w2", frozenset({"cpu"}), 0)
+    queue.worker_seen("w1", frozenset({"gpu", "cpu"}), 2)  # seen again: one row
+    assert queue.live_workers(60) == [("w1", ["cpu", "gpu"]), ("w2", ["cpu"])]
+    queue.worker_gone("w2")
+    assert [w for w, _ in queue.live_workers(60)] == ["w1"]

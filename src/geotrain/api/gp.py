@@ -13,8 +13,9 @@ from geotrain.api.auth import UserDep
 from geotrain.api.deps import ParamsDep, QueueDep, gp_route
 from geotrain.api.render import page, render, submit_form
 from geotrain.api.tokens import SECURED, GrantedDep
-from geotrain.errors import GeotrainError, NotFound
-from geotrain.jobs.queue import JobRecord
+from geotrain.config import Settings
+from geotrain.errors import GeotrainError, NotFound, ParameterError
+from geotrain.jobs.queue import JobRecord, Queue
 from geotrain.jobs.tables import JobStatus
 from geotrain.task import metadata, model_info, params, submission
 
@@ -70,10 +71,27 @@ async def submit_job(request: Request, p: ParamsDep, queue: QueueDep, settings: 
     raw = {name: p.get(name, "") for name in params.INPUT_NAMES}
     parsed = params.parse(raw)
     await run_in_threadpool(submission.check, parsed, settings)
-    job = await run_in_threadpool(queue.submit, metadata.TASK_NAME, user, raw, settings.max_attempts)
+    requires = parsed.processor_label()
+    if requires is not None:
+        await run_in_threadpool(_check_some_worker_runs, queue, requires, settings)
+    job = await run_in_threadpool(queue.submit, metadata.TASK_NAME, user, raw, settings.max_attempts, requires)
     if request.state.f == "html":
         return RedirectResponse(f"jobs/{job.id}?f=html", status_code=303)
     return render({"jobId": job.id, "jobStatus": job.status.value}, request.state.f)
+
+
+def _check_some_worker_runs(queue: Queue, label: str, settings: Settings) -> None:
+    """A job for GPU (or CPU) workers only is refused at once when no such worker is running, rather than
+    left waiting for one."""
+    window = max(60.0, settings.heartbeat_seconds * 4, settings.poll_seconds * 4)
+    workers = queue.live_workers(window)
+    if not any(label in labels for _, labels in workers):
+        seen = "; ".join(f"{w} ({', '.join(labels)})" for w, labels in workers) or "none"
+        raise ParameterError(
+            "context",
+            f"processorType {label.upper()}: no running worker has the '{label}' label (workers seen in the last "
+            f"{window:.0f} s: {seen}). Start `geotrain worker` on a host with one, or leave processorType out.",
+        )
 
 
 @gp_route(query_router, "", dependencies=SECURED)

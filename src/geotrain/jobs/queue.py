@@ -7,11 +7,11 @@ import secrets
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from geotrain.errors import JobNotFound
-from geotrain.jobs.tables import Job, JobMessage, JobStatus, MessageType
+from geotrain.jobs.tables import Job, JobMessage, JobStatus, MessageType, Worker
 from geotrain.jobs.wakeups import CANCEL, CHANNEL, SUBMITTED, Subscriber
 
 
@@ -87,7 +87,10 @@ class Queue:
         for subscriber in self._subscribers:
             subscriber(event, job_id)
 
-    def submit(self, task: str, owner: str, inputs: dict[str, Any], max_attempts: int) -> JobRecord:
+    def submit(
+        self, task: str, owner: str, inputs: dict[str, Any], max_attempts: int, requires: str | None = None
+    ) -> JobRecord:
+        """Queue a job; ``requires``: the worker label it needs (e.g. "gpu"), None for any worker."""
         job = Job(
             id=new_job_id(),
             task=task,
@@ -97,6 +100,7 @@ class Queue:
             max_attempts=max_attempts,
             attempts=0,
             cancel_requested=False,
+            requires=requires,
         )
         with self._sessions.begin() as session:
             session.add(job)
@@ -135,8 +139,9 @@ class Queue:
             rows = session.scalars(select(JobMessage).where(JobMessage.job_id == job_id).order_by(JobMessage.id))
             return JobRecord.from_row(job, tuple(Message(m.type, m.description) for m in rows))
 
-    def claim(self, worker_id: str, lease_seconds: float) -> JobRecord | None:
-        """Take the oldest queued job under a lease; None when the queue is empty.
+    def claim(self, worker_id: str, lease_seconds: float, labels: frozenset[str] | None = None) -> JobRecord | None:
+        """Take the oldest queued job under a lease that needs no label or one of ``labels`` (None: any
+        job); None when there is none.
 
         One statement, so two workers never take the same job: on PostgreSQL the sub-select skips
         rows another worker has locked; SQLite runs the statement under its single writer lock.
@@ -144,7 +149,10 @@ class Queue:
         now = _now()
         oldest = (
             select(Job.id)
-            .where(Job.status == JobStatus.SUBMITTED)
+            .where(
+                Job.status == JobStatus.SUBMITTED,
+                *([] if labels is None else [or_(Job.requires.is_(None), Job.requires.in_(sorted(labels)))]),
+            )
             .order_by(Job.submitted_at, Job.id)
             .limit(1)
             .with_for_update(skip_locked=True)
@@ -280,6 +288,27 @@ class Queue:
                 self._announce(session, CANCEL, job_id)
         self._tell(CANCEL, job_id)
         return self.get(job_id)
+
+    def worker_seen(self, worker_id: str, labels: frozenset[str], gpus: int) -> None:
+        """Record that a worker is alive and what it can run (workers call this every few seconds)."""
+        now = _now()
+        with self._sessions.begin() as session:
+            found = session.get(Worker, worker_id)
+            if found is None:
+                session.add(Worker(id=worker_id, labels=sorted(labels), gpus=gpus, started_at=now, seen_at=now))
+            else:
+                found.labels, found.gpus, found.seen_at = sorted(labels), gpus, now
+
+    def worker_gone(self, worker_id: str) -> None:
+        with self._sessions.begin() as session:
+            session.execute(delete(Worker).where(Worker.id == worker_id))
+
+    def live_workers(self, within_seconds: float) -> list[tuple[str, list[str]]]:
+        """(id, labels) of the workers seen in the last ``within_seconds``."""
+        since = _now() - dt.timedelta(seconds=within_seconds)
+        with self._sessions() as session:
+            rows = session.scalars(select(Worker).where(Worker.seen_at >= since).order_by(Worker.id)).all()
+            return [(w.id, list(w.labels)) for w in rows]
 
     def reap_expired(self) -> list[str]:
         """Jobs whose worker stopped heartbeating go back to the queue, or fail after their last attempt."""

@@ -53,6 +53,8 @@ class Job(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer)
     cancel_requested: Mapped[bool] = mapped_column(default=False)
+    # the worker label the job needs ("gpu" or "cpu", from context.processorType); None: any worker
+    requires: Mapped[str | None] = mapped_column(String(16), nullable=True)
     worker_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     child_pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
     lease_expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
@@ -100,3 +102,15 @@ class Token(Base):
     user: Mapped[str] = mapped_column(ForeignKey("users.name", ondelete="CASCADE"), index=True)
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utc_now)
+
+
+class Worker(Base):
+    """A running worker, as it last said: what it can run (its labels) and when it was last seen."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    labels: Mapped[list[str]] = mapped_column(JSON)
+    gpus: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utc_now)
+    seen_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utc_now, index=True)

@@ -335,6 +335,11 @@ class TrainParams(BaseModel):
             raise ParameterError("context", f"processorType '{processor}' is not allowed. Allowed: CPU, GPU.")
         return self
 
+    def processor_label(self) -> str | None:
+        """The worker label the job needs: "gpu" or "cpu" as context.processorType asks, else None."""
+        processor = self.context.get("processorType")
+        return str(processor).lower() if processor is not None else None
+
     def augmentation_plan(self, transforms_file: Path | None) -> augmentation.Plan:
         """The transforms of CUSTOM or FILE (``transforms_file``: the export's transforms.json, if any);
         an empty plan for DEFAULT and NONE. Raises ValueError for a FILE that is missing or wrong."""

@@ -40,9 +40,22 @@ class Worker:
         self._work = threading.Event()
         self._cancel = threading.Event()
         queue.subscribe(self._wake)
+        self.labels = settings.labels()
+        self._last_seen = 0.0
+        self._seen()
         self._listener: wakeups.Listener | None = None
         if wakeups.listens(settings.effective_database_url):
             self._listener = wakeups.Listener(settings.effective_database_url, self._wake)
+
+    def _seen(self) -> None:
+        """Tell the queue this worker is alive and what it runs, at most every few seconds."""
+        now = time.monotonic()
+        if now - self._last_seen >= min(10.0, self.settings.heartbeat_seconds * 2):
+            self._last_seen = now
+            try:
+                self.queue.worker_seen(self.worker_id, self.labels, self.settings.visible_gpus())
+            except Exception:
+                log.exception("worker %s: could not record itself; will retry", self.worker_id)
 
     def _wake(self, event: str, job_id: str) -> None:
         (self._cancel if event == wakeups.CANCEL else self._work).set()
@@ -66,16 +79,19 @@ class Worker:
         self._discard_warm()
         if self._listener is not None:
             self._listener.stop()
+        with contextlib.suppress(Exception):
+            self.queue.worker_gone(self.worker_id)
         log.info("worker %s stopped", self.worker_id)
 
     def run_once(self) -> bool:
         """Reap expired leases now and then, claim one job and run it. False when the queue was empty."""
+        self._seen()
         now = time.monotonic()
         if now - self._last_reap > self.settings.lease_seconds / 4:
             self._last_reap = now
             for job_id in self.queue.reap_expired():
                 log.warning("job %s: lease expired", job_id)
-        job = self.queue.claim(self.worker_id, self.settings.lease_seconds)
+        job = self.queue.claim(self.worker_id, self.settings.lease_seconds, self.labels)
         if job is None:
             return False
         self.supervise(job)
@@ -93,6 +109,7 @@ class Worker:
             if self._wait_child(child, interval):
                 break
             self._cancel.clear()  # the heartbeat below reads the job's cancel flag
+            self._seen()
             try:
                 beat = self.queue.heartbeat(job.id, self.worker_id, self.settings.lease_seconds)
             except Exception:
