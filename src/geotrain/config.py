@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     # empty: every GPU the host has
     gpus: str = ""
 
+    # days a finished job's working folder (checkpoints, train.log) is kept; 0: kept for ever. Published
+    # packages are never removed.
+    retention_days: float = 0.0
+
     lease_seconds: float = 60.0
     heartbeat_seconds: float = 5.0
     poll_seconds: float = 0.5

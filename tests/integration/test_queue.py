@@ -142,3 +142,35 @@ def test_workers_say_what_they_run_and_leave(queue: Queue) -> None:
     assert queue.live_workers(60) == [("w1", ["cpu", "gpu"]), ("w2", ["cpu"])]
     queue.worker_gone("w2")
     assert [w for w, _ in queue.live_workers(60)] == ["w1"]
+
+
+def test_retention_removes_old_finished_jobs_folders_but_not_packages(queue: Queue, tmp_path: Path) -> None:
+    import datetime as dt
+
+    from sqlalchemy import update
+
+    from geotrain.config import Settings
+    from geotrain.jobs.tables import Job
+    from geotrain.worker.loop import Worker
+
+    settings = Settings(home=tmp_path / "home", retention_days=1)
+    settings.ensure_dirs()
+    old, recent, running = (queue.submit("t", "u", {}, 3) for _ in range(3))
+    for _ in range(2):
+        claimed = queue.claim("w", 60)
+        assert claimed is not None
+        queue.succeed(claimed.id, "w", {"out_item": {}})
+    queue.claim("w", 60)  # the third stays running
+    with queue._sessions.begin() as session:
+        session.execute(
+            update(Job).where(Job.id == old.id).values(finished_at=dt.datetime.now(dt.UTC) - dt.timedelta(days=2))
+        )
+    for job in (old, recent, running):
+        (settings.jobs_dir / job.id / "checkpoints").mkdir(parents=True)
+    package = settings.stores["/fileShares/geotrain"] / "models" / "m" / "m.dlpk"
+    package.parent.mkdir(parents=True)
+    package.write_bytes(b"PK")
+    assert Worker(settings, queue).clean_up() == [old.id]
+    assert not (settings.jobs_dir / old.id).exists()
+    assert (settings.jobs_dir / recent.id).is_dir() and (settings.jobs_dir / running.id).is_dir()
+    assert package.is_file()

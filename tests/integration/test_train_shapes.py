@@ -179,6 +179,7 @@ def test_several_input_folders_train_as_one(tmp_path: Path) -> None:
     )  # fmt: skip
     assert [c["Value"] for c in emd["Classes"]] == [3, 7]
     assert "Training on 5 chips, validating on 1 (10%)." in infos
+    assert emd["BatchSize"] == 2 and emd["ModelPadding"] == emd["ImageHeight"] // 4
 
 
 @pytest.mark.parametrize("multi", [False, True])
@@ -198,6 +199,7 @@ def test_feature_classifier_on_variable_size_labeled_tiles(tmp_path: Path, multi
     (checked,) = [i for i in infos if i.startswith("Checked the package:")]
     assert "classifies 2 validation chip(s) as the trained model does" in checked, checked
     assert emd["IsMultiLabel"] is multi and emd["CropSizeFixed"] == 0 and emd["ImageHeight"] == 32
+    assert emd["BatchSize"] == 2 and "ModelPadding" not in emd  # objects are classified whole, not tiled
     assert set(json.loads(emd["per_class_metrics"])) == {"Palm", "Pine", "Oak"}
     assert any(i.startswith("Classes declared in the export but with no chip: Oak") for i in infos)
 

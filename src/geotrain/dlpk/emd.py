@@ -33,6 +33,10 @@ def json_text(value: Any) -> str:
     return json.dumps(value)
 
 
+# the kinds ArcGIS runs tile by tile over a raster (so with a padding), not object by object
+TILED = ("ImageClassification", "ObjectDetection", "InstanceDetection")
+
+
 def common_emd(
     *,
     name: str,
@@ -66,6 +70,7 @@ def common_emd(
         "MinCellSize": export.min_cell_size,
         "MaxCellSize": export.max_cell_size,
         "LearningRate": f"{result.lr:.4e}",
+        "BatchSize": result.batch_size,
         "backend": "pytorch",
         "ModelParameters": {"backbone": backbone.lower(), "backend": "pytorch", "in_channels": bands},
         "IsMultispectral": not is_imagenet,
@@ -79,6 +84,8 @@ def common_emd(
     }
     if function is not None:
         emd["InferenceFunction"] = function
+    if model_kind in TILED:
+        emd["ModelPadding"] = tile_size[0] // 4
     if result.best_score is not None:
         emd[f"monitored_{monitored}"] = result.best_score
     return emd

@@ -289,6 +289,15 @@ class Queue:
         self._tell(CANCEL, job_id)
         return self.get(job_id)
 
+    def finished_before(self, job_ids: list[str], before: dt.datetime) -> list[str]:
+        """Those of ``job_ids`` that finished before ``before``."""
+        finished = [s.value for s in JobStatus if s.finished]
+        with self._sessions() as session:
+            rows = session.scalars(
+                select(Job.id).where(Job.id.in_(job_ids), Job.status.in_(finished), Job.finished_at < before)
+            )
+            return list(rows)
+
     def worker_seen(self, worker_id: str, labels: frozenset[str], gpus: int) -> None:
         """Record that a worker is alive and what it can run (workers call this every few seconds)."""
         now = _now()

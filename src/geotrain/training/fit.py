@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
+import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,6 +21,7 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from geotrain.dlpk.prf.geotrain_networks import pad_to_stride
+from geotrain.errors import TrainingError
 from geotrain.training import handback
 from geotrain.training.metrics import SegmentationMetrics, from_confusion
 from geotrain.training.models.pointrend import PointOutput, point_sample
@@ -304,9 +307,48 @@ class FitResult:
     best_score: float | None
     metrics: Any  # the task's last_metrics after validating the kept weights
     stopped_early: bool
+    batch_size: int  # the one trained with (halved from the request after running out of GPU memory)
 
 
 def fit(
+    task: OneCycleTask,
+    train_set: torch.utils.data.Dataset[Any],
+    valid_set: torch.utils.data.Dataset[Any],
+    options: FitOptions,
+    report_epoch: Callable[[EpochRecord, int], None],
+    info: Callable[[str], None],
+    warn: Callable[[str], None],
+    collate_fn: Callable[[list[Any]], Any] | None = None,
+    sample_weights: Sequence[float] | None = None,
+) -> FitResult:
+    """Train ``task``; out of GPU memory, train again with half the batch size (as ArcGIS retries), down to
+    one chip a batch. ``sample_weights``: draw training samples with these relative chances (with
+    replacement) instead of shuffling each once per epoch."""
+    batch_size = options.batch_size
+    while True:
+        try:
+            return _fit_once(
+                task, train_set, valid_set, replace(options, batch_size=batch_size), report_epoch, info, warn,
+                collate_fn, sample_weights,
+            )  # fmt: skip
+        except torch.cuda.OutOfMemoryError:
+            handback.fitting.clear()
+            if batch_size <= 1:
+                raise TrainingError(
+                    "Out of GPU memory even with one chip a batch.",
+                    ["Use a smaller chip_size or resize_to, a smaller backbone, or a GPU with more memory."],
+                ) from None
+            smaller = batch_size // 2
+            warn(f"Out of GPU memory with batch size {batch_size}: training again with batch size {smaller}.")
+            # the larger batch's checkpoints hold a schedule of other length: they do not carry over
+            shutil.rmtree(options.workdir / "checkpoints", ignore_errors=True)
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            batch_size = smaller
+
+
+def _fit_once(
     task: OneCycleTask,
     train_set: torch.utils.data.Dataset[Any],
     valid_set: torch.utils.data.Dataset[Any],
@@ -399,6 +441,7 @@ def fit(
         best_score=float(score) if score is not None else None,
         metrics=task.last_metrics,
         stopped_early=stopper is not None and stopper.stopped_epoch > 0,
+        batch_size=options.batch_size,
     )
 
 

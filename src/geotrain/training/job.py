@@ -4,6 +4,7 @@ epoch reports and writing the package."""
 from __future__ import annotations
 
 import colorsys
+import errno
 import os
 import pickle
 import shutil
@@ -342,7 +343,15 @@ class Job:
             report_rows=report_rows,
             per_class=per_class,
         )
-        package.write(contents, self.target.local)
+        try:
+            package.write(contents, self.target.local)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise TrainingError(
+                f"The disk holding {self.target.uri} is full: the package was not written (no partial file is left).",
+                ["Free space there, or give output_name a folder on another file share, and submit the job again."],
+            ) from None
         # the package holds what is worth keeping; checkpoints stay only for jobs that did not finish
         shutil.rmtree(self.workdir / "checkpoints", ignore_errors=True)
         self.progress.info(f"Wrote {self.target.uri} ({summary}).")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -34,6 +36,7 @@ class Worker:
         self.worker_id = worker_id or new_worker_id()
         self.stopping = threading.Event()
         self._last_reap = 0.0
+        self._last_clean = 0.0
         # a training process that has imported the training stack and waits for its job
         self._warm: subprocess.Popen[bytes] | None = None
         # set when a job is submitted or handed back (look at the queue now), or a cancel is requested
@@ -87,6 +90,9 @@ class Worker:
         """Reap expired leases now and then, claim one job and run it. False when the queue was empty."""
         self._seen()
         now = time.monotonic()
+        if self.settings.retention_days > 0 and now - self._last_clean > 600:
+            self._last_clean = now
+            self.clean_up()
         if now - self._last_reap > self.settings.lease_seconds / 4:
             self._last_reap = now
             for job_id in self.queue.reap_expired():
@@ -96,6 +102,22 @@ class Worker:
             return False
         self.supervise(job)
         return True
+
+    def clean_up(self) -> list[str]:
+        """Remove the working folders of jobs finished more than ``retention_days`` ago (their packages stay
+        where they were published); the ids of the jobs cleaned."""
+        cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(days=self.settings.retention_days)
+        folders = (
+            [p.name for p in self.settings.jobs_dir.iterdir() if p.is_dir()] if self.settings.jobs_dir.is_dir() else []
+        )
+        cleaned = []
+        for start in range(0, len(folders), 500):
+            for job_id in self.queue.finished_before(folders[start : start + 500], cutoff):
+                shutil.rmtree(self.settings.jobs_dir / job_id, ignore_errors=True)
+                cleaned.append(job_id)
+        if cleaned:
+            log.info("removed the working folders of %d jobs finished before %s", len(cleaned), cutoff.date())
+        return cleaned
 
     def supervise(self, job: JobRecord) -> None:
         workdir = self.settings.jobs_dir / job.id

@@ -107,14 +107,14 @@ class GeotrainObjectDetector:
             return {"name": name, "dataType": "numeric", "value": value, "required": False,
                     "displayName": display, "description": description}  # fmt: skip
 
-        height = int(self.emd.get("ImageHeight", 256))
         return [
             {"name": "raster", "dataType": "raster", "required": True, "displayName": "Raster",
              "description": "Input raster"},
             {"name": "model", "dataType": "string", "required": True,
              "displayName": "Input Model Definition (EMD) File",
              "description": "Input model definition (EMD) JSON file"},
-            numeric("padding", height // 4, "Padding", "Pixels of each side of a tile that are read but not kept."),
+            numeric("padding", runtime.padding(self.emd), "Padding",
+                    "Pixels of each side of a tile that are read but not kept."),
             numeric("threshold", float(self.emd.get("Threshold", 0.5)), "Confidence Score Threshold [0.0, 1.0]",
                     "Detections less confident than this are dropped."),
             numeric("nms_overlap", float(self.emd.get("NMSOverlap", 0.5)), "NMS Overlap",
@@ -126,7 +126,7 @@ class GeotrainObjectDetector:
 
     def getConfiguration(self, **scalars: Any) -> dict[str, Any]:
         height, width = int(self.emd["ImageHeight"]), int(self.emd["ImageWidth"])
-        self.padding = int(runtime.scalar(scalars, "padding", height // 4))
+        self.padding = int(runtime.scalar(scalars, "padding", runtime.padding(self.emd)))
         self.threshold = runtime.scalar(scalars, "threshold", self.threshold)
         self.nms_overlap = runtime.scalar(scalars, "nms_overlap", self.nms_overlap)
         self.exclude_pad = runtime.flag(scalars, "exclude_pad_detections", True)

@@ -61,7 +61,7 @@ class GeotrainPixelClassifier:
             {
                 "name": "padding",
                 "dataType": "numeric",
-                "value": int(self.emd.get("ImageHeight", 256)) // 4,
+                "value": runtime.padding(self.emd),
                 "required": False,
                 "displayName": "Padding",
                 "description": "Pixels of each side of a tile that are predicted but not kept.",
@@ -78,7 +78,7 @@ class GeotrainPixelClassifier:
 
     def getConfiguration(self, **scalars: Any) -> dict[str, Any]:
         height, width = int(self.emd["ImageHeight"]), int(self.emd["ImageWidth"])
-        padding = int(runtime.scalar(scalars, "padding", height // 4))
+        padding = int(runtime.scalar(scalars, "padding", runtime.padding(self.emd)))
         self.batch_size = int(runtime.scalar(scalars, "batch_size", 4))
         return {
             "extractBands": tuple(int(b) for b in self.emd["ExtractBands"]),

@@ -68,6 +68,12 @@ class Normalizer:
         return torch.from_numpy(np.ascontiguousarray(image)).to(device)
 
 
+def padding(emd: dict[str, Any]) -> int:
+    """The padding a tile is read with unless the tool says otherwise: the EMD's ModelPadding, or a
+    quarter of the chip."""
+    return int(emd.get("ModelPadding", int(emd.get("ImageHeight", 256)) // 4))
+
+
 def scalar(scalars: dict[str, Any], name: str, default: float) -> float:
     value = scalars.get(name)
     return float(value) if value not in (None, "") else default

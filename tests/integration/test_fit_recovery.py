@@ -1,5 +1,6 @@
 """A training run that dies goes on from its last epoch checkpoint: optimizer, schedule, history and the
-chosen learning rate as they were, not from the first epoch."""
+chosen learning rate as they were, not from the first epoch. A run out of GPU memory trains again with half
+the batch size."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from geotrain.errors import TrainingError
 from geotrain.training.classification import ClassificationTask
 from geotrain.training.fit import EpochRecord, FitOptions, fit
 
@@ -71,3 +73,45 @@ def test_an_unreadable_checkpoint_starts_the_run_over_and_says_so(tmp_path: Path
     result = fit(_task(), train_set, valid_set, options, lambda r, m: None, notes.append, notes.append)
     assert "cannot be read" in notes[0] and "training starts over" in notes[0]
     assert [r.epoch for r in result.history] == [1]
+
+
+class Hungry(ClassificationTask):
+    """Runs out of GPU memory on batches larger than ``fits`` chips, as a real GPU does."""
+
+    fits = 2
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        if len(batch[0]) > self.fits:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return super().training_step(batch, batch_idx)
+
+
+def _hungry(fits: int) -> Hungry:
+    torch.manual_seed(0)
+    head = nn.Linear(8, 3)
+    network = nn.Sequential(nn.Conv2d(2, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), head)
+    task = Hungry(network, head, 3, False, 1e-3, False)
+    task.fits = fits
+    return task
+
+
+def test_out_of_gpu_memory_trains_again_with_half_the_batch(tmp_path: Path) -> None:
+    train_set, valid_set = _data()
+    options = FitOptions(max_epochs=2, batch_size=8, lr=1e-3, monitor="VALID_LOSS", stop_training=False,
+                         use_gpu=False, workdir=tmp_path)  # fmt: skip
+    warnings: list[str] = []
+    result = fit(_hungry(2), train_set, valid_set, options, lambda r, m: None, lambda t: None, warnings.append)
+    assert warnings == [
+        "Out of GPU memory with batch size 8: training again with batch size 4.",
+        "Out of GPU memory with batch size 4: training again with batch size 2.",
+    ]
+    assert result.batch_size == 2 and [r.epoch for r in result.history] == [1, 2]
+
+
+def test_out_of_gpu_memory_with_one_chip_a_batch_fails_saying_what_to_change(tmp_path: Path) -> None:
+    train_set, valid_set = _data()
+    options = FitOptions(max_epochs=1, batch_size=2, lr=1e-3, monitor="VALID_LOSS", stop_training=False,
+                         use_gpu=False, workdir=tmp_path)  # fmt: skip
+    with pytest.raises(TrainingError) as failed:
+        fit(_hungry(0), train_set, valid_set, options, lambda r, m: None, lambda t: None, lambda t: None)
+    assert "even with one chip a batch" in failed.value.message and "chip_size" in failed.value.details[0]
