@@ -131,6 +131,8 @@ def test_the_same_job_runs_on_postgresql_with_a_separate_worker_woken_by_notify(
 ) -> None:
     """The API alone, and `geotrain worker` in a process of its own that polls only every 30 s and
     heartbeats every 20 s: LISTEN/NOTIFY starts a submitted job, and stops a cancelled one, within moments."""
+    import psycopg
+
     env = {**os.environ, "GEOTRAIN_DATABASE_URL": pg_url, "GEOTRAIN_HOME": str(tmp_path / "home")}
     subprocess.run([sys.executable, "-m", "geotrain.cli", "migrate"], env=env, check=True)
     server = Server(
@@ -150,7 +152,6 @@ def test_the_same_job_runs_on_postgresql_with_a_separate_worker_woken_by_notify(
         assert _seconds_until(client, f"{server.url}/jobs/{job_id}", "esriJobExecuting") < 1.5
         job = wait_for(client, f"{server.url}{TASK}/jobs/{job_id}")
         assert job["jobStatus"] == "esriJobSucceeded", job["messages"]
-        import psycopg
 
         with psycopg.connect(pg_url.replace("postgresql+psycopg", "postgresql")) as conn:
             status, attempts = conn.execute("SELECT status, attempts FROM jobs WHERE id = %s", (job_id,)).fetchone()  # type: ignore[misc]
@@ -164,6 +165,17 @@ def test_the_same_job_runs_on_postgresql_with_a_separate_worker_woken_by_notify(
             model_type="UNET", backbone_model="RESNET18", max_epochs=5000, learning_rate=0.001,
         )  # fmt: skip
         _first_epoch(client, f"{server.url}/jobs/{long_id}")
+        # every connection to the database dropped at once (as in a failover): training and its messages go on
+        with psycopg.connect(pg_url.replace("postgresql+psycopg", "postgresql"), autocommit=True) as admin:
+            dropped = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchone()
+        assert dropped is not None and dropped[0] >= 2  # the worker's, its listener's, the training process's
+        _messages_until(client, f"{server.url}/jobs/{long_id}", "Epoch 3/")
+        assert (
+            client.get(f"{server.url}/jobs/{long_id}", params={"f": "json"}).json()["jobStatus"] == "esriJobExecuting"
+        )
         client.post(f"{server.url}/jobs/{long_id}/cancel", data={"f": "json"})
         assert _seconds_until(client, f"{server.url}/jobs/{long_id}", "esriJobCancelled") < 5
     finally:

@@ -26,14 +26,14 @@ texts = st.one_of(
     json_values.map(json.dumps),
     st.integers().map(str),
     st.floats(allow_nan=True, allow_infinity=True).map(str),
-    st.sampled_from(["true", "FALSE", "", " ", "null", "NaN", "-1", "0", "1e309", "[]", "{}", '{"uri": ""}']),
+    st.sampled_from(["true", "FALSE", "", " ", "null", "NaN", "-1", "0", "1e309", "-inf", "[]", "{}", '{"uri": ""}']),
     st.sampled_from(catalog.ALL_BACKBONES + tuple(catalog.BUILT)),
     st.text(alphabet="/\\.:\x00~ab", max_size=30),
 )
 forms = st.fixed_dictionaries({}, optional={name: texts for name in INPUT_NAMES})
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
 @given(forms)
 def test_any_form_is_parsed_or_refused_naming_a_parameter(form: dict[str, str]) -> None:
     try:
@@ -47,10 +47,21 @@ def test_any_form_is_parsed_or_refused_naming_a_parameter(form: dict[str, str]) 
     assert parsed.model_type in catalog.BUILT
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, database=None)
 @given(name=st.sampled_from(INPUT_NAMES), value=texts)
 def test_one_bad_parameter_is_named_in_the_error(name: str, value: str) -> None:
     try:
         parse({**BASE, name: value})
     except ParameterError as exc:
         assert exc.param == name or exc.param in INPUT_NAMES, (name, exc.param)
+
+
+def test_an_infinite_integer_is_refused_naming_the_parameter() -> None:
+    """What hypothesis once found: batch_size 1E309 overflowed into a 500."""
+    for value in ("1E309", "-1e309", "inf"):
+        try:
+            parse({**BASE, "batch_size": value})
+        except ParameterError as exc:
+            assert exc.param == "batch_size"
+        else:
+            raise AssertionError(f"batch_size {value} was accepted")

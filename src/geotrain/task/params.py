@@ -153,7 +153,7 @@ def _int(low: int, high: int) -> Any:
             number = float(value) if isinstance(value, str) else value
             if isinstance(number, bool) or not isinstance(number, int | float) or number != int(number):
                 raise ValueError
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, OverflowError):  # OverflowError: "1e309" is infinity
             raise ValueError(f"expected an integer from {low} to {high}") from None
         if not low <= number <= high:
             raise ValueError(f"expected an integer from {low} to {high}")

@@ -21,6 +21,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+from geotrain.jobs.retry import patient
 from geotrain.training import handback
 
 OUTCOME = "outcome.json"
@@ -106,9 +107,9 @@ def main(job_id: str, watch: bool = True) -> int:
         job = queue.get(job_id)
         params = parse(job.inputs)
         progress = Progress(
-            info=lambda text: queue.add_message(job_id, text),
-            warn=lambda text: queue.add_message(job_id, text, MessageType.WARNING),
-            percent=_throttled(lambda pct, text: queue.set_progress(job_id, pct, text)),
+            info=patient(lambda text: queue.add_message(job_id, text)),
+            warn=patient(lambda text: queue.add_message(job_id, text, MessageType.WARNING)),
+            percent=_throttled(patient(lambda pct, text: queue.set_progress(job_id, pct, text))),
         )
         result = train(params, settings, workdir, progress)
         return finish({"status": "succeeded", "results": {"out_item": result}})

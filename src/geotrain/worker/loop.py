@@ -19,6 +19,7 @@ from pathlib import Path
 from geotrain.config import Settings
 from geotrain.jobs import wakeups
 from geotrain.jobs.queue import JobRecord, Queue
+from geotrain.jobs.retry import patient
 from geotrain.training.child import OUTCOME, read_outcome
 from geotrain.training.handback import HANDED_BACK
 
@@ -204,14 +205,16 @@ class Worker:
 
     def _finish(self, job: JobRecord, returncode: int, workdir: Path) -> None:
         outcome = read_outcome(workdir)
+        # the outcome is on disk: a database out of reach now is waited out, not a reason to train again
+        succeed, fail = patient(self.queue.succeed), patient(self.queue.fail)
         if outcome is not None and outcome.get("status") == "succeeded" and isinstance(outcome.get("results"), dict):
-            self.queue.succeed(job.id, self.worker_id, outcome["results"])  # type: ignore[arg-type]
+            succeed(job.id, self.worker_id, outcome["results"])
             return
         if outcome is not None and outcome.get("status") == "failed":
-            self.queue.fail(job.id, self.worker_id, str(outcome.get("message")))
+            fail(job.id, self.worker_id, str(outcome.get("message")))
             return
         how = f"was killed by signal {-returncode}" if returncode < 0 else f"exited with code {returncode}"
-        self.queue.fail(
+        fail(
             job.id,
             self.worker_id,
             f"The training process {how} without a result (out of memory?). See {workdir / 'train.log'}.",
