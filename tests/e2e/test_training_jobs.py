@@ -327,7 +327,7 @@ def test_stop_training_stops_when_the_validation_loss_stalls(server: Server, cli
 def test_a_job_resumes_where_it_was_after_a_kill_9_and_after_a_graceful_stop(
     tmp_path: Path, store_root: Path, client: httpx.Client
 ) -> None:
-    """kill -9 of the server and its worker during epoch 3 of 6: the lease expires, the job goes back to the
+    """kill -9 of the server and its worker during epoch 3 of 5: the lease expires, the job goes back to the
     queue with its attempt count raised, the orphaned training process stops, and the next worker resumes
     the job from its epoch 2 checkpoint. That server then gets SIGTERM: its worker has the training process
     save where it is and hands the job back without spending an attempt; a third server finishes it."""
@@ -336,7 +336,7 @@ def test_a_job_resumes_where_it_was_after_a_kill_9_and_after_a_graceful_stop(
     first = Server(home=home, stores={"/fileShares/chips": str(store_root)}, extra_env=lease).start()
     job_id = _submit(
         client, first, in_folder="/fileShares/chips/uint16_4band", output_name={"name": "survivor"},
-        model_type="UNET", backbone_model="RESNET18", max_epochs=6, learning_rate=0.001, stop_training=False,
+        model_type="UNET", backbone_model="RESNET18", max_epochs=5, learning_rate=0.001, stop_training=False,
     )  # fmt: skip
     url = f"{first.url}/jobs/{job_id}"
     _checkpointed(client, url, home / "jobs" / job_id / "checkpoints" / "last.ckpt", epochs=2)
@@ -350,12 +350,12 @@ def test_a_job_resumes_where_it_was_after_a_kill_9_and_after_a_graceful_stop(
 
     second = Server(home=home, stores={"/fileShares/chips": str(store_root)}, extra_env=lease).start()
     try:
-        texts = _messages_until(client, f"{second.url}/jobs/{job_id}", "Epoch 3/6")
+        texts = _messages_until(client, f"{second.url}/jobs/{job_id}", "Epoch 3/5")
         assert any("stopped responding" in t and "put back in the queue" in t for t in texts)
         after = texts[texts.index("Executing (attempt 2 of 3)...") :]
         resuming = [t for t in after if t.startswith("Resuming from the checkpoint")]
-        assert resuming[0].startswith("Resuming from the checkpoint of epoch 2: training goes on at epoch 3 of 6")
-        assert [t.split(":")[0] for t in after if t.startswith("Epoch ")] == ["Epoch 3/6"]
+        assert resuming[0].startswith("Resuming from the checkpoint of epoch 2: training goes on at epoch 3 of 5")
+        assert [t.split(":")[0] for t in after if t.startswith("Epoch ")] == ["Epoch 3/5"]
     finally:
         second.stop()  # SIGTERM
     # uvicorn shuts down gracefully, then re-raises the signal it caught
@@ -375,9 +375,9 @@ def test_a_job_resumes_where_it_was_after_a_kill_9_and_after_a_graceful_stop(
         assert after[1] == "Executing (attempt 2 of 3)..."
         (resuming,) = [t for t in after if t.startswith("Resuming from the checkpoint")]
         last = int(resuming.split("epoch ")[1].split(":")[0])  # the epoch it was in, or the one it had done
-        expected = [f"Epoch {e}/6" for e in range(last if "taken during" in resuming else last + 1, 7)]
+        expected = [f"Epoch {e}/5" for e in range(last if "taken during" in resuming else last + 1, 6)]
         assert [t.split(":")[0] for t in after if t.startswith("Epoch ")] == expected
-        assert expected[0] != "Epoch 1/6"
+        assert expected[0] != "Epoch 1/5"
     finally:
         third.stop()
 

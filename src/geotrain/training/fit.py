@@ -273,6 +273,7 @@ class HandBack(Callback):
         handback.fitting.set()
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        handback.finishing.set()
         handback.fitting.clear()
 
     def on_train_batch_end(

@@ -13,9 +13,11 @@ HANDED_BACK = 75
 requested = threading.Event()
 # set while the training loop runs: it then saves a checkpoint at its next step before exiting
 fitting = threading.Event()
+# set once training is done: the job is seconds from its end (validation, the package), so it finishes
+finishing = threading.Event()
 
 
 def on_signal(signum: int, frame: FrameType | None) -> None:
     requested.set()
-    if not fitting.is_set():
-        sys.exit(HANDED_BACK)  # before or after the training loop there is nothing to save that is not saved
+    if not fitting.is_set() and not finishing.is_set():
+        sys.exit(HANDED_BACK)  # before training there is nothing to save

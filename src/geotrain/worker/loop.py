@@ -148,6 +148,8 @@ class Worker:
                 return
             if self.stopping.is_set():
                 saved = self._hand_back(child)
+                if not saved and read_outcome(workdir) is not None:
+                    break  # it had done its training and finished the job instead
                 how = "saved where it was and " if saved else ""
                 self.queue.release(
                     job.id, self.worker_id, f"The worker stopped; the job was {how}put back in the queue."
