@@ -14,6 +14,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_FILE_SHARE = "/fileShares/geotrain"
 
 
+def store_prefix(prefix: str) -> str:
+    """A data-store prefix as it is matched: forward slashes, one leading, none trailing."""
+    return "/" + prefix.replace("\\", "/").strip("/")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GEOTRAIN_", env_file=".env", extra="ignore")
 
@@ -73,14 +78,14 @@ class Settings(BaseSettings):
         """Every registered data store, the default file share included."""
         stores = {DEFAULT_FILE_SHARE: self.home / "fileshare"}
         for prefix, root in self.data_stores.items():
-            stores["/" + prefix.replace("\\", "/").strip("/")] = Path(root).expanduser().resolve()
+            stores[store_prefix(prefix)] = Path(root).expanduser().resolve()
         return stores
 
     def restricted_to(self, granted: tuple[str, ...]) -> Settings:
         """These settings with only the ``granted`` data stores registered (and the default file share,
         where every user's packages go)."""
-        wanted = {"/" + g.replace("\\", "/").strip("/") for g in granted}
-        kept = {k: v for k, v in self.data_stores.items() if "/" + k.replace("\\", "/").strip("/") in wanted}
+        wanted = {store_prefix(g) for g in granted}
+        kept = {k: v for k, v in self.data_stores.items() if store_prefix(k) in wanted}
         return Settings.model_construct(**{**self.model_dump(), "data_stores": kept})
 
     @property

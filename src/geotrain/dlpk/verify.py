@@ -34,9 +34,7 @@ def run_function(package: Path, pixels: np.ndarray, workdir: Path) -> np.ndarray
 def run_detector(package: Path, pixels: np.ndarray, workdir: Path, scalars: dict[str, Any]) -> list[dict[str, Any]]:
     """The features ``vectorize`` gives for ``pixels``, the function configured with ``scalars`` (e.g.
     threshold, padding), run as ``run_function`` runs it."""
-    _run(package, pixels, workdir, workdir / "output.json", scalars)
-    features: list[dict[str, Any]] = json.loads((workdir / "output.json").read_text())["features"]
-    return features
+    return _features(package, pixels, workdir, scalars)
 
 
 def run_object_classifier(
@@ -44,7 +42,13 @@ def run_object_classifier(
 ) -> list[dict[str, Any]]:
     """The features ``vectorize`` gives for ``blocks`` (bands x rows x cols of raw pixels, one per object, as
     Classify Objects Using Deep Learning hands them over), run as ``run_function`` runs it."""
-    _run(package, blocks, workdir, workdir / "output.json", scalars)
+    return _features(package, blocks, workdir, scalars)
+
+
+def _features(
+    package: Path, pixels: np.ndarray | list[np.ndarray], workdir: Path, scalars: dict[str, Any]
+) -> list[dict[str, Any]]:
+    _run(package, pixels, workdir, workdir / "output.json", scalars)
     features: list[dict[str, Any]] = json.loads((workdir / "output.json").read_text())["features"]
     return features
 

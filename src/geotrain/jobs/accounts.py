@@ -49,6 +49,10 @@ class Account:
     stores: tuple[str, ...] | None  # None: every data store
     created_at: dt.datetime
 
+    @classmethod
+    def of(cls, user: User) -> Account:
+        return cls(user.name, tuple(user.stores) if user.stores is not None else None, user.created_at)
+
 
 class Accounts:
     def __init__(self, sessions: sessionmaker[Session]) -> None:
@@ -81,15 +85,12 @@ class Accounts:
 
     def list(self) -> list[Account]:
         with self._sessions() as session:
-            users = session.scalars(select(User).order_by(User.name)).all()
-            return [Account(u.name, tuple(u.stores) if u.stores is not None else None, u.created_at) for u in users]
+            return [Account.of(u) for u in session.scalars(select(User).order_by(User.name)).all()]
 
     def get(self, name: str) -> Account | None:
         with self._sessions() as session:
             user = session.get(User, name)
-            if user is None:
-                return None
-            return Account(user.name, tuple(user.stores) if user.stores is not None else None, user.created_at)
+            return Account.of(user) if user is not None else None
 
     def issue_token(self, name: str, password: str, minutes: int) -> tuple[str, dt.datetime] | None:
         """A new token for ``name`` valid ``minutes`` (capped at two weeks); None for a wrong name or

@@ -14,6 +14,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix, MultilabelSta
 
 from geotrain.dlpk import emd as emd_writer
 from geotrain.dlpk import pictures
+from geotrain.dlpk.prf.GeotrainObjectClassifier import THRESHOLD, describe
 from geotrain.training.data.augment import Augmenter
 from geotrain.training.data.scan import Scan
 from geotrain.training.fit import OneCycleTask, fit, freeze_except, mixed_loss
@@ -222,8 +223,7 @@ def _package_check(
     task: ClassificationTask, scanned: Scan[Any], indices: Sequence[int], size: int, names: list[str]
 ) -> tuple[list[np.ndarray], list[tuple[str, str]]]:
     """Up to eight validation chips' raw pixels and the trained model's (label, confidence in percent) for
-    each, as the inference function writes them: the class of highest probability, or every label at 0.5
-    or more."""
+    each, described as the inference function describes them (at its default threshold)."""
     chosen = list(indices[:8])
     chips = ClassificationChips(scanned, chosen, size, False)
     blocks = [np.ascontiguousarray(scanned.sample(i)[0]) for i in chosen]
@@ -231,15 +231,9 @@ def _package_check(
     device = next(task.parameters()).device
     with torch.no_grad():
         logits = task(torch.stack([chips[j][0] for j in range(len(chosen))]).to(device)).float().cpu()
-    expected = []
-    for p in logits.sigmoid() if task.multi_label else logits.softmax(1):
-        if task.multi_label:
-            kept = [j for j in range(len(p)) if p[j] >= 0.5]
-            expected.append((";".join(names[j] for j in kept), ";".join(f"{100 * float(p[j]):.2f}" for j in kept)))
-        else:
-            best = int(p.argmax())
-            expected.append((names[best], str(100 * float(p[best]))))
-    return blocks, expected
+    probabilities = logits.sigmoid() if task.multi_label else logits.softmax(1)
+    described = [describe(p.numpy(), names, task.multi_label, THRESHOLD) for p in probabilities]
+    return blocks, [(label, str(confidence)) for label, confidence in described]
 
 
 def _sizes(scanned: Scan[Any]) -> set[tuple[int, int]]:

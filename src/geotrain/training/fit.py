@@ -379,14 +379,15 @@ def _fit_once(
     )
     monitor_key, mode = MONITOR_KEYS[options.monitor]
     folder = options.workdir / "checkpoints"
+    last = folder / "last.ckpt"  # Lightning's name for the save_last checkpoint
     # after the Reporter's epoch end (checkpoint callbacks run last): the saved history holds the epoch
     checkpoint = ModelCheckpoint(
         dirpath=folder, filename="best", monitor=monitor_key, mode=mode, save_last=True, save_top_k=1,
         save_on_train_epoch_end=True,
     )  # fmt: skip
-    resume = _resumable(folder / "last.ckpt", warn)
+    resume = _resumable(last, warn)
     reporter = Reporter(options.max_epochs, report_epoch)
-    callbacks: list[Callback] = [checkpoint, reporter, HandBack(folder / "last.ckpt")]
+    callbacks: list[Callback] = [checkpoint, reporter, HandBack(last)]
     stopper: EarlyStopping | None = None
     if options.stop_training:
         # arcgis.learn: stop when the monitored metric has not improved by 0.001 for 5 epochs
@@ -424,7 +425,7 @@ def _fit_once(
     else:
         task.lr = options.lr
     trainer = pl.Trainer(max_epochs=options.max_epochs, callbacks=callbacks, **common)
-    trainer.fit(task, train_loader, valid_loader, ckpt_path=folder / "last.ckpt" if resume is not None else None)
+    trainer.fit(task, train_loader, valid_loader, ckpt_path=last if resume is not None else None)
     best_path = checkpoint.best_model_path
     best_epoch = None
     if best_path and Path(best_path).is_file():

@@ -44,7 +44,7 @@ class Worker:
         self._work = threading.Event()
         self._cancel = threading.Event()
         queue.subscribe(self._wake)
-        self.labels = settings.labels()
+        self.labels, self.gpus = settings.labels(), settings.visible_gpus()
         self._last_seen = 0.0
         self._seen()
         self._listener: wakeups.Listener | None = None
@@ -57,7 +57,7 @@ class Worker:
         if now - self._last_seen >= min(10.0, self.settings.heartbeat_seconds * 2):
             self._last_seen = now
             try:
-                self.queue.worker_seen(self.worker_id, self.labels, self.settings.visible_gpus())
+                self.queue.worker_seen(self.worker_id, self.labels, self.gpus)
             except Exception:
                 log.exception("worker %s: could not record itself; will retry", self.worker_id)
 

@@ -25,6 +25,17 @@ runtime = SimpleNamespace(
     **runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "geotrain_runtime.py"))
 )
 POLYGON = 4  # ArcGIS's geometry type code
+THRESHOLD = 0.5  # a multi-label model's least probability for a label, unless the tool says otherwise
+
+
+def describe(p: np.ndarray, names: list[str], multi_label: bool, threshold: float) -> tuple[str, str | float]:
+    """An object's (label, confidence in percent) from its class probabilities: the likeliest class, or
+    for a multi-label model every class at ``threshold`` or above, ``;``-separated (confidences too)."""
+    if multi_label:
+        chosen = [j for j in range(len(p)) if p[j] >= threshold]
+        return ";".join(names[j] for j in chosen), ";".join(f"{100 * float(p[j]):.2f}" for j in chosen)
+    best = int(p.argmax())
+    return names[best], 100 * float(p[best])
 
 
 class GeotrainObjectClassifier:
@@ -32,7 +43,7 @@ class GeotrainObjectClassifier:
         self.name = "Geotrain Object Classifier"
         self.description = "Classifies objects with a network trained by geotrain."
         self.emd: dict[str, Any] = {}
-        self.threshold, self.batch_size = 0.5, 4
+        self.threshold, self.batch_size = THRESHOLD, 4
 
     def initialize(self, **kwargs: Any) -> None:
         if "model" not in kwargs:
@@ -125,13 +136,7 @@ class GeotrainObjectClassifier:
         features = []
         for i, (pixels, p) in enumerate(zip(blocks, probabilities, strict=True)):
             rows, cols = pixels.shape[-2:]
-            if self.multi_label:
-                chosen = [j for j in range(len(p)) if p[j] >= self.threshold]
-                label = ";".join(self.names[j] for j in chosen)
-                confidence: str | float = ";".join(f"{100 * float(p[j]):.2f}" for j in chosen)
-            else:
-                best = int(p.argmax())
-                label, confidence = self.names[best], 100 * float(p[best])
+            label, confidence = describe(p, self.names, self.multi_label, self.threshold)
             ring = [[0.0, 0.0], [float(cols), 0.0], [float(cols), float(rows)], [0.0, float(rows)], [0.0, 0.0]]
             features.append(
                 {

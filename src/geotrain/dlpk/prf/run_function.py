@@ -54,28 +54,26 @@ def main(argv: list[str]) -> int:
     if kind == "ObjectClassification":
         with np.load(pixels_path) as stored:
             blocks = [stored[f"arr_{i}"] for i in range(len(stored.files))]
-        json.loads(function.getFields())
-        if function.getGeometryType() != 4:
-            raise ValueError("an object classifier's geometry type must be 4 (polygon)")
         masks = [np.ones_like(b, dtype=np.uint8) for b in blocks]
-        vectors = function.vectorize(rasters_pixels=blocks, rasters_mask=masks)["output_vectors"]
-        with open(output_path, "w", encoding="utf-8") as f:
-            f.write(vectors)
-        return _finish(configuration)
+        return _vectorize(function, kind, output_path, configuration, rasters_pixels=blocks, rasters_mask=masks)
     pixels = np.load(pixels_path)
     mask = np.ones_like(pixels, dtype=np.uint8)
     if kind in ("ObjectDetection", "InstanceDetection"):
-        json.loads(function.getFields())
-        if function.getGeometryType() != 4:
-            raise ValueError("a detector's geometry type must be 4 (polygon)")
-        vectors = function.vectorize(raster_pixels=pixels, raster_mask=mask)["output_vectors"]
-        with open(output_path, "w", encoding="utf-8") as f:
-            f.write(vectors)
-    else:
-        info = function.updateRasterInfo(output_info={"bandCount": len(pixels), "pixelType": "u1"})["output_info"]
-        props = {"pixelType": info["pixelType"], "width": pixels.shape[2], "height": pixels.shape[1]}
-        blocks = function.updatePixels((0.0, 0.0), pixels.shape[1:], props, raster_pixels=pixels, raster_mask=mask)
-        np.save(output_path, blocks["output_pixels"])
+        return _vectorize(function, kind, output_path, configuration, raster_pixels=pixels, raster_mask=mask)
+    info = function.updateRasterInfo(output_info={"bandCount": len(pixels), "pixelType": "u1"})["output_info"]
+    props = {"pixelType": info["pixelType"], "width": pixels.shape[2], "height": pixels.shape[1]}
+    blocks = function.updatePixels((0.0, 0.0), pixels.shape[1:], props, raster_pixels=pixels, raster_mask=mask)
+    np.save(output_path, blocks["output_pixels"])
+    return _finish(configuration)
+
+
+def _vectorize(function: Any, kind: str, output_path: str, configuration: dict[str, Any], **blocks: Any) -> int:
+    """The vector kinds (detection, object classification): fields, polygons, ``vectorize``'s JSON text."""
+    json.loads(function.getFields())
+    if function.getGeometryType() != 4:
+        raise ValueError(f"{kind}: the geometry type must be 4 (polygon)")
+    with open(output_path, "w", encoding="utf-8") as f:
+        f.write(function.vectorize(**blocks)["output_vectors"])
     return _finish(configuration)
 
 
