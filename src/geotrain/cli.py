@@ -33,7 +33,13 @@ def _serve(args: argparse.Namespace) -> int:
     from geotrain.api.app import create_app
 
     app = create_app(Settings(), workers=args.workers)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
+        print("geotrain: HTTPS needs both --ssl-certfile and --ssl-keyfile", file=sys.stderr)
+        return 2
+    uvicorn.run(
+        app, host=args.host, port=args.port, log_level=args.log_level,
+        ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
+    )  # fmt: skip
     return 0
 
 
@@ -183,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1, help="embedded workers; 0 = API only")
+    serve.add_argument("--ssl-certfile", help="serve HTTPS with this certificate (PEM); the arcgis client needs HTTPS")
+    serve.add_argument("--ssl-keyfile", help="the certificate's private key (PEM)")
     serve.set_defaults(func=_serve)
     worker = sub.add_parser("worker", help="a standalone worker on the configured database")
     worker.add_argument("--labels", help="what it runs, e.g. gpu,cpu (default: cpu, and gpu where a GPU is visible)")

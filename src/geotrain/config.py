@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -33,6 +34,16 @@ class Settings(BaseSettings):
     portal_url: str = ""
     # minutes a token lasts when generateToken is not told (ArcGIS's short-lived default)
     token_minutes: int = 60
+    # signs OAuth sign-in states and codes; every API process of one server needs the same key. Empty: a
+    # key made once and kept in GEOTRAIN_HOME/secret.key
+    secret_key: str = ""
+    # With portal_url set, {"name": ...} outputs become items of that ArcGIS portal (else of the embedded
+    # one), added with these credentials, or with the submitter's own token where none are given
+    # (GEOTRAIN_AUTH=portal gives one)
+    portal_username: str = ""
+    portal_password: str = ""
+    # TLS verification when geotrain calls that portal (false for a self-signed certificate)
+    portal_verify: bool = True
 
     # what this host's workers can run: "gpu", "cpu" (empty: "cpu", and "gpu" where a GPU is visible);
     # a job with context processorType GPU or CPU goes only to a worker with that label
@@ -87,6 +98,29 @@ class Settings(BaseSettings):
         wanted = {store_prefix(g) for g in granted}
         kept = {k: v for k, v in self.data_stores.items() if store_prefix(k) in wanted}
         return Settings.model_construct(**{**self.model_dump(), "data_stores": kept})
+
+    @property
+    def items_dir(self) -> Path:
+        return self.home / "items"
+
+    def signing_key(self) -> bytes:
+        if self.secret_key:
+            return self.secret_key.encode()
+        path = self.home / "secret.key"
+        if not path.exists():
+            # written aside and linked into place, so concurrent first starts agree on one key
+            path.parent.mkdir(parents=True, exist_ok=True)
+            aside = path.with_name(f".secret.{os.getpid()}")
+            fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_hex(32))
+            try:
+                os.link(aside, path)
+            except FileExistsError:
+                pass
+            finally:
+                aside.unlink()
+        return path.read_text().strip().encode()
 
     @property
     def jobs_dir(self) -> Path:

@@ -8,13 +8,15 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 import geotrain
-from geotrain.api import errors, tokens
+from geotrain.api import errors, oauth, portal, tokens
 from geotrain.api.auth import PortalTokens
 from geotrain.api.gp import jobs_router, query_router, service_router, task_router
 from geotrain.config import Settings
 from geotrain.jobs.accounts import Accounts
 from geotrain.jobs.db import make_engine, make_sessionmaker, migrate
+from geotrain.jobs.items import Items
 from geotrain.jobs.queue import Queue
+from geotrain.portal.content import Content
 from geotrain.task import model_info
 from geotrain.task.metadata import SERVICE_PATH, TASK_NAME
 from geotrain.worker.loop import start_embedded
@@ -45,8 +47,11 @@ def create_app(settings: Settings | None = None, workers: int = 0) -> FastAPI:
     app.state.queue = queue
     app.state.accounts = Accounts(sessions)
     app.state.portal_tokens = PortalTokens(settings.portal_url)
+    app.state.content = Content(Items(sessions), settings.items_dir)
     errors.install(app)
     app.include_router(tokens.router)
+    app.include_router(oauth.router)
+    app.include_router(portal.router)
     app.include_router(service_router)
     for prefix in (f"{SERVICE_PATH}/{TASK_NAME}", f"/{TASK_NAME}"):
         app.include_router(task_router, prefix=prefix)

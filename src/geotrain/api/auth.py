@@ -15,9 +15,8 @@ from fastapi.concurrency import run_in_threadpool
 from geotrain.api.deps import ParamsDep, SettingsDep
 from geotrain.config import Settings
 from geotrain.errors import GeotrainError, InvalidToken, TokenRequired
-from geotrain.jobs.accounts import Accounts
+from geotrain.jobs.accounts import ANONYMOUS, Accounts
 
-ANONYMOUS = "anonymous"
 # a portal's answer for a token is trusted this long before it is asked again
 PORTAL_CACHE_SECONDS = 60.0
 
@@ -88,6 +87,14 @@ async def current_user(request: Request, p: ParamsDep, settings: SettingsDep) ->
     return user
 
 
+async def optional_user(request: Request, p: ParamsDep, settings: SettingsDep) -> str:
+    """The caller, or ANONYMOUS when the request carries no token (a portal's public content needs none);
+    a token that is bad is still refused, so a client learns that its sign-in lapsed."""
+    if settings.auth == "none" or token_of(request, p) is None:
+        return ANONYMOUS
+    return await current_user(request, p, settings)
+
+
 def token_service(settings: Settings, base_url: str) -> str | None:
     """Where clients get tokens for this server (its info resource names it)."""
     if settings.auth == "token":
@@ -98,3 +105,4 @@ def token_service(settings: Settings, base_url: str) -> str | None:
 
 
 UserDep = Annotated[str, Depends(current_user)]
+OptionalUserDep = Annotated[str, Depends(optional_user)]

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from geotrain.api.auth import UserDep
+from geotrain.api.auth import UserDep, token_of
 from geotrain.api.deps import ParamsDep, QueueDep, gp_route
 from geotrain.api.render import page, render, submit_form
 from geotrain.api.tokens import SECURED, GrantedDep
@@ -17,6 +17,7 @@ from geotrain.config import Settings
 from geotrain.errors import GeotrainError, NotFound, ParameterError
 from geotrain.jobs.queue import JobRecord, Queue
 from geotrain.jobs.tables import JobStatus
+from geotrain.publish.portal import EmbeddedPortal
 from geotrain.task import metadata, model_info, params, submission
 
 service_router = APIRouter()
@@ -70,11 +71,15 @@ async def task(request: Request, p: ParamsDep) -> Response:
 async def submit_job(request: Request, p: ParamsDep, queue: QueueDep, settings: GrantedDep, user: UserDep) -> Response:
     raw = {name: p.get(name, "") for name in params.INPUT_NAMES}
     parsed = params.parse(raw)
-    await run_in_threadpool(submission.check, parsed, settings)
+    embedded = None if settings.portal_url else EmbeddedPortal(request.app.state.content)
+    await run_in_threadpool(submission.check, parsed, settings, user, embedded)
     requires = parsed.processor_label()
     if requires is not None:
         await run_in_threadpool(_check_some_worker_runs, queue, requires, settings)
-    job = await run_in_threadpool(queue.submit, metadata.TASK_NAME, user, raw, settings.max_attempts, requires)
+    # an external portal without publishing credentials of our own is written to as the submitter
+    borrowed = settings.portal_url and not settings.portal_username and parsed.output_name.name is not None
+    token = token_of(request, p) if borrowed else None
+    job = await run_in_threadpool(queue.submit, metadata.TASK_NAME, user, raw, settings.max_attempts, requires, token)
     if request.state.f == "html":
         return RedirectResponse(f"jobs/{job.id}?f=html", status_code=303)
     return render({"jobId": job.id, "jobStatus": job.status.value}, request.state.f)
@@ -171,7 +176,14 @@ async def job_result(
     if name not in job.results:
         raise NotFound(f"Parameter '{name}' is not a result of this job.", [f"Results: {', '.join(job.results)}"])
     spec = metadata.parameter(name, job.task) or {"dataType": "GPString"}
-    data = {"paramName": name, "dataType": spec["dataType"], "value": job.results[name]}
+    value = job.results[name]
+    if isinstance(value, dict) and value.get("itemId") and not value.get("url"):
+        # an item of the embedded portal: its url is this server's, as the client reached it
+        value = {
+            **value,
+            "url": f"{str(request.base_url).rstrip('/')}/portal/sharing/rest/content/items/{value['itemId']}",
+        }
+    data = {"paramName": name, "dataType": spec["dataType"], "value": value}
     return render(data, request.state.f, f"Result {name}")
 
 

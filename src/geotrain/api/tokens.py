@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
-from geotrain.api.auth import ANONYMOUS, UserDep, accounts, current_user, token_service
+from geotrain.api.auth import UserDep, accounts, current_user, token_service
 from geotrain.api.deps import ParamsDep, SettingsDep, gp_route
 from geotrain.api.render import render
 from geotrain.config import Settings
@@ -21,8 +21,6 @@ router = APIRouter()
 
 
 @gp_route(router, "/arcgis/rest/info")
-@gp_route(router, "/sharing/rest/info")
-@gp_route(router, "/arcgis/sharing/rest/info")
 async def rest_info(request: Request, p: ParamsDep, settings: SettingsDep) -> Response:
     service = token_service(settings, str(request.base_url))
     auth: dict[str, Any] = {"isTokenBasedSecurity": service is not None}
@@ -31,6 +29,7 @@ async def rest_info(request: Request, p: ParamsDep, settings: SettingsDep) -> Re
     return render({"currentVersion": metadata.CURRENT_VERSION, "authInfo": auth}, request.state.f, "Server info")
 
 
+@gp_route(router, "/portal/sharing/rest/generateToken", TOKEN_FIELDS)
 @gp_route(router, "/sharing/rest/generateToken", TOKEN_FIELDS)
 @gp_route(router, "/arcgis/sharing/rest/generateToken", TOKEN_FIELDS)
 @gp_route(router, "/arcgis/tokens/generateToken", TOKEN_FIELDS)
@@ -54,19 +53,6 @@ async def generate_token(request: Request, p: ParamsDep, settings: SettingsDep) 
         raise GeotrainError("Unable to generate token.", ["Invalid username or password."])
     token, expires = issued
     return render({"token": token, "expires": int(expires.timestamp() * 1000), "ssl": False}, request.state.f)
-
-
-@gp_route(router, "/sharing/rest/community/self")
-@gp_route(router, "/arcgis/sharing/rest/community/self")
-async def community_self(request: Request, user: UserDep, settings: SettingsDep) -> Response:
-    data: dict[str, Any] = {"username": user, "role": "org_user"}
-    if settings.auth == "token":
-        account = await run_in_threadpool(accounts(request).get, user)
-        if account is not None and account.stores is not None:
-            data["geotrainDataStores"] = list(account.stores)
-    if user == ANONYMOUS:
-        data["role"] = "anonymous"
-    return render(data, request.state.f, f"User {user}")
 
 
 async def granted_settings(request: Request, settings: SettingsDep, user: UserDep) -> Settings:

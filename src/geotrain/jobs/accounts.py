@@ -13,6 +13,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from geotrain.jobs.tables import Token, User
 
+# the one user of GEOTRAIN_AUTH=none, and whoever calls without a token
+ANONYMOUS = "anonymous"
 # scrypt's cost: about 50 ms and 16 MiB a check, as OWASP suggests for interactive logins
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 MAX_TOKEN_MINUTES = 60 * 24 * 14
@@ -92,20 +94,28 @@ class Accounts:
             user = session.get(User, name)
             return Account.of(user) if user is not None else None
 
-    def issue_token(self, name: str, password: str, minutes: int) -> tuple[str, dt.datetime] | None:
-        """A new token for ``name`` valid ``minutes`` (capped at two weeks); None for a wrong name or
-        password (the same answer for both, and the same work)."""
-        with self._sessions.begin() as session:
+    def check_password(self, name: str, password: str) -> bool:
+        """Whether ``password`` is ``name``'s (the same work for an unknown name as for a wrong password)."""
+        with self._sessions() as session:
             user = session.get(User, name)
             stored = user.password_hash if user is not None else hash_password(secrets.token_hex(8))
-            if not password_matches(password, stored) or user is None:
-                return None
+            return password_matches(password, stored) and user is not None
+
+    def new_token(self, name: str, minutes: int) -> tuple[str, dt.datetime]:
+        """A new token for ``name`` valid ``minutes`` (capped at two weeks)."""
+        with self._sessions.begin() as session:
             token = secrets.token_urlsafe(32)
             expires = _now() + dt.timedelta(minutes=max(1, min(minutes, MAX_TOKEN_MINUTES)))
             session.add(Token(digest=_digest(token), user=name, expires_at=expires))
             # tokens past their time are of no use to anyone: drop them as new ones are made
             session.execute(delete(Token).where(Token.expires_at < _now()))
             return token, expires
+
+    def issue_token(self, name: str, password: str, minutes: int) -> tuple[str, dt.datetime] | None:
+        """A new token for ``name`` valid ``minutes``; None for a wrong name or password."""
+        if not self.check_password(name, password):
+            return None
+        return self.new_token(name, minutes)
 
     def user_of(self, token: str) -> str | None:
         """The user a valid, unexpired token belongs to; None otherwise."""

@@ -88,9 +88,16 @@ class Queue:
             subscriber(event, job_id)
 
     def submit(
-        self, task: str, owner: str, inputs: dict[str, Any], max_attempts: int, requires: str | None = None
+        self,
+        task: str,
+        owner: str,
+        inputs: dict[str, Any],
+        max_attempts: int,
+        requires: str | None = None,
+        portal_token: str | None = None,
     ) -> JobRecord:
-        """Queue a job; ``requires``: the worker label it needs (e.g. "gpu"), None for any worker."""
+        """Queue a job; ``requires``: the worker label it needs (e.g. "gpu"), None for any worker;
+        ``portal_token``: the submitter's token for the portal the job publishes to (kept until it ends)."""
         job = Job(
             id=new_job_id(),
             task=task,
@@ -101,6 +108,7 @@ class Queue:
             attempts=0,
             cancel_requested=False,
             requires=requires,
+            portal_token=portal_token,
         )
         with self._sessions.begin() as session:
             session.add(job)
@@ -228,7 +236,14 @@ class Queue:
                     Job.worker_id == worker_id,
                     Job.status.in_([JobStatus.EXECUTING, JobStatus.CANCELLING]),
                 )
-                .values(status=status, finished_at=_now(), lease_expires_at=None, child_pid=None, **values)
+                .values(
+                    status=status,
+                    finished_at=_now(),
+                    lease_expires_at=None,
+                    child_pid=None,
+                    portal_token=None,
+                    **values,
+                )
                 .returning(Job.id)
                 .execution_options(synchronize_session=False)
             ).scalar_one_or_none()
@@ -288,6 +303,11 @@ class Queue:
                 self._announce(session, CANCEL, job_id)
         self._tell(CANCEL, job_id)
         return self.get(job_id)
+
+    def portal_token(self, job_id: str) -> str | None:
+        """The submitter's portal token a running job publishes with (never shown by the API)."""
+        with self._sessions() as session:
+            return session.scalar(select(Job.portal_token).where(Job.id == job_id))
 
     def finished_before(self, job_ids: list[str], before: dt.datetime) -> list[str]:
         """Those of ``job_ids`` that finished before ``before``."""

@@ -6,7 +6,19 @@ import datetime as dt
 import enum
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, func
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -55,6 +67,9 @@ class Job(Base):
     cancel_requested: Mapped[bool] = mapped_column(default=False)
     # the worker label the job needs ("gpu" or "cpu", from context.processorType); None: any worker
     requires: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # the submitter's token for the ArcGIS portal the job publishes to (GEOTRAIN_AUTH=portal without
+    # publishing credentials of its own); dropped when the job ends
+    portal_token: Mapped[str | None] = mapped_column(Text, nullable=True)
     worker_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     child_pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
     lease_expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
@@ -114,3 +129,47 @@ class Worker(Base):
     gpus: Mapped[int] = mapped_column(Integer, default=0)
     started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utc_now)
     seen_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utc_now, index=True)
+
+
+class Folder(Base):
+    """A folder of a user's portal content."""
+
+    __tablename__ = "folders"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128), index=True)
+    title: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utc_now)
+
+    __table_args__ = (UniqueConstraint("owner", "title", name="uq_folders_owner_title"),)
+
+
+class Item(Base):
+    """A portal item of the embedded portal. Its file lies under ``GEOTRAIN_HOME/items/<id>/``; a multipart
+    upload keeps its parts there until ``commit`` joins them."""
+
+    __tablename__ = "items"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128), index=True)
+    folder_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    title: Mapped[str] = mapped_column(String(256))
+    type: Mapped[str] = mapped_column(String(128))
+    # the file's name (``x.dlpk``); None for an item without a file
+    name: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    type_keywords: Mapped[list[str]] = mapped_column(JSON, default=list)
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    snippet: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # the item's ``properties`` object (arcgis stamps the job that made it there)
+    properties: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # private | shared | org | public, as ArcGIS names them
+    access: Mapped[str] = mapped_column(String(16), default="private")
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    # partial (parts still coming) | processing | completed | failed, as ``status`` reports it
+    status: Mapped[str] = mapped_column(String(16), default="completed")
+    status_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utc_now)
+    modified_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utc_now, onupdate=_utc_now)
+
+    __table_args__ = (Index("ix_items_owner_title", "owner", "title"),)

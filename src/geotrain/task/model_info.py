@@ -46,7 +46,7 @@ def _emd_of(value: str, settings: Settings) -> dict[str, Any]:
         return given
     if "itemId" in given or "url" in given:
         raise ParameterError(
-            INPUT, "portal items need a portal, which geotrain does not have yet; give a data-store path."
+            INPUT, 'this task reads packages by data-store path: give {"uri": "/fileShares/.../model.dlpk"}.'
         )
     uri = given.get("uri")
     if not isinstance(uri, str) or not uri:

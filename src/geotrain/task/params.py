@@ -308,12 +308,6 @@ class TrainParams(BaseModel):
             raise ParameterError(
                 "monitor", f"'{self.monitor}' does not apply to {info.keyword}. Allowed: {', '.join(info.monitors)}."
             )
-        if "itemId" in self.pretrained_model or "url" in self.pretrained_model:
-            raise ParameterError(
-                "pretrained_model",
-                "portal items need a portal, which geotrain does not have yet; give the package's data-store "
-                'path instead: {"uri": "/fileShares/<share>/<folder>/<model>.dlpk"}.',
-            )
         if self.data_augmentation in ("CUSTOM", "FILE") and info.family not in AUGMENTED_FAMILIES:
             raise ParameterError(
                 "data_augmentation",

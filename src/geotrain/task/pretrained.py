@@ -4,23 +4,37 @@ package's archive and EMD, never its weights (the worker loads those, tensors on
 from __future__ import annotations
 
 import json
+import re
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from geotrain.config import Settings
 from geotrain.dlpk.archive import PackageError, read_emd
 from geotrain.errors import ParameterError
-from geotrain.stores import StorePath, StorePathError, resolve
+from geotrain.stores import StorePathError, resolve
 from geotrain.task.params import TrainParams
 from geotrain.training.data.export import ExportInfo
 
 NAME = "pretrained_model"
+# a portal item's id in the URLs clients give for one: …/content/items/<id>[/data], …/item.html?id=<id>
+_ITEM_URL = re.compile(r"(?:/content/items/|[?&]id=)([0-9a-fA-F]{32})(?:[/?&#]|$)")
+
+ItemSource = Callable[[str], Path | None]
+"""The local file of a portal item the submitter may read, by the item's id; None when there is none."""
+
+
+def item_id_of(url: str) -> str | None:
+    found = _ITEM_URL.search(url)
+    return found.group(1) if found else None
 
 
 @dataclass(frozen=True)
 class Pretrained:
-    location: StorePath
+    local: Path
+    label: str  # how messages name it: its data-store path or its portal item
     emd: dict[str, Any]
 
     @property
@@ -29,47 +43,72 @@ class Pretrained:
         return str(self.emd["ModelParameters"]["backbone"]).upper()
 
 
-def locate(params: TrainParams, settings: Settings) -> Pretrained | None:
-    """The package named by ``pretrained_model``, opened and checked for safety, or None when none is."""
-    uri = params.pretrained_model.get("uri")
-    if not uri:
+def _source(params: TrainParams, settings: Settings, items: ItemSource | None) -> tuple[Path, str] | None:
+    """The local file ``pretrained_model`` names, and how to name it in messages."""
+    given = params.pretrained_model
+    if given.get("uri"):
+        uri = given["uri"]
+        try:
+            path = resolve(uri, settings.stores).local
+        except StorePathError as exc:
+            raise ParameterError(NAME, f"{exc}.") from None
+        if path.suffix.lower() != ".dlpk":
+            raise ParameterError(NAME, f"'{uri}' is not a .dlpk; give the package file a training job wrote.")
+        if not path.is_file():
+            raise ParameterError(NAME, f"there is no package at '{uri}'.")
+        return path, f"'{uri}'"
+    item_id = given.get("itemId") or (item_id_of(given["url"]) if given.get("url") else None)
+    if given.get("url") and item_id is None:
+        raise ParameterError(
+            NAME,
+            f"'{given['url']}' is not a portal item's URL (…/sharing/rest/content/items/<itemId>); give the itemId.",
+        )
+    if item_id is None:
         return None
-    try:
-        where = resolve(uri, settings.stores)
-    except StorePathError as exc:
-        raise ParameterError(NAME, f"{exc}.") from None
-    path = where.local
-    if path.suffix.lower() != ".dlpk":
-        raise ParameterError(NAME, f"'{uri}' is not a .dlpk; give the package file a training job wrote.")
-    if not path.is_file():
-        raise ParameterError(NAME, f"there is no package at '{uri}'.")
+    if items is None:
+        return None  # an external portal's item is fetched and checked by the worker
+    fetched = items(item_id)
+    if fetched is None:
+        raise ParameterError(NAME, f"the portal has no Deep Learning Package item '{item_id}' that you may read.")
+    return fetched, f"item {item_id}"
+
+
+def locate(params: TrainParams, settings: Settings, items: ItemSource | None = None) -> Pretrained | None:
+    """The package named by ``pretrained_model``, opened and checked for safety, or None when none is (or when
+    it is an item of an external portal and ``items`` is None)."""
+    source = _source(params, settings, items)
+    if source is None:
+        return None
+    path, label = source
     try:
         _, emd = read_emd(path)
         with zipfile.ZipFile(path) as zf:
             names = set(zf.namelist())
     except (PackageError, zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ParameterError(NAME, f"'{uri}' cannot be used: {exc}.") from None
+        raise ParameterError(NAME, f"{label} cannot be used: {exc}.") from None
     if not isinstance(emd, dict) or str(emd.get("ModelFile", "")) not in names:
-        raise ParameterError(NAME, f"'{uri}' has no weights file named by its EMD's ModelFile.")
-    return Pretrained(where, emd)
+        raise ParameterError(NAME, f"{label} has no weights file named by its EMD's ModelFile.")
+    return Pretrained(path, label, emd)
 
 
-def check(params: TrainParams, settings: Settings, export: ExportInfo) -> Pretrained | None:
+def check(
+    params: TrainParams, settings: Settings, export: ExportInfo, items: ItemSource | None = None
+) -> Pretrained | None:
     """``locate``, and that the package is a geotrain model of the requested type, backbone and bands."""
-    found = locate(params, settings)
+    found = locate(params, settings, items)
     if found is None:
         return None
-    uri, emd = found.location.uri, found.emd
+    uri, emd = found.label, found.emd
     configuration = str(emd.get("ModelConfiguration", ""))
     if not configuration.startswith("geotrain."):
         raise ParameterError(
             NAME,
-            f"'{uri}' was not trained by geotrain (its EMD's ModelConfiguration is '{configuration}'); geotrain "
+            f"{uri} was not trained by geotrain (its EMD's ModelConfiguration is '{configuration}'); geotrain "
             "fine-tunes only its own packages, whose network it knows.",
         )
     trained = configuration.removeprefix("geotrain.").upper()
     if trained != params.model_type:
-        raise ParameterError(NAME, f"'{uri}' is a {trained} model; this job trains {params.model_type}.")
+        raise ParameterError(NAME, f"{uri} is a {trained} model; this job trains {params.model_type}.")
     parameters = emd.get("ModelParameters") or {}
     if params.backbone_model and params.backbone_model != found.backbone:
         raise ParameterError(
@@ -80,6 +119,6 @@ def check(params: TrainParams, settings: Settings, export: ExportInfo) -> Pretra
     bands = parameters.get("in_channels")
     if bands is not None and export.num_bands is not None and int(bands) != export.num_bands:
         raise ParameterError(
-            NAME, f"'{uri}' was trained on {bands}-band chips; the export's chips have {export.num_bands} bands."
+            NAME, f"{uri} was trained on {bands}-band chips; the export's chips have {export.num_bands} bands."
         )
     return found

@@ -5,6 +5,7 @@ from __future__ import annotations
 from geotrain.config import Settings
 from geotrain.errors import ParameterError
 from geotrain.publish.location import package_location
+from geotrain.publish.portal import Publisher
 from geotrain.stores import StorePathError, resolve
 from geotrain.task import catalog, pretrained
 from geotrain.task.augmentation import TRANSFORMS_FILE
@@ -30,7 +31,9 @@ def load_export(params: TrainParams, settings: Settings) -> ExportInfo:
         raise ParameterError("in_folder", f"{exc}.") from None
 
 
-def check(params: TrainParams, settings: Settings) -> ExportInfo:
+def check(params: TrainParams, settings: Settings, owner: str, portal: Publisher | None) -> ExportInfo:
+    """Everything about a request that can be known before it is queued. ``portal``: the embedded portal,
+    whose items are checked here (an external portal's are checked by the worker)."""
     export = load_export(params, settings)
     info = catalog.BUILT[params.model_type]
     if export.metadata_format not in info.formats:
@@ -67,14 +70,22 @@ def check(params: TrainParams, settings: Settings) -> ExportInfo:
     unknown = [v for v in ignored if v not in known]
     if unknown:
         raise ParameterError("arguments", f"ignore_classes {unknown} are not classes of the export ({sorted(known)}).")
-    pretrained.check(params, settings, export)
+    items = (lambda item_id: portal.fetch(owner, item_id, settings.jobs_dir)) if portal is not None else None
+    pretrained.check(params, settings, export, items)
     try:
-        target = package_location(params.output_name, settings)
+        package_location(params.output_name, settings)
     except StorePathError as exc:
         raise ParameterError("output_name", f"{exc}.") from None
-    if params.output_name.name is not None and target.local.exists() and not params.overwrite_model:
-        raise ParameterError(
-            "output_name",
-            f"a model named '{params.output_name.name}' exists; set overwrite_model to true to replace it.",
-        )
+    item_name = params.output_name.name
+    if item_name is not None and portal is not None:
+        if portal.existing(owner, item_name) is not None and not params.overwrite_model:
+            raise ParameterError(
+                "output_name",
+                f"you have a Deep Learning Package item named '{item_name}'; set overwrite_model to true to "
+                "replace it, "
+                "or give another name.",
+            )
+        folder = params.output_name.folder_id
+        if folder is not None and portal.folder_missing(owner, folder):
+            raise ParameterError("output_name", f"you have no folder '{folder}' in the portal; create it first.")
     return export

@@ -92,7 +92,8 @@ def main(job_id: str, watch: bool = True) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings()
     engine = make_engine(settings.effective_database_url)
-    queue = Queue(make_sessionmaker(engine))
+    sessions = make_sessionmaker(engine)
+    queue = Queue(sessions)
     workdir = settings.jobs_dir / job_id
     workdir.mkdir(parents=True, exist_ok=True)
     outcome = workdir / OUTCOME
@@ -102,6 +103,9 @@ def main(job_id: str, watch: bool = True) -> int:
         return 0 if data["status"] == "succeeded" else 1
 
     try:
+        from geotrain.jobs.items import Items
+        from geotrain.portal.content import Content
+        from geotrain.publish.portal import publisher
         from geotrain.training.run import Progress, train
 
         job = queue.get(job_id)
@@ -111,7 +115,14 @@ def main(job_id: str, watch: bool = True) -> int:
             warn=patient(lambda text: queue.add_message(job_id, text, MessageType.WARNING)),
             percent=_throttled(patient(lambda pct, text: queue.set_progress(job_id, pct, text))),
         )
-        result = train(params, settings, workdir, progress)
+        result = train(
+            params,
+            settings,
+            workdir,
+            progress,
+            owner=job.owner,
+            portal=publisher(settings, Content(Items(sessions), settings.items_dir), queue.portal_token(job_id)),
+        )
         return finish({"status": "succeeded", "results": {"out_item": result}})
     except GeotrainError as exc:
         return finish({"status": "failed", "message": " ".join([exc.message, *exc.details]).strip()})

@@ -151,7 +151,7 @@ class ClassificationTask(OneCycleTask):
         self.log("accuracy", metrics.accuracy)
 
 
-def train(job: Job) -> dict[str, Any]:
+def train(job: Job) -> None:
     params, export, progress = job.params, job.export, job.progress
     reader, scanned, foreground = job.scan_labels("chip")
     multi_label = reader.kind == "MultiLabeled_Tiles"
@@ -200,7 +200,7 @@ def train(job: Job) -> dict[str, Any]:
             "CropSizeFixed": 0 if any(s != (size, size) for s in _sizes(scanned)) else 1,
         }
     )
-    written = job.write_package(
+    job.write_package(
         emd,
         built.network.state_dict(),
         result,
@@ -216,7 +216,6 @@ def train(job: Job) -> dict[str, Any]:
         f"accuracy {m.accuracy:.4f}",
     )
     job.check_classifier(*_package_check(task, scanned, valid_idx, size, [c.name for c in foreground]))
-    return written
 
 
 def _package_check(

@@ -183,7 +183,7 @@ class DetectionTask(OneCycleTask):
         self.log("average_precision", metrics.map50)
 
 
-def train(job: Job) -> dict[str, Any]:
+def train(job: Job) -> None:
     params, export, progress = job.params, job.export, job.progress
     masks = params.model_type == "MASKRCNN"
     _, scanned, foreground = job.scan_labels("instance" if masks else "box")
@@ -251,7 +251,7 @@ def train(job: Job) -> dict[str, Any]:
         emd["ModelParameters"]["anchors"] = [list(a) for a in arguments["anchors"]]
         emd["ModelParameters"]["n_bands"] = scanned.num_bands
     metric_name = "mask" if masks else "box"
-    written = job.write_package(
+    job.write_package(
         emd,
         built.network.state_dict(),
         result,
@@ -268,7 +268,6 @@ def train(job: Job) -> dict[str, Any]:
     )
     names = [c.name for c in foreground]
     job.check_detector(*_package_check(task, valid_set, names, float(emd["NMSOverlap"])))
-    return written
 
 
 def _package_check(

@@ -26,7 +26,6 @@ from geotrain.dlpk import emd as emd_writer
 from geotrain.dlpk import package, pictures, verify
 from geotrain.dlpk.archive import PackageError
 from geotrain.errors import TrainingError
-from geotrain.stores import StorePath
 from geotrain.task.augmentation import Augmentation, Plan
 from geotrain.task.params import TrainParams
 from geotrain.task.pretrained import Pretrained
@@ -64,7 +63,8 @@ class Job:
     workdir: Path
     progress: Progress
     export: ExportInfo
-    target: StorePath  # where the .dlpk goes
+    target: Path  # where the .dlpk is written
+    target_label: str  # how messages name where it goes
     pretrained: Pretrained | None = None  # the package to fine-tune (pretrained_model)
 
     def reading(self, n: int, total: int) -> None:
@@ -190,7 +190,7 @@ class Job:
 
         def compare(workdir: Path) -> str | None:
             nonlocal agreement
-            output = verify.run_function(self.target.local, pixels, workdir).reshape(expected.shape)
+            output = verify.run_function(self.target, pixels, workdir).reshape(expected.shape)
             agreement = float((output == expected).mean())
             if agreement < AGREEMENT:
                 return f"its inference function agrees with the trained model on only {agreement:.1%} of a chip"
@@ -212,7 +212,7 @@ class Job:
 
         def compare(workdir: Path) -> str | None:
             scalars = {"threshold": CHECK_THRESHOLD, "padding": 0}
-            features = verify.run_detector(self.target.local, pixels, workdir, scalars)
+            features = verify.run_detector(self.target, pixels, workdir, scalars)
             agreement = _detections_agree(features, expected)
             if agreement < DETECTION_AGREEMENT:
                 return (
@@ -234,7 +234,7 @@ class Job:
             return
 
         def compare(workdir: Path) -> str | None:
-            features = verify.run_object_classifier(self.target.local, blocks, workdir, {})
+            features = verify.run_object_classifier(self.target, blocks, workdir, {})
             given = [(str(f["attributes"]["Label"]), str(f["attributes"]["Confidence"])) for f in features]
             alike = sum(_labels_agree(g, e) for g, e in zip(given, expected, strict=False))
             if len(given) != len(expected) or alike < DETECTION_AGREEMENT * len(expected):
@@ -257,7 +257,7 @@ class Job:
             if problem is not None:
                 raise PackageError(problem)
         except PackageError as exc:
-            self.target.local.unlink(missing_ok=True)
+            self.target.unlink(missing_ok=True)
             raise TrainingError(
                 f"The package failed its check and was not kept: {exc}. This is a fault of geotrain; "
                 "please report it with the job's messages."
@@ -269,24 +269,24 @@ class Job:
         """Load the package's weights into ``network``: those whose shape differs (the class outputs, when
         the export's classes are not the package's) start afresh, as arcgis.learn gives such a model a new
         head."""
-        uri = found.location.uri
+        uri = found.label
         try:
-            state = package.read_weights(found.location.local)
+            state = package.read_weights(found.local)
         except (pickle.UnpicklingError, RuntimeError, PackageError, zipfile.BadZipFile) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise TrainingError(
-                f"pretrained_model: the weights in '{uri}' are not plain tensors ({first[:300]}). geotrain loads "
+                f"pretrained_model: the weights in {uri} are not plain tensors ({first[:300]}). geotrain loads "
                 "weights only, never code from a package: use a package a geotrain job wrote."
             ) from None
         own = network.state_dict()
         usable = {k: v for k, v in state.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
         if not usable:
-            raise TrainingError(f"pretrained_model: none of the weights in '{uri}' fit this {self.params.model_type}.")
+            raise TrainingError(f"pretrained_model: none of the weights in {uri} fit this {self.params.model_type}.")
         network.load_state_dict(usable, strict=False)
         fresh = [k for k in own if k not in usable and not k.endswith("num_batches_tracked")]
         theirs = [str(c.get("Name")) for c in found.emd.get("Classes", [])]
         ours = [c.name for c in self.export.classes]
-        text = f"Fine-tuning from '{uri}': {len(usable)} of {len(own)} weight tensors loaded."
+        text = f"Fine-tuning from {uri}: {len(usable)} of {len(own)} weight tensors loaded."
         if fresh:
             text += f" {len(fresh)} start afresh (first: {fresh[0]})."
         if theirs != ours:
@@ -304,7 +304,7 @@ class Job:
     ) -> dict[str, Any]:
         colors = class_colors(self.export.classes)
         return emd_writer.common_emd(
-            name=self.target.local.stem,
+            name=self.target.stem,
             model_type=self.params.model_type,
             model_kind=model_kind,
             model_name=model_name,
@@ -330,10 +330,10 @@ class Job:
         report_rows: list[tuple[str, str]],
         per_class: dict[str, dict[str, float]],
         summary: str,
-    ) -> dict[str, Any]:
+    ) -> None:
         history = result.history
         contents = package.PackageContents(
-            name=self.target.local.stem,
+            name=self.target.stem,
             emd=emd,
             state_dict=state_dict,
             loss_graph=pictures.loss_graph(
@@ -344,18 +344,17 @@ class Job:
             per_class=per_class,
         )
         try:
-            package.write(contents, self.target.local)
+            package.write(contents, self.target)
         except OSError as exc:
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
                 raise
             raise TrainingError(
-                f"The disk holding {self.target.uri} is full: the package was not written (no partial file is left).",
+                f"The disk holding {self.target_label} is full: the package was not written (no partial file is left).",
                 ["Free space there, or give output_name a folder on another file share, and submit the job again."],
             ) from None
         # the package holds what is worth keeping; checkpoints stay only for jobs that did not finish
         shutil.rmtree(self.workdir / "checkpoints", ignore_errors=True)
-        self.progress.info(f"Wrote {self.target.uri} ({summary}).")
-        return {"uri": self.target.uri}
+        self.progress.info(f"Wrote {self.target_label} ({summary}).")
 
 
 def _detections_agree(features: list[dict[str, Any]], expected: list[tuple[str, float, list[float]]]) -> float:

@@ -1,4 +1,5 @@
-"""A whole training job inside the training process: export -> the model family's run -> package."""
+"""A whole training job inside the training process: export -> the model family's run -> package ->
+its file share or its portal item."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 from geotrain.config import Settings
 from geotrain.errors import TrainingError
 from geotrain.publish.location import package_location
+from geotrain.publish.portal import Publisher, item_spec
 from geotrain.stores import StorePathError
 from geotrain.task import catalog, pretrained
 from geotrain.task.params import TrainParams
@@ -17,36 +19,60 @@ from geotrain.training.job import Job, Progress
 __all__ = ["Progress", "train"]
 
 
-def train(params: TrainParams, settings: Settings, workdir: Path, progress: Progress) -> dict[str, Any]:
-    """Train, write the .dlpk into its file share, and return the out_item value."""
+def train(
+    params: TrainParams, settings: Settings, workdir: Path, progress: Progress, *, owner: str, portal: Publisher
+) -> dict[str, Any]:
+    """Train, write the .dlpk into its file share or add it to the portal, and return the out_item value."""
     export = load_export(params, settings)
     # checked at submit; again here, as the package may have changed since
-    found = pretrained.check(params, settings, export)
+    found = pretrained.check(params, settings, export, lambda item_id: portal.fetch(owner, item_id, workdir))
     if found is not None and params.backbone_model is None:
         params = params.model_copy(update={"backbone_model": found.backbone})
     try:
-        target = package_location(params.output_name, settings)
+        location = package_location(params.output_name, settings)
     except StorePathError as exc:
         raise TrainingError(f"output_name: {exc}") from None
+    replace: str | None = None
+    if location is not None:
+        target, label = location.local, location.uri
+    else:
+        name = params.output_name.name
+        assert name is not None
+        # checked at submit for the embedded portal; an external portal is asked here, before hours of training
+        replace = portal.existing(owner, name)
+        if replace is not None and not params.overwrite_model:
+            raise TrainingError(
+                f"output_name: the portal has a Deep Learning Package item named '{name}' ({replace}); set "
+                "overwrite_model to true to replace it, or give another name."
+            )
+        target, label = workdir / "package" / f"{name}.dlpk", f"the package for item '{name}'"
     if export.missing:
         progress.warn(
             f"{len(export.missing)} of {len(export.missing) + len(export.items)} chips listed in map.txt are missing "
             f"on disk and were skipped (first: {export.missing[0]})."
         )
     progress.info(f"Reading {len(export.items)} chips of {export.metadata_format} from {', '.join(params.in_folder)}.")
-    job = Job(params, settings, workdir, progress, export, target, found)
+    job = Job(params, settings, workdir, progress, export, target, label, found)
     match catalog.BUILT[params.model_type].family:
         # each family imports only its own stack
         case "pixel_classification":
             from geotrain.training.segmentation import train as train_segmentation
 
-            return train_segmentation(job)
+            train_segmentation(job)
         case "object_classification":
             from geotrain.training.classification import train as train_classification
 
-            return train_classification(job)
+            train_classification(job)
         case "object_detection" | "instance_segmentation":
             from geotrain.training.detection import train as train_detection
 
-            return train_detection(job)
-    raise TrainingError(f"{params.model_type} has no training run")
+            train_detection(job)
+        case _:
+            raise TrainingError(f"{params.model_type} has no training run")
+    if location is not None:
+        return {"uri": location.uri}
+    spec = item_spec(params.output_name, target, params.model_type)
+    result = portal.publish(owner, target, spec, replace)
+    verb = "Replaced the file of" if replace else "Added the package to the portal as"
+    progress.info(f"{verb} item {result['itemId']} ('{spec.title}', {spec.type_keywords[0]} package).")
+    return result

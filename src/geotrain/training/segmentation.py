@@ -20,7 +20,7 @@ from geotrain.training.models.registry import PYRAMID_SIZES, build, deeplab_outp
 MODEL_NAMES = {"UNET": "UnetClassifier", "PSPNET": "PSPNetClassifier", "DEEPLAB": "DeepLab"}
 
 
-def train(job: Job) -> dict[str, Any]:
+def train(job: Job) -> None:
     params, export, progress = job.params, job.export, job.progress
     # value 0 is background (NoData): a class the export declares with value 0 names it
     foreground = [c for c in export.classes if c.value != 0]
@@ -82,7 +82,7 @@ def train(job: Job) -> dict[str, Any]:
             "ExportChipSize": [tile[0], tile[1]],
         }
     )
-    written = job.write_package(
+    job.write_package(
         emd,
         built.network.state_dict(),
         result,
@@ -99,7 +99,6 @@ def train(job: Job) -> dict[str, Any]:
         f"accuracy {m.accuracy:.4f}, mIoU {m.miou:.4f}",
     )
     job.check_package(*_package_check(task, valid_set, class_map))
-    return written
 
 
 def _package_check(
