@@ -49,10 +49,12 @@ class Server:
     extra_env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    # (certificate, key): serve HTTPS, as the arcgis client insists on
+    tls: tuple[Path, Path] | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def env(self) -> dict[str, str]:
         env = {
@@ -74,9 +76,10 @@ class Server:
 
     def start(self) -> Server:
         log = open(self.home.parent / f"server-{self.port}.log", "wb")  # noqa: SIM115 - lives as long as the server
+        tls = ["--ssl-certfile", str(self.tls[0]), "--ssl-keyfile", str(self.tls[1])] if self.tls else []
         self.process = subprocess.Popen(
             [sys.executable, "-m", "geotrain.cli", "--log-level", "warning", "serve", "--port", str(self.port),
-             "--workers", str(self.workers)],
+             "--workers", str(self.workers), *tls],
             env=self.env(), stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         deadline = time.monotonic() + 60
@@ -84,7 +87,7 @@ class Server:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited: {(self.home.parent / f'server-{self.port}.log').read_text()}")
             try:
-                if httpx.get(self.url + TASK + "?f=json", timeout=2).status_code == 200:
+                if httpx.get(self.url + TASK + "?f=json", timeout=2, verify=False).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass
@@ -98,6 +101,27 @@ class Server:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+
+
+def in_share(name: str) -> dict[str, str]:
+    """An output_name in the server's own file share: the package lands at
+    ``$GEOTRAIN_HOME/fileshare/models/<name>/<name>.dlpk`` (a plain name would make a portal item)."""
+    return {"uri": f"/fileShares/geotrain/models/{name}"}
+
+
+def in_share_json(name: str) -> str:
+    return json.dumps(in_share(name))
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate and key for 127.0.0.1 and localhost, made the way README tells users to make one."""
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+         "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
 
 
 def arcgis_form(**values: Any) -> dict[str, str]:

@@ -39,6 +39,8 @@ def _serve(args: argparse.Namespace) -> int:
     uvicorn.run(
         app, host=args.host, port=args.port, log_level=args.log_level,
         ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
+        # clients such as arcgis keep connections open; a stopping server does not wait on them for ever
+        timeout_graceful_shutdown=5,
     )  # fmt: skip
     return 0
 

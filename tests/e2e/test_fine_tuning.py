@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import TASK, Server, arcgis_form, wait_for
+from tests.conftest import TASK, Server, arcgis_form, in_share, in_share_json, wait_for
 
 BASE = {
     "in_folder": "/fileShares/chips/rgb8", "model_type": "UNET", "backbone_model": "RESNET18", "max_epochs": 1,
@@ -40,7 +40,7 @@ def base_package(server: Server, store_root: Path, tmp_path_factory: pytest.Temp
     from geotrain.training.run import Progress, train
 
     settings = Settings(home=server.home, data_stores={"/fileShares/chips": store_root}, check_packages=False)
-    form = {**{k: str(v) for k, v in BASE.items()}, "output_name": '{"name": "base"}'}
+    form = {**{k: str(v) for k, v in BASE.items()}, "output_name": in_share_json("base")}
     quiet = Progress(lambda text: None, lambda text: None, lambda pct, text: None)
     train(parse(form), settings, tmp_path_factory.mktemp("base"), quiet)
     return server.home / "fileshare" / "models" / "base" / "base.dlpk"
@@ -54,7 +54,7 @@ def test_a_job_fine_tunes_from_a_package_with_its_backbone(
     server: Server, client: httpx.Client, base_package: Path
 ) -> None:
     values = {**BASE, "backbone_model": ""}  # the package's backbone is used
-    job = _run(client, server, **values, output_name={"name": "tuned"},
+    job = _run(client, server, **values, output_name=in_share("tuned"),
                pretrained_model={"uri": "/fileShares/geotrain/models/base/base.dlpk"})  # fmt: skip
     assert job["jobStatus"] == "esriJobSucceeded", job["messages"]
     loaded = [t for t in _texts(job) if t.startswith("Fine-tuning from '/fileShares/geotrain/models/base/base.dlpk'")]
@@ -91,7 +91,7 @@ def test_weights_that_carry_code_fail_the_job_and_the_code_never_runs(
     weights = tmp_path / "evil.pth"
     torch.save({"encoder.conv1.weight": _Payload(marker)}, weights)
     _package_like(base_package, store_root / "evil" / "evil.dlpk", {"base.pth": weights.read_bytes()})
-    job = _run(client, server, **BASE, output_name={"name": "evil_tuned"},
+    job = _run(client, server, **BASE, output_name=in_share("evil_tuned"),
                pretrained_model='{"uri": "/fileShares/chips/evil/evil.dlpk"}')  # fmt: skip
     assert job["jobStatus"] == "esriJobFailed"
     assert any("pretrained_model: the weights in '/fileShares/chips/evil/evil.dlpk' are not plain tensors" in t
@@ -122,7 +122,7 @@ def test_unusable_packages_are_refused_at_submit_naming_pretrained_model(
     elif case == "pspnet":
         emd["ModelConfiguration"] = "geotrain.pspnet"
         _package_like(base_package, target, {"base.emd": json.dumps(emd).encode()})
-    body = _submit(client, server, **BASE, output_name={"name": f"bad_{case}"},
+    body = _submit(client, server, **BASE, output_name={"uri": f"/fileShares/geotrain/models/bad_{case}"},
                    pretrained_model={"uri": f"/fileShares/chips/bad/{case}.dlpk"})  # fmt: skip
     assert "jobId" not in body, body
     detail = body["error"]["details"][0]
@@ -133,16 +133,22 @@ def test_unusable_packages_are_refused_at_submit_naming_pretrained_model(
 def test_a_backbone_other_than_the_packages_is_refused(
     server: Server, client: httpx.Client, base_package: Path
 ) -> None:
-    body = _submit(client, server, **{**BASE, "backbone_model": "RESNET34"}, output_name={"name": "other"},
+    body = _submit(client, server, **{**BASE, "backbone_model": "RESNET34"}, output_name=in_share("other"),
                    pretrained_model={"uri": "/fileShares/geotrain/models/base/base.dlpk"})  # fmt: skip
     detail = body["error"]["details"][0]
     assert "'backbone_model'" in detail and "RESNET18" in detail, detail
 
 
-def test_portal_items_are_refused_until_there_is_a_portal(server: Server, client: httpx.Client) -> None:
-    body = _submit(client, server, **BASE, output_name={"name": "item"}, pretrained_model={"itemId": "abc123"})
-    detail = body["error"]["details"][0]
-    assert "'pretrained_model'" in detail and "portal" in detail, detail
+def test_a_portal_item_that_is_not_there_is_refused_at_submit(server: Server, client: httpx.Client) -> None:
+    missing = "0123456789abcdef0123456789abcdef"
+    for given in ({"itemId": missing}, {"url": f"{server.url}/portal/sharing/rest/content/items/{missing}/data"}):
+        body = _submit(client, server, **BASE, output_name=in_share("item"),
+                       pretrained_model=given)  # fmt: skip
+        detail = body["error"]["details"][0]
+        assert "'pretrained_model'" in detail and f"no Deep Learning Package item '{missing}'" in detail, detail
+    body = _submit(client, server, **BASE, output_name=in_share("item"),
+                   pretrained_model={"url": "https://example.com/model.dlpk"})  # fmt: skip
+    assert "is not a portal item's URL" in body["error"]["details"][0]
 
 
 QUERY = "/arcgis/rest/services/System/RasterAnalysisTools/GPServer/QueryDeepLearningModelInfo"
@@ -181,7 +187,7 @@ def test_query_deep_learning_model_info_reads_a_package_as_the_arcgis_client_exp
     [
         ('{"uri": "/fileShares/geotrain/models/none.dlpk"}', "there is no model at"),
         ('{"uri": "/fileShares/../etc/passwd"}', "Invalid value for parameter 'model'"),
-        ('{"itemId": "abc"}', "portal"),
+        ('{"itemId": "abc"}', "no Deep Learning Package item 'abc'"),
         ("", "a model is required"),
     ],
 )

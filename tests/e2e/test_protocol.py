@@ -223,9 +223,12 @@ def test_kitti_export_is_refused_for_unet(server: Server, client: httpx.Client, 
 
 
 def test_existing_model_name_needs_overwrite(server: Server, client: httpx.Client) -> None:
-    target = server.home / "fileshare" / "models" / "taken" / "taken.dlpk"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(b"PK")
+    """A name is a portal item: the anonymous owner of GEOTRAIN_AUTH=none has one called "taken"."""
+    added = client.post(
+        f"{server.url}/portal/sharing/rest/content/users/anonymous/addItem",
+        data={"f": "json", "type": "Deep Learning Package", "title": "taken"}, files={"file": ("taken.dlpk", b"PK")},
+    ).json()  # fmt: skip
+    assert added["success"], added
     assert "overwrite_model" in str(_error(client, server, output_name={"name": "taken"})["details"])
     ok = client.post(
         server.url + TASK + "/submitJob",

@@ -19,7 +19,7 @@ import pytest
 import segmentation_models_pytorch as smp
 import torch
 
-from tests.conftest import TASK, Server, arcgis_form, wait_for
+from tests.conftest import TASK, Server, arcgis_form, in_share, wait_for
 from tests.exports import ExportSpec, write_classified_tiles
 
 
@@ -49,7 +49,7 @@ def _trained(client: httpx.Client, server: Server, job_id: str, name: str) -> tu
 
 def test_arcgis_form_trains_unet_and_writes_a_dlpk_whose_weights_load(server: Server, client: httpx.Client) -> None:
     job_id = _submit(
-        client, server, in_folder="/fileShares/chips/uint16_4band", output_name={"name": "water_unet"},
+        client, server, in_folder="/fileShares/chips/uint16_4band", output_name=in_share("water_unet"),
         model_type="UNET", arguments={"class_balancing": "True"}, batch_size=4, max_epochs=2, learning_rate=0.003,
         backbone_model="RESNET18", stop_training=True, freeze_model=True, overwrite_model=False,
     )  # fmt: skip
@@ -102,7 +102,7 @@ def test_official_arcgis_client_runs_the_task(server: Server) -> None:
 
     toolbox = import_toolbox(f"{server.url}/arcgis/rest/services/System/RasterAnalysisTools/GPServer", gis=None)
     value = toolbox.train_deep_learning_model(
-        in_folder="/fileShares/chips/rgb8", output_name={"name": "rgb_client"}, model_type="UNET",
+        in_folder="/fileShares/chips/rgb8", output_name=in_share("rgb_client"), model_type="UNET",
         backbone_model="RESNET18", max_epochs=1, learning_rate=None, batch_size=2,
     )  # fmt: skip
     assert value == {"uri": "/fileShares/geotrain/models/rgb_client/rgb_client.dlpk"}
@@ -146,7 +146,7 @@ def test_the_same_job_runs_on_postgresql_with_a_separate_worker_woken_by_notify(
     try:
         time.sleep(3)  # the worker has looked at the empty queue and waits
         job_id = _submit(
-            client, server, in_folder="/fileShares/chips/uint16_4band", output_name={"name": "pg_unet"},
+            client, server, in_folder="/fileShares/chips/uint16_4band", output_name=in_share("pg_unet"),
             model_type="UNET", backbone_model="RESNET18", max_epochs=1, learning_rate=0.001,
         )  # fmt: skip
         assert _seconds_until(client, f"{server.url}/jobs/{job_id}", "esriJobExecuting") < 1.5
@@ -161,7 +161,7 @@ def test_the_same_job_runs_on_postgresql_with_a_separate_worker_woken_by_notify(
         assert not (tmp_path / "home" / "geotrain.db").exists()
 
         long_id = _submit(
-            client, server, in_folder="/fileShares/chips/uint16_4band", output_name={"name": "pg_long"},
+            client, server, in_folder="/fileShares/chips/uint16_4band", output_name=in_share("pg_long"),
             model_type="UNET", backbone_model="RESNET18", max_epochs=5000, learning_rate=0.001,
         )  # fmt: skip
         _first_epoch(client, f"{server.url}/jobs/{long_id}")
@@ -198,7 +198,7 @@ def test_cancel_during_training_ends_cancelled_and_kills_the_training_process(
     server: Server, client: httpx.Client
 ) -> None:
     job_id = _submit(
-        client, server, in_folder="/fileShares/chips/uint16_4band", output_name={"name": "cancelled"},
+        client, server, in_folder="/fileShares/chips/uint16_4band", output_name=in_share("cancelled"),
         model_type="UNET", backbone_model="RESNET18", max_epochs=5000, learning_rate=0.001, stop_training=False,
     )  # fmt: skip
     url = f"{server.url}{TASK}/jobs/{job_id}"
@@ -269,7 +269,7 @@ def test_a_corrupt_chip_fails_the_job_naming_the_file(server: Server, client: ht
     bad = sorted((root / "images").glob("*.tif"))[2]
     bad.write_bytes(bad.read_bytes()[:300] + b"\x00garbage" * 50)
     job_id = _submit(
-        client, server, in_folder="/fileShares/chips/corrupt", output_name={"name": "corrupt"},
+        client, server, in_folder="/fileShares/chips/corrupt", output_name=in_share("corrupt"),
         model_type="UNET", backbone_model="RESNET18", max_epochs=1, learning_rate=0.001,
     )  # fmt: skip
     job = wait_for(client, f"{server.url}{TASK}/jobs/{job_id}")
@@ -287,7 +287,7 @@ def test_cached_imagenet_weights_are_used_and_a_frozen_backbone_keeps_them(
     from tests.conftest import RESNET34_FILE
 
     job_id = _submit(
-        client, server, in_folder="/fileShares/chips/uint16_4band", output_name={"name": "frozen34"},
+        client, server, in_folder="/fileShares/chips/uint16_4band", output_name=in_share("frozen34"),
         model_type="UNET", backbone_model="RESNET34", max_epochs=1, learning_rate=0.01, freeze_model=True,
         weight_init_scheme="RED_BAND",
     )  # fmt: skip
@@ -311,7 +311,7 @@ def test_cached_imagenet_weights_are_used_and_a_frozen_backbone_keeps_them(
 
 def test_stop_training_stops_when_the_validation_loss_stalls(server: Server, client: httpx.Client) -> None:
     job_id = _submit(
-        client, server, in_folder="/fileShares/chips/rgb8", output_name={"name": "stalls"}, model_type="UNET",
+        client, server, in_folder="/fileShares/chips/rgb8", output_name=in_share("stalls"), model_type="UNET",
         backbone_model="RESNET18", max_epochs=40, learning_rate=1e-9, stop_training=True, validation_percent=25,
     )  # fmt: skip
     job = wait_for(client, f"{server.url}{TASK}/jobs/{job_id}")
@@ -335,7 +335,7 @@ def test_a_job_resumes_where_it_was_after_a_kill_9_and_after_a_graceful_stop(
     lease = {"GEOTRAIN_LEASE_SECONDS": "3"}
     first = Server(home=home, stores={"/fileShares/chips": str(store_root)}, extra_env=lease).start()
     job_id = _submit(
-        client, first, in_folder="/fileShares/chips/uint16_4band", output_name={"name": "survivor"},
+        client, first, in_folder="/fileShares/chips/uint16_4band", output_name=in_share("survivor"),
         model_type="UNET", backbone_model="RESNET18", max_epochs=5, learning_rate=0.001, stop_training=False,
     )  # fmt: skip
     url = f"{first.url}/jobs/{job_id}"
@@ -387,7 +387,7 @@ def test_fasterrcnn_trains_on_the_real_multispectral_kitti_export(server: Server
     if "/fileShares/real" not in server.stores:
         pytest.skip("shared/data is not beside this checkout")
     job_id = _submit(
-        client, server, in_folder="/fileShares/real/kitti-phragmites-6band", output_name={"name": "phragmites"},
+        client, server, in_folder="/fileShares/real/kitti-phragmites-6band", output_name=in_share("phragmites"),
         model_type="FASTERRCNN", backbone_model="RESNET18", max_epochs=1, learning_rate=0.001, batch_size=4,
     )  # fmt: skip
     job = wait_for(client, f"{server.url}{TASK}/jobs/{job_id}")
@@ -426,7 +426,7 @@ def test_pspnet_and_deeplab_train_through_the_api(
 
     name = f"{model_type.lower()}{len(arguments)}"
     job_id = _submit(
-        client, server, in_folder="/fileShares/chips/rgb8", output_name={"name": name}, model_type=model_type,
+        client, server, in_folder="/fileShares/chips/rgb8", output_name=in_share(name), model_type=model_type,
         backbone_model="RESNET18", max_epochs=1, learning_rate=0.001, monitor="MIOU", arguments=arguments,
     )  # fmt: skip
     emd, weights = _trained(client, server, job_id, name)
@@ -440,7 +440,7 @@ def test_feature_classifier_trains_through_the_api(server: Server, client: httpx
 
     formats.imagenet(Path(server.stores["/fileShares/chips"]) / "imagenet")
     job_id = _submit(
-        client, server, in_folder="/fileShares/chips/imagenet", output_name={"name": "classes"},
+        client, server, in_folder="/fileShares/chips/imagenet", output_name=in_share("classes"),
         model_type="FEATURE_CLASSIFIER", backbone_model="RESNET18", max_epochs=1, learning_rate=0.001,
         monitor="ACCURACY", validation_percent=50, arguments={"mixup": "True", "oversample": "True"},
     )  # fmt: skip
@@ -476,7 +476,7 @@ def test_retinanet_ssd_maskrcnn_and_yolov3_train_through_the_api(
         formats.rcnn_masks(store / folder, chips=4) if folder == "rcnn" else formats.pascal_voc(store / folder, 6)
     name = model_type.lower()
     job_id = _submit(
-        client, server, in_folder=f"/fileShares/chips/{folder}", output_name={"name": name}, model_type=model_type,
+        client, server, in_folder=f"/fileShares/chips/{folder}", output_name=in_share(name), model_type=model_type,
         backbone_model="DARKNET53" if model_type == "YOLOV3" else "RESNET18", max_epochs=1, learning_rate=0.001,
         batch_size=2, validation_percent=34, arguments=arguments, monitor="AVERAGE_PRECISION",
     )  # fmt: skip

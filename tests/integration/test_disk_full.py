@@ -15,6 +15,7 @@ from geotrain.errors import TrainingError
 from geotrain.task import submission
 from geotrain.task.params import parse
 from geotrain.training.run import Progress, train
+from tests.conftest import in_share_json
 from tests.exports import ExportSpec, write_classified_tiles
 
 
@@ -24,7 +25,7 @@ def test_a_full_disk_while_packaging_fails_the_job_and_leaves_no_partial_package
     write_classified_tiles(tmp_path / "chips" / "few", ExportSpec(chips=4, absent=None))
     settings = Settings(home=tmp_path / "home", data_stores={"/fileShares/c": tmp_path / "chips"}, check_packages=False)
     settings.ensure_dirs()
-    form = {"in_folder": "/fileShares/c/few", "output_name": '{"name": "full"}', "model_type": "UNET",
+    form = {"in_folder": "/fileShares/c/few", "output_name": in_share_json("full"), "model_type": "UNET",
             "backbone_model": "RESNET18", "max_epochs": "1", "learning_rate": "0.001"}  # fmt: skip
     params = parse(form)
     submission.check(params, settings)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from tests.conftest import in_share_json
 from tests.exports import ExportSpec, write_classified_tiles
 from tests.integration.test_train_shapes import _train
 
@@ -21,12 +22,17 @@ def _first_train_loss(messages: list[str]) -> float:
 def test_fine_tuning_starts_where_the_package_left_off(tmp_path: Path) -> None:
     spec = ExportSpec(chips=16, size=32, bands=3, dtype="uint8", values=(1, 2), absent=None)
     write_classified_tiles(tmp_path / "chips" / "rgb", spec)
-    _train(tmp_path, {**FORM, "output_name": '{"name": "first"}', "max_epochs": "6"})
-    _, fresh = _train(tmp_path, {**FORM, "output_name": '{"name": "fresh"}', "max_epochs": "1"})
+    _train(tmp_path, {**FORM, "output_name": in_share_json("first"), "max_epochs": "6"})
+    _, fresh = _train(tmp_path, {**FORM, "output_name": in_share_json("fresh"), "max_epochs": "1"})
     package = "/fileShares/geotrain/models/first/first.dlpk"
     _, tuned = _train(
         tmp_path,
-        {**FORM, "output_name": '{"name": "tuned"}', "max_epochs": "1", "pretrained_model": f'{{"uri": "{package}"}}'},
+        {
+            **FORM,
+            "output_name": in_share_json("tuned"),
+            "max_epochs": "1",
+            "pretrained_model": f'{{"uri": "{package}"}}',
+        },
     )
     assert any(m.startswith(f"Fine-tuning from '{package}'") for m in tuned)
     assert _first_train_loss(tuned) < 0.6 * _first_train_loss(fresh), (tuned, fresh)

@@ -19,6 +19,7 @@ from geotrain.training.fit import LossOptions, SegmentationTask
 from geotrain.training.models.registry import build
 from geotrain.training.segmentation import network_parameters
 from tests import prf
+from tests.conftest import in_share_json
 from tests.exports import ExportSpec, write_classified_tiles, write_scene
 from tests.integration.test_train_shapes import _train
 
@@ -58,7 +59,7 @@ def test_the_portable_network_matches_the_trained_one_weight_for_weight_and_outp
         assert torch.equal(task(x), portable.eval()(x))
 
 
-FORM = {"in_folder": "/fileShares/c/ms", "output_name": '{"name": "ms"}', "model_type": "UNET",
+FORM = {"in_folder": "/fileShares/c/ms", "output_name": in_share_json("ms"), "model_type": "UNET",
         "backbone_model": "RESNET18", "max_epochs": "1", "learning_rate": "0.001", "batch_size": "2"}  # fmt: skip
 
 
@@ -143,13 +144,14 @@ def test_a_package_whose_function_disagrees_with_the_model_fails_the_job_and_is_
     from geotrain.training.job import Job, Progress
 
     settings = Settings(home=trained.root / "home", data_stores={"/fileShares/c": trained.root / "chips"})
-    params = parse({**FORM, "output_name": '{"name": "broken"}'})
+    params = parse({**FORM, "output_name": in_share_json("broken")})
     target = package_location(params.output_name, settings)
+    assert target is not None
     target.local.parent.mkdir(parents=True)
     shutil.copy(trained.package, target.local)  # as if this job had just written it
     messages: list[str] = []
     job = Job(params, settings, tmp_path / "work", Progress(messages.append, messages.append, lambda p, t: None),
-              load_export(params, settings), target)  # fmt: skip
+              load_export(params, settings), target.local, target.uri)  # fmt: skip
     pixels = np.zeros((4, 40, 40), dtype=np.uint16)
     broken = r"failed its check and was not kept: .* agrees with the trained model on only 0\.0%"
     with pytest.raises(TrainingError, match=broken):

@@ -16,6 +16,7 @@ from geotrain.config import Settings
 from geotrain.task import submission
 from geotrain.task.params import parse
 from geotrain.training.run import Progress, train
+from tests.conftest import in_share, in_share_json
 from tests.exports import ExportSpec, write_classified_tiles
 
 
@@ -90,7 +91,7 @@ def test_training_runs_on_real_world_chip_shapes(tmp_path: Path, case: str) -> N
         _to_jpeg_and_png(root)
     emd, _ = _train(
         tmp_path,
-        {"in_folder": f"/fileShares/c/{case}", "output_name": json.dumps({"name": case}), "model_type": "UNET",
+        {"in_folder": f"/fileShares/c/{case}", "output_name": json.dumps(in_share(case)), "model_type": "UNET",
          "backbone_model": "RESNET18", "max_epochs": "1", "learning_rate": "0.001", "batch_size": "1",
          "arguments": '{"focal_loss": "True", "dice_loss_fraction": "0.3", "class_balancing": "True", "mixup": "True"}',
          **CUSTOM.get(case, {})},
@@ -112,7 +113,7 @@ def test_fasterrcnn_on_pascal_voc_jpeg_chips_with_a_crop(tmp_path: Path) -> None
     formats.pascal_voc(tmp_path / "chips" / "voc", chips=6, size=48)
     emd, infos = _train(
         tmp_path,
-        {"in_folder": "/fileShares/c/voc", "output_name": '{"name": "voc"}', "model_type": "FASTERRCNN",
+        {"in_folder": "/fileShares/c/voc", "output_name": in_share_json("voc"), "model_type": "FASTERRCNN",
          "backbone_model": "RESNET18", "max_epochs": "1", "learning_rate": "0.001", "batch_size": "2",
          "chip_size": "40", "monitor": "AVERAGE_PRECISION", "validation_percent": "34", "resize_to": "96"},
     )  # fmt: skip
@@ -141,7 +142,7 @@ def test_fasterrcnn_takes_its_transforms_from_the_folders_transforms_json(tmp_pa
     )
     emd, infos = _train(
         tmp_path,
-        {"in_folder": "/fileShares/c/voc", "output_name": '{"name": "voc"}', "model_type": "FASTERRCNN",
+        {"in_folder": "/fileShares/c/voc", "output_name": in_share_json("voc"), "model_type": "FASTERRCNN",
          "backbone_model": "RESNET18", "max_epochs": "1", "learning_rate": "0.001", "batch_size": "2",
          "data_augmentation": "FILE", "validation_percent": "34"},
     )  # fmt: skip
@@ -158,7 +159,7 @@ def test_feature_classifier_applies_custom_transforms_mixup_and_oversampling(tmp
     formats.labeled_tiles(tmp_path / "chips" / "lt", chips=6)
     emd, infos = _train(
         tmp_path,
-        {"in_folder": "/fileShares/c/lt", "output_name": '{"name": "lt"}', "model_type": "FEATURE_CLASSIFIER",
+        {"in_folder": "/fileShares/c/lt", "output_name": in_share_json("lt"), "model_type": "FEATURE_CLASSIFIER",
          "backbone_model": "RESNET18", "max_epochs": "1", "learning_rate": "0.001", "batch_size": "2",
          "validation_percent": "34", "data_augmentation": "CUSTOM",
          "arguments": '{"mixup": "True", "oversample": "True"}',
@@ -174,7 +175,7 @@ def test_several_input_folders_train_as_one(tmp_path: Path) -> None:
     write_classified_tiles(tmp_path / "chips" / "b", ExportSpec(chips=3, values=(7,), absent=None, seed=1))
     emd, infos = _train(
         tmp_path,
-        {"in_folder": "/fileShares/c/a,/fileShares/c/b", "output_name": '{"name": "ab"}', "model_type": "UNET",
+        {"in_folder": "/fileShares/c/a,/fileShares/c/b", "output_name": in_share_json("ab"), "model_type": "UNET",
          "backbone_model": "RESNET18", "max_epochs": "1", "learning_rate": "0.001"},
     )  # fmt: skip
     assert [c["Value"] for c in emd["Classes"]] == [3, 7]
@@ -189,7 +190,7 @@ def test_feature_classifier_on_variable_size_labeled_tiles(tmp_path: Path, multi
     formats.labeled_tiles(tmp_path / "chips" / "lt", multi=multi, chips=6)
     emd, infos = _train(
         tmp_path,
-        {"in_folder": "/fileShares/c/lt", "output_name": '{"name": "lt"}', "model_type": "FEATURE_CLASSIFIER",
+        {"in_folder": "/fileShares/c/lt", "output_name": in_share_json("lt"), "model_type": "FEATURE_CLASSIFIER",
          "backbone_model": "RESNET18", "max_epochs": "1", "learning_rate": "0.001", "batch_size": "2",
          "weight_init_scheme": "ALL_RANDOM", "validation_percent": "34"},
         check_packages=True,  # the package's own function, apart from geotrain, classifies chips alike
@@ -210,7 +211,7 @@ def test_a_few_unreadable_chips_warn_and_the_job_goes_on(tmp_path: Path) -> None
     bad.write_bytes(b"not a tiff")
     _, messages = _train(
         tmp_path,
-        {"in_folder": "/fileShares/c/few_bad", "output_name": '{"name": "few_bad"}', "model_type": "UNET",
+        {"in_folder": "/fileShares/c/few_bad", "output_name": in_share_json("few_bad"), "model_type": "UNET",
          "backbone_model": "RESNET18", "max_epochs": "1", "learning_rate": "0.001"},
     )  # fmt: skip
     warned = [m for m in messages if "cannot be read" in m]
@@ -236,7 +237,7 @@ def test_other_detectors_train_on_pascal_voc(
     formats.pascal_voc(tmp_path / "chips" / "voc", chips=6, size=48)
     emd, infos = _train(
         tmp_path,
-        {"in_folder": "/fileShares/c/voc", "output_name": '{"name": "voc"}', "model_type": model_type,
+        {"in_folder": "/fileShares/c/voc", "output_name": in_share_json("voc"), "model_type": model_type,
          "backbone_model": "RESNET18", "max_epochs": "1",
          "learning_rate": "0.001", "batch_size": "2", "monitor": "AVERAGE_PRECISION", "validation_percent": "34",
          **extra},
@@ -265,7 +266,7 @@ def test_maskrcnn_trains_on_rcnn_masks_and_scores_masks(tmp_path: Path) -> None:
     formats.rcnn_masks(tmp_path / "chips" / "rcnn", chips=4, size=32)
     emd, infos = _train(
         tmp_path,
-        {"in_folder": "/fileShares/c/rcnn", "output_name": '{"name": "rcnn"}', "model_type": "MASKRCNN",
+        {"in_folder": "/fileShares/c/rcnn", "output_name": in_share_json("rcnn"), "model_type": "MASKRCNN",
          "backbone_model": "RESNET18", "max_epochs": "1", "learning_rate": "0.001", "batch_size": "2",
          "validation_percent": "50", "arguments": '{"box_detections_per_img": "20", "rpn_nms_thresh": "0.6"}',
          "data_augmentation": "CUSTOM", "augmentation_parameters": '[["rotate", "20;1"], ["flip_lr", "0.5"]]'},

@@ -46,7 +46,7 @@ def create_app(settings: Settings | None = None, workers: int = 0) -> FastAPI:
     app.state.settings = settings
     app.state.queue = queue
     app.state.accounts = Accounts(sessions)
-    app.state.portal_tokens = PortalTokens(settings.portal_url)
+    app.state.portal_tokens = PortalTokens(settings.portal_url, settings.portal_verify)
     app.state.content = Content(Items(sessions), settings.items_dir)
     errors.install(app)
     app.include_router(tokens.router)

@@ -40,8 +40,9 @@ def token_of(request: Request, params: dict[str, str]) -> str | None:
 class PortalTokens:
     """Tokens of an ArcGIS portal, checked with the portal (``community/self`` names the token's user)."""
 
-    def __init__(self, portal_url: str) -> None:
+    def __init__(self, portal_url: str, verify: bool = True) -> None:
         self.portal_url = portal_url.rstrip("/")
+        self.verify = verify
         self._known: dict[str, tuple[str | None, float]] = {}
 
     async def user_of(self, token: str) -> str | None:
@@ -50,7 +51,7 @@ class PortalTokens:
         if cached is not None and cached[1] > time.monotonic():
             return cached[0]
         try:
-            async with httpx.AsyncClient(timeout=10) as client:
+            async with httpx.AsyncClient(timeout=10, verify=self.verify) as client:
                 answer = await client.post(
                     f"{self.portal_url}/sharing/rest/community/self", data={"f": "json", "token": token}
                 )

@@ -67,12 +67,16 @@ async def task(request: Request, p: ParamsDep) -> Response:
     return render(resource, request.state.f, "Train Deep Learning Model (Task)", form)
 
 
+def _embedded_portal(request: Request, settings: Settings) -> EmbeddedPortal | None:
+    """This server's own portal, unless packages go to an external one (whose items the worker checks)."""
+    return None if settings.portal_url else EmbeddedPortal(request.app.state.content)
+
+
 @gp_route(task_router, "/submitJob", params.INPUT_NAMES)
 async def submit_job(request: Request, p: ParamsDep, queue: QueueDep, settings: GrantedDep, user: UserDep) -> Response:
     raw = {name: p.get(name, "") for name in params.INPUT_NAMES}
     parsed = params.parse(raw)
-    embedded = None if settings.portal_url else EmbeddedPortal(request.app.state.content)
-    await run_in_threadpool(submission.check, parsed, settings, user, embedded)
+    await run_in_threadpool(submission.check, parsed, settings, user, _embedded_portal(request, settings))
     requires = parsed.processor_label()
     if requires is not None:
         await run_in_threadpool(_check_some_worker_runs, queue, requires, settings)
@@ -113,7 +117,9 @@ async def query_submit(
     """The model's settings are read at once (no worker, no torch) and kept as a finished job, which the
     client then polls and reads like ArcGIS's. A bad ``model`` gets the error envelope, as at any submit."""
     value = p.get(model_info.INPUT, "")
-    info = await run_in_threadpool(model_info.model_info, value, settings)
+    portal = _embedded_portal(request, settings)
+    items = (lambda item_id: portal.fetch(user, item_id, settings.jobs_dir)) if portal is not None else None
+    info = await run_in_threadpool(model_info.model_info, value, settings, items)
     inputs = {model_info.INPUT: value}
     job = await run_in_threadpool(queue.record, model_info.TASK, user, inputs, {model_info.RESULT: info}, None)
     if request.state.f == "html":

@@ -26,7 +26,7 @@ from geotrain.task.metadata import SERVICE_PATH
 PORTAL_ID = "geotrain"
 PORTAL_VERSION = "2024.1"  # the sharing API of ArcGIS Enterprise 11.3
 SHARING = ("/portal/sharing/rest", "/sharing/rest", "/arcgis/sharing/rest")
-ITEM_FIELDS = ("title", "type", "tags", "typeKeywords", "description", "snippet", "properties", "filename",
+ITEM_FIELDS = ("title", "type", "tags", "typeKeywords", "description", "snippet", "properties", "filename", "fileName",
                "multipart", "async", "overwrite", "clearEmptyFields", "file", "folder", "id")  # fmt: skip
 PRIVILEGES = ["portal:user:createItem", "portal:user:viewOrgItems", "portal:user:shareToOrg",
               "portal:user:shareToGroup", "portal:user:joinGroup", "portal:publisher:publishDynamicImagery",
@@ -258,7 +258,7 @@ async def add_item(request: Request, p: ParamsDep, files: FilesDep, user: UserDe
     if not fields.get("type"):
         raise ParameterError("type", "an item needs a type, e.g. Deep Learning Package")
     upload = files.get("file")
-    filename = p.get("filename") or (upload.filename if upload else None)
+    filename = p.get("filename") or p.get("fileName") or (upload.filename if upload else None)
     fields.setdefault("title", (filename or "").rsplit(".", 1)[0] or "untitled")
     fields["folder_id"] = where.id if where else None
     store = content(request)

@@ -14,11 +14,20 @@ _FIELDS = {"owner": "owner", "type": "type", "title": "title", "id": "id", "tags
 _IGNORED = {"orgid", "accountid", "access", "typekeywords", "group", "created", "modified", "culture"}
 
 
+def _ungrouped(q: str) -> str:
+    """The query without its grouping parentheses (those outside quotes): every term is ANDed here anyway."""
+    out, quoted = [], False
+    for ch in q:
+        quoted ^= ch == '"'
+        out.append(" " if ch in "()" and not quoted else ch)
+    return "".join(out)
+
+
 def parse(q: str) -> Query:
     found: dict[str, str] = {}
     words: list[str] = []
-    for negated, field, quoted, bare in _TERM.findall(q or ""):
-        value = quoted if quoted or bare == "" else bare.strip("()")
+    for negated, field, quoted, bare in _TERM.findall(_ungrouped(q or "")):
+        value = quoted if quoted or bare == "" else bare
         if field == "" and value.upper() in ("AND", "OR", "NOT", ""):
             continue
         if negated:

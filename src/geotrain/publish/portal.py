@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from geotrain.portal.content import Content
 
 ITEM_TYPE = "Deep Learning Package"
+# the size of the parts a package is uploaded in: ArcGIS's least part size, so a part that fails costs little
+# to send again, and the parts go several at a time
+PART_BYTES = 5 * 1024 * 1024
 TYPE_KEYWORDS = ("Deep Learning", "Raster")
 
 
@@ -209,7 +212,8 @@ class ExternalPortal:
                 if spec.folder and folder is None:
                     folder = gis.content.folders.create(spec.folder, owner=owner)
                 folder = folder or gis.content.folders.get(owner=owner)
-                item = folder.add(item_properties=properties, file=str(package)).result()
+                size = min(PART_BYTES, max(package.stat().st_size, 1))
+                item = folder.add(item_properties=properties, file=str(package), upload_file_size=size).result()
         except TrainingError:
             raise
         except Exception as exc:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import zipfile
+from pathlib import Path
 from typing import Any
 
 from geotrain.config import Settings
 from geotrain.dlpk.archive import PackageError, read_emd
 from geotrain.errors import ParameterError
 from geotrain.stores import StorePathError, resolve
+from geotrain.task.pretrained import ItemSource, item_id_of
 
 TASK = "QueryDeepLearningModelInfo"
 INPUT = "model"
@@ -34,7 +36,17 @@ def model_arguments(emd: dict[str, Any]) -> list[dict[str, Any]]:
     return []
 
 
-def _emd_of(value: str, settings: Settings) -> dict[str, Any]:
+def _item_file(given: dict[str, Any], items: ItemSource | None) -> tuple[Path, str]:
+    item_id = given.get("itemId") or item_id_of(str(given.get("url") or ""))
+    if not item_id:
+        raise ParameterError(INPUT, f"'{given.get('url')}' is not a portal item's URL (…/content/items/<itemId>).")
+    local = items(str(item_id)) if items is not None else None
+    if local is None:
+        raise ParameterError(INPUT, f"the portal has no Deep Learning Package item '{item_id}' that you may read.")
+    return local, f"item {item_id}"
+
+
+def _emd_of(value: str, settings: Settings, items: ItemSource | None) -> dict[str, Any]:
     text = value.strip()
     try:
         given = json.loads(text) if text.startswith("{") else {"uri": text}
@@ -44,19 +56,19 @@ def _emd_of(value: str, settings: Settings) -> dict[str, Any]:
         raise ParameterError(INPUT, 'expected {"uri": "/fileShares/.../model.dlpk"} or a model definition.')
     if "ModelType" in given:  # the whole model definition as JSON
         return given
-    if "itemId" in given or "url" in given:
-        raise ParameterError(
-            INPUT, 'this task reads packages by data-store path: give {"uri": "/fileShares/.../model.dlpk"}.'
-        )
-    uri = given.get("uri")
-    if not isinstance(uri, str) or not uri:
-        raise ParameterError(INPUT, 'expected {"uri": "/fileShares/.../model.dlpk"} or a model definition.')
-    try:
-        local = resolve(uri, settings.stores).local
-    except StorePathError as exc:
-        raise ParameterError(INPUT, f"{exc}.") from None
-    if not local.is_file():
-        raise ParameterError(INPUT, f"there is no model at '{uri}'.")
+    if given.get("itemId") or given.get("url"):
+        local, uri = _item_file(given, items)
+    else:
+        named = given.get("uri")
+        if not isinstance(named, str) or not named:
+            raise ParameterError(INPUT, 'expected {"uri": "/fileShares/.../model.dlpk"} or a model definition.')
+        uri = named
+        try:
+            local = resolve(uri, settings.stores).local
+        except StorePathError as exc:
+            raise ParameterError(INPUT, f"{exc}.") from None
+        if not local.is_file():
+            raise ParameterError(INPUT, f"there is no model at '{uri}'.")
     try:
         if local.suffix.lower() == ".emd":
             emd = json.loads(local.read_text(encoding="utf-8-sig"))
@@ -71,11 +83,12 @@ def _emd_of(value: str, settings: Settings) -> dict[str, Any]:
     return emd
 
 
-def model_info(value: str, settings: Settings) -> dict[str, Any]:
-    """The ``outModelInfo`` value: ``{"modelInfo": <JSON text>}``, as the ``arcgis`` client reads it."""
+def model_info(value: str, settings: Settings, items: ItemSource | None = None) -> dict[str, Any]:
+    """The ``outModelInfo`` value: ``{"modelInfo": <JSON text>}``, as the ``arcgis`` client reads it.
+    ``items``: the portal items the caller may read, for ``{"itemId"}`` and ``{"url"}`` models."""
     if not value.strip():
         raise ParameterError(INPUT, "a model is required.")
-    emd = _emd_of(value, settings)
+    emd = _emd_of(value, settings, items)
     info = {key: emd[key] for key in INFO_KEYS if key in emd}
     info["ModelArguments"] = model_arguments(emd)
     return {"modelInfo": json.dumps(info)}

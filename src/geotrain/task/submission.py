@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from geotrain.config import Settings
 from geotrain.errors import ParameterError
+from geotrain.jobs.accounts import ANONYMOUS
 from geotrain.publish.location import package_location
 from geotrain.publish.portal import Publisher
 from geotrain.stores import StorePathError, resolve
@@ -31,7 +32,9 @@ def load_export(params: TrainParams, settings: Settings) -> ExportInfo:
         raise ParameterError("in_folder", f"{exc}.") from None
 
 
-def check(params: TrainParams, settings: Settings, owner: str, portal: Publisher | None) -> ExportInfo:
+def check(
+    params: TrainParams, settings: Settings, owner: str = ANONYMOUS, portal: Publisher | None = None
+) -> ExportInfo:
     """Everything about a request that can be known before it is queued. ``portal``: the embedded portal,
     whose items are checked here (an external portal's are checked by the worker)."""
     export = load_export(params, settings)

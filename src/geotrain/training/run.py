@@ -8,6 +8,7 @@ from typing import Any
 
 from geotrain.config import Settings
 from geotrain.errors import TrainingError
+from geotrain.jobs.accounts import ANONYMOUS
 from geotrain.publish.location import package_location
 from geotrain.publish.portal import Publisher, item_spec
 from geotrain.stores import StorePathError
@@ -20,12 +21,19 @@ __all__ = ["Progress", "train"]
 
 
 def train(
-    params: TrainParams, settings: Settings, workdir: Path, progress: Progress, *, owner: str, portal: Publisher
+    params: TrainParams,
+    settings: Settings,
+    workdir: Path,
+    progress: Progress,
+    *,
+    owner: str = ANONYMOUS,
+    portal: Publisher | None = None,
 ) -> dict[str, Any]:
-    """Train, write the .dlpk into its file share or add it to the portal, and return the out_item value."""
+    """Train, write the .dlpk into its file share or add it to ``portal``, and return the out_item value."""
     export = load_export(params, settings)
+    items = (lambda item_id: portal.fetch(owner, item_id, workdir)) if portal is not None else None
     # checked at submit; again here, as the package may have changed since
-    found = pretrained.check(params, settings, export, lambda item_id: portal.fetch(owner, item_id, workdir))
+    found = pretrained.check(params, settings, export, items)
     if found is not None and params.backbone_model is None:
         params = params.model_copy(update={"backbone_model": found.backbone})
     try:
@@ -38,6 +46,8 @@ def train(
     else:
         name = params.output_name.name
         assert name is not None
+        if portal is None:
+            raise TrainingError(f"output_name: '{name}' names a portal item, and this run has no portal to add it to.")
         # checked at submit for the embedded portal; an external portal is asked here, before hours of training
         replace = portal.existing(owner, name)
         if replace is not None and not params.overwrite_model:
@@ -71,6 +81,7 @@ def train(
             raise TrainingError(f"{params.model_type} has no training run")
     if location is not None:
         return {"uri": location.uri}
+    assert portal is not None
     spec = item_spec(params.output_name, target, params.model_type)
     result = portal.publish(owner, target, spec, replace)
     verb = "Replaced the file of" if replace else "Added the package to the portal as"
