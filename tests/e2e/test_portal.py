@@ -243,3 +243,39 @@ def test_an_item_name_taken_is_refused_at_submit_and_overwrite_replaces_it_fine_
     assert result.json()["value"]["itemId"] == item["id"]
     after = web.get(f"{_rest(portal)}/content/items/{item['id']}", params={"f": "json", "token": alice}).json()
     assert after["modified"] > item["modified"]
+
+
+def test_a_geotrain_that_trusts_this_portal_publishes_into_it_as_the_submitter(
+    portal: Server, web: httpx.Client, tmp_path: Path, store_root: Path
+) -> None:
+    """GEOTRAIN_PORTAL_URL pointing at an ArcGIS portal (this one) without credentials of its own: the job's
+    package goes there through the arcgis package, added with the submitter's own token, which is dropped
+    when the job ends."""
+    import sqlite3
+
+    trusting = Server(
+        home=tmp_path / "home", stores={"/fileShares/chips": str(store_root)},
+        extra_env={"GEOTRAIN_AUTH": "portal", "GEOTRAIN_PORTAL_URL": f"{portal.url}/portal",
+                   "GEOTRAIN_PORTAL_VERIFY": "false"},
+    ).start()  # fmt: skip
+    try:
+        alice = _token(web, portal, "alice")
+        values = {"in_folder": "/fileShares/chips/rgb8", "output_name": {"name": "from_afar"}, "model_type": "UNET",
+                  "backbone_model": "RESNET18", "max_epochs": 1, "learning_rate": 0.001, "batch_size": 2}  # fmt: skip
+        submitted = web.post(f"{trusting.url}{TASK}/submitJob", data={**arcgis_form(**values), "token": alice})
+        job_id = submitted.json()["jobId"]
+        with httpx.Client(timeout=60, headers={"X-Esri-Authorization": f"Bearer {alice}"}) as signed_in:
+            job = wait_for(signed_in, f"{trusting.url}{TASK}/jobs/{job_id}")
+            assert job["jobStatus"] == "esriJobSucceeded", job["messages"]
+            value = signed_in.get(f"{trusting.url}{TASK}/jobs/{job_id}/results/out_item", params={"f": "json"}).json()
+        item_id = value["value"]["itemId"]
+        assert value["value"]["url"] == f"{portal.url}/portal/sharing/rest/content/items/{item_id}"
+        item = web.get(f"{_rest(portal)}/content/items/{item_id}", params={"f": "json", "token": alice}).json()
+        assert (item["owner"], item["type"], item["title"]) == ("alice", DLPK, "from_afar")
+        data = web.get(f"{_rest(portal)}/content/items/{item_id}/data", params={"token": alice})
+        with zipfile.ZipFile(io.BytesIO(data.content)) as zf:
+            assert "from_afar.emd" in zf.namelist()
+        with sqlite3.connect(trusting.home / "geotrain.db") as db:
+            assert db.execute("select portal_token from jobs where id = ?", (job_id,)).fetchone() == (None,)
+    finally:
+        trusting.stop()

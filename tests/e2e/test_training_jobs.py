@@ -97,30 +97,22 @@ def test_arcgis_form_trains_unet_and_writes_a_dlpk_whose_weights_load(server: Se
     assert torch.equal(fresh.state_dict()["segmentation_head.0.weight"], weights["segmentation_head.0.weight"])
 
 
-def test_official_arcgis_client_runs_the_task(server: Server) -> None:
+def test_official_arcgis_client_runs_the_task_and_no_rate_given_runs_the_rate_finder(
+    server: Server, client: httpx.Client
+) -> None:
+    """The GP service alone (no portal), through arcgis's import_toolbox; learning_rate 0 means "find it"."""
     from arcgis.geoprocessing import import_toolbox
 
     toolbox = import_toolbox(f"{server.url}/arcgis/rest/services/System/RasterAnalysisTools/GPServer", gis=None)
-    value = toolbox.train_deep_learning_model(
-        in_folder="/fileShares/chips/rgb8", output_name=in_share("rgb_client"), model_type="UNET",
-        backbone_model="RESNET18", max_epochs=1, learning_rate=None, batch_size=2,
+    running = toolbox.train_deep_learning_model(
+        in_folder="/fileShares/chips/rgb8", output_name={"uri": "/fileShares/chips/models/lrf"}, model_type="UNET",
+        backbone_model="RESNET18", max_epochs=1, learning_rate=0, batch_size=2, data_augmentation="NONE",
+        future=True,
     )  # fmt: skip
-    assert value == {"uri": "/fileShares/geotrain/models/rgb_client/rgb_client.dlpk"}
-    assert _local(server, value["uri"]).is_file()
-
-
-def test_learning_rate_finder_runs_when_no_rate_is_given(server: Server, client: httpx.Client) -> None:
-    job_id = _submit(
-        client, server, in_folder="/fileShares/chips/rgb8", output_name={"uri": "/fileShares/chips/models/lrf"},
-        model_type="UNET", backbone_model="RESNET18", max_epochs=1, learning_rate=0, data_augmentation="NONE",
-    )  # fmt: skip
-    job = wait_for(client, f"{server.url}{TASK}/jobs/{job_id}")
-    texts = [m["description"] for m in job["messages"]]
-    assert job["jobStatus"] == "esriJobSucceeded", texts
-    chosen = [t for t in texts if t.startswith("The learning-rate finder chose")]
-    assert len(chosen) == 1
-    result = client.get(f"{server.url}{TASK}/jobs/{job_id}/results/out_item", params={"f": "json"}).json()
-    assert result["value"] == {"uri": "/fileShares/chips/models/lrf/lrf.dlpk"}
+    assert running.result() == {"uri": "/fileShares/chips/models/lrf/lrf.dlpk"}
+    job = client.get(f"{server.url}/jobs/{running._jobid}", params={"f": "json"}).json()
+    chosen = [m["description"] for m in job["messages"] if m["description"].startswith("The learning-rate finder")]
+    assert len(chosen) == 1, job["messages"]
     with zipfile.ZipFile(Path(server.stores["/fileShares/chips"]) / "models" / "lrf" / "lrf.dlpk") as zf:
         emd = json.loads(zf.read("lrf.emd"))
     assert float(emd["LearningRate"]) == pytest.approx(float(chosen[0].rsplit(" ", 1)[1].rstrip(".")), rel=1e-3)

@@ -75,7 +75,7 @@ def _refused(message: str, status: int = 400) -> HTMLResponse:
 def _minutes(text: str | None, default: int) -> int:
     try:
         value = int(float(text)) if text else default
-    except ValueError:
+    except (ValueError, OverflowError):
         value = default
     return max(1, min(value, MAX_TOKEN_MINUTES))
 

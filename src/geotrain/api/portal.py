@@ -26,6 +26,7 @@ from geotrain.task.metadata import SERVICE_PATH
 PORTAL_ID = "geotrain"
 PORTAL_VERSION = "2024.1"  # the sharing API of ArcGIS Enterprise 11.3
 SHARING = ("/portal/sharing/rest", "/sharing/rest", "/arcgis/sharing/rest")
+MAX_SEARCH_START = 10_000  # as ArcGIS: a search pages through its first ten thousand results
 ITEM_FIELDS = ("title", "type", "tags", "typeKeywords", "description", "snippet", "properties", "filename", "fileName",
                "multipart", "async", "overwrite", "clearEmptyFields", "file", "folder", "id")  # fmt: skip
 PRIVILEGES = ["portal:user:createItem", "portal:user:viewOrgItems", "portal:user:shareToOrg",
@@ -130,6 +131,9 @@ def item_fields(p: dict[str, str]) -> dict[str, Any]:
         fields["properties"] = properties
     if "title" in fields and not str(fields["title"]).strip():
         raise ParameterError("title", "an item needs a title")
+    for key, most in (("title", 256), ("type", 128)):
+        if len(str(fields.get(key, ""))) > most:
+            raise ParameterError(key, f"at most {most} characters")
     return fields
 
 
@@ -231,8 +235,8 @@ async def user_content_in_folder(request: Request, p: ParamsDep, user: UserDep, 
 async def create_folder(request: Request, p: ParamsDep, user: UserDep, owner: str) -> Response:
     _own(user, owner)
     title = p.get("title", "").strip()
-    if not title:
-        raise ParameterError("title", "a folder needs a title")
+    if not title or len(title) > 256:
+        raise ParameterError("title", "a folder needs a title of 1 to 256 characters")
     made = await run_in_threadpool(content(request).items.create_folder, owner, title)
     if made is None:
         raise GeotrainError("Unable to create folder.", [f"Folder '{title}' exists."])
@@ -363,8 +367,8 @@ async def search(request: Request, p: ParamsDep, user: OptionalUserDep) -> Respo
         start, num = int(p.get("start") or 1), int(p.get("num") or 10)
     except ValueError:
         raise ParameterError("start", "start and num are whole numbers") from None
-    if start < 1 or not 0 <= num <= 100:
-        raise ParameterError("num", "start is 1 or more, num 0 to 100")
+    if not 1 <= start <= MAX_SEARCH_START or not 0 <= num <= 100:
+        raise ParameterError("num", f"start is 1 to {MAX_SEARCH_START}, num 0 to 100")
     descending = p.get("sortOrder", "asc").lower() == "desc"
     total, found = await run_in_threadpool(
         content(request).items.search, query, user, start, num, p.get("sortField", "created"), descending

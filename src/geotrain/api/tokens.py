@@ -46,7 +46,7 @@ async def generate_token(request: Request, p: ParamsDep, settings: SettingsDep) 
     minutes_text = (p.get("expiration") or "").strip()
     try:
         minutes = int(float(minutes_text)) if minutes_text else settings.token_minutes
-    except ValueError:
+    except (ValueError, OverflowError):
         raise ParameterError("expiration", f"'{minutes_text}' is not a number of minutes") from None
     issued = await run_in_threadpool(accounts(request).issue_token, username, password, minutes)
     if issued is None:
