@@ -44,6 +44,9 @@ def test_no_route_answers_500_and_every_error_is_an_envelope(fuzzed_server: Serv
     schema = schemathesis.openapi.from_url(f"{fuzzed_server.url}/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 70  # GET and POST of every GP route, under both URL layouts
+    # The sharing API's routes are one handler under three prefixes: fuzzed under /portal/sharing/rest only
+    again = ("/sharing/rest/", "/arcgis/sharing/rest/", "/sharing/oauth2/", "/arcgis/sharing/oauth2/")
+    operations = [o for o in operations if not o.path.startswith(again)]
     for operation in operations:
         run = settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck), database=None)(
             given(case=operation.as_strategy())(_check)

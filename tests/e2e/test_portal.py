@@ -221,8 +221,7 @@ def test_an_item_name_taken_is_refused_at_submit_and_overwrite_replaces_it_fine_
     and keeps its id. Another user may not fine-tune from alice's private item."""
     alice, bob = _token(web, portal, "alice"), _token(web, portal, "bob")
     search = web.get(f"{_rest(portal)}/search", params={"f": "json", "token": alice, "q": "title:client_unet"})
-    if not search.json()["results"]:
-        pytest.skip("needs the item the train_model test made")
+    assert search.json()["results"], "needs the item the train_model test made"
     item = search.json()["results"][0]
     values = {"in_folder": "/fileShares/chips/rgb8", "output_name": {"name": "client_unet"}, "model_type": "UNET",
               "max_epochs": 1, "learning_rate": 0.001, "batch_size": 2}  # fmt: skip
@@ -248,34 +247,69 @@ def test_an_item_name_taken_is_refused_at_submit_and_overwrite_replaces_it_fine_
 def test_a_geotrain_that_trusts_this_portal_publishes_into_it_as_the_submitter(
     portal: Server, web: httpx.Client, tmp_path: Path, store_root: Path
 ) -> None:
-    """GEOTRAIN_PORTAL_URL pointing at an ArcGIS portal (this one) without credentials of its own: the job's
-    package goes there through the arcgis package, added with the submitter's own token, which is dropped
-    when the job ends."""
+    """GEOTRAIN_PORTAL_URL pointing at an ArcGIS portal (this one) without credentials of its own: the job
+    fetches its pretrained model from there and replaces the package of the item of its name there, through
+    the arcgis package, with the submitter's own token, which is dropped when the job ends."""
     import sqlite3
 
+    alice = _token(web, portal, "alice")
+    found = web.get(f"{_rest(portal)}/search", params={"f": "json", "token": alice, "q": "title:client_unet"})
+    assert found.json()["results"], "needs the item the train_model test made"
+    item = found.json()["results"][0]
     trusting = Server(
         home=tmp_path / "home", stores={"/fileShares/chips": str(store_root)},
         extra_env={"GEOTRAIN_AUTH": "portal", "GEOTRAIN_PORTAL_URL": f"{portal.url}/portal",
                    "GEOTRAIN_PORTAL_VERIFY": "false"},
     ).start()  # fmt: skip
     try:
-        alice = _token(web, portal, "alice")
-        values = {"in_folder": "/fileShares/chips/rgb8", "output_name": {"name": "from_afar"}, "model_type": "UNET",
-                  "backbone_model": "RESNET18", "max_epochs": 1, "learning_rate": 0.001, "batch_size": 2}  # fmt: skip
+        values = {"in_folder": "/fileShares/chips/rgb8", "output_name": {"name": "client_unet"}, "model_type": "UNET",
+                  "max_epochs": 1, "learning_rate": 0.001, "batch_size": 2, "overwrite_model": True,
+                  "pretrained_model": {"itemId": item["id"]}}  # fmt: skip
         submitted = web.post(f"{trusting.url}{TASK}/submitJob", data={**arcgis_form(**values), "token": alice})
         job_id = submitted.json()["jobId"]
         with httpx.Client(timeout=60, headers={"X-Esri-Authorization": f"Bearer {alice}"}) as signed_in:
             job = wait_for(signed_in, f"{trusting.url}{TASK}/jobs/{job_id}")
-            assert job["jobStatus"] == "esriJobSucceeded", job["messages"]
+            texts = [m["description"] for m in job["messages"]]
+            assert job["jobStatus"] == "esriJobSucceeded", texts[-1]
             value = signed_in.get(f"{trusting.url}{TASK}/jobs/{job_id}/results/out_item", params={"f": "json"}).json()
-        item_id = value["value"]["itemId"]
-        assert value["value"]["url"] == f"{portal.url}/portal/sharing/rest/content/items/{item_id}"
-        item = web.get(f"{_rest(portal)}/content/items/{item_id}", params={"f": "json", "token": alice}).json()
-        assert (item["owner"], item["type"], item["title"]) == ("alice", DLPK, "from_afar")
-        data = web.get(f"{_rest(portal)}/content/items/{item_id}/data", params={"token": alice})
+        assert any(t.startswith(f"Fine-tuning from item {item['id']}") for t in texts), texts
+        assert value["value"]["itemId"] == item["id"]
+        assert value["value"]["url"] == f"{portal.url}/portal/sharing/rest/content/items/{item['id']}"
+        after = web.get(f"{_rest(portal)}/content/items/{item['id']}", params={"f": "json", "token": alice}).json()
+        assert (after["owner"], after["type"], after["title"]) == ("alice", DLPK, "client_unet")
+        assert after["modified"] > item["modified"]
+        data = web.get(f"{_rest(portal)}/content/items/{item['id']}/data", params={"token": alice})
         with zipfile.ZipFile(io.BytesIO(data.content)) as zf:
-            assert "from_afar.emd" in zf.namelist()
+            assert "client_unet.emd" in zf.namelist()
         with sqlite3.connect(trusting.home / "geotrain.db") as db:
             assert db.execute("select portal_token from jobs where id = ?", (job_id,)).fetchone() == (None,)
     finally:
         trusting.stop()
+
+
+def test_the_authorization_code_sign_in_gives_a_token_and_a_refresh_token(portal: Server, web: httpx.Client) -> None:
+    """The OAuth pages as an out-of-band app drives them (arcgis's code flow): authorize → sign-in form →
+    ``SUCCESS code=…`` → oauth2/token, then a refresh; a redirect to another site is never given a code."""
+    import re
+
+    oob = "urn:ietf:wg:oauth:2.0:oob"
+    ask = {"client_id": "pythonapi", "response_type": "code", "redirect_uri": oob, "state": "s1", "expiration": "60"}
+    page = web.get(f"{_rest(portal)}/oauth2/authorize", params=ask).text
+    state = json.loads(re.search(r"var oAuthInfo = (\{.*\});", page).group(1))["oauth_state"]  # type: ignore[union-attr]
+    signin = f"{portal.url}/portal/sharing/oauth2/signin"
+    wrong = web.post(signin, data={"oauth_state": state, "username": "alice", "password": "nope"}).text
+    assert "Invalid username or password" in wrong and "SUCCESS" not in wrong
+    done = web.post(signin, data={"oauth_state": state, "username": "alice", "password": PASSWORDS["alice"]}).text
+    code = re.search(r"<title>SUCCESS code=(.*?)</title>", done).group(1)  # type: ignore[union-attr]
+    token_url = f"{_rest(portal)}/oauth2/token"
+    trade = {"grant_type": "authorization_code", "client_id": "pythonapi", "code": code, "redirect_uri": oob}
+    granted = web.post(token_url, data=trade).json()
+    me = web.get(f"{_rest(portal)}/community/self", params={"f": "json", "token": granted["access_token"]}).json()
+    assert me["username"] == "alice"
+    refresh = {"grant_type": "refresh_token", "client_id": "pythonapi", "refresh_token": granted["refresh_token"]}
+    refreshed = web.post(token_url, data=refresh).json()
+    assert refreshed["username"] == "alice" and refreshed["access_token"] != granted["access_token"]
+    stolen = web.post(token_url, data={**trade, "client_id": "another-app"}).json()
+    assert stolen["error"]["error"] == "invalid_grant"
+    elsewhere = web.get(f"{_rest(portal)}/oauth2/authorize", params={**ask, "redirect_uri": "https://evil.example"})
+    assert "Invalid redirect_uri" in elsewhere.text and "oauth_state" not in elsewhere.text

@@ -314,7 +314,12 @@ async def update_item(request: Request, p: ParamsDep, files: FilesDep, user: Use
     item = await _owned_item(request, user, owner, item_id)
     store = content(request)
     upload = files.get("file")
-    if upload is not None:
+    if p.get("multipart", "").lower() == "true":
+        filename = p.get("filename") or p.get("fileName") or item.name
+        if not filename:
+            raise ParameterError("filename", "a multipart update names its file (filename)")
+        item = await run_in_threadpool(store.start_replacement, item, filename)
+    elif upload is not None:
         item = await run_in_threadpool(store.replace_data, item, upload.file, p.get("filename") or upload.filename)
     fields = item_fields(p)
     if "properties" in fields and item.properties:

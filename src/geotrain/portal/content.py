@@ -93,6 +93,14 @@ class Content:
     def start_multipart(self, owner: str, fields: dict[str, Any], filename: str) -> ItemRecord:
         return self.items.create(owner, {**fields, "name": safe_filename(filename)}, status="partial")
 
+    def start_replacement(self, item: ItemRecord, filename: str) -> ItemRecord:
+        """A new file for an item, in parts (``update`` with ``multipart=true``): the old one stays until the
+        commit."""
+        shutil.rmtree(self._parts(item.id), ignore_errors=True)
+        done = self.items.update(item.id, item.owner, {}, status="partial", name=safe_filename(filename))
+        assert done is not None
+        return done
+
     def add_part(self, item: ItemRecord, number: int, data: IO[bytes]) -> None:
         if item.status != "partial":
             raise GeotrainError("Unable to add part.", ["The item is not a multipart upload in progress."])
@@ -114,6 +122,9 @@ class Content:
                 with part.open("rb") as src:
                     shutil.copyfileobj(src, out, 1 << 20)
         shutil.rmtree(self._parts(item.id), ignore_errors=True)
+        for old in self.folder_of(item.id).iterdir():
+            if old.is_file() and old.name != item.name:  # the file a replacement replaced
+                old.unlink()
         done = self.items.update(item.id, item.owner, fields, size=target.stat().st_size, status="completed")
         assert done is not None
         return done
