@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -60,6 +61,13 @@ def test_arcgis_form_trains_unet_and_writes_a_dlpk_whose_weights_load(server: Se
     assert texts[0] == "Submitted." and texts[1] == "Executing..."
     epochs = [t for t in texts if t.startswith("Epoch ")]
     assert len(epochs) == 2 and "train_loss" in epochs[0] and "valid_loss" in epochs[0] and "accuracy" in epochs[0]
+    # each epoch's duration and the training phase's speed, validation timed apart
+    timing = re.search(r"; ([0-9.]+) s \(training ([0-9.]+) images/s, validation ([0-9.]+) s\)$", epochs[1])
+    assert timing is not None, epochs[1]
+    seconds, speed, validation = (float(g) for g in timing.groups())
+    assert speed > 0 and 0 <= validation < seconds
+    engine = [t for t in texts if t.startswith("Engine: CPU, 32-true precision, batch size 4, 0 data-loader")]
+    assert len(engine) == 1, texts
     assert job["results"] == {"out_item": {"paramUrl": "results/out_item"}}
     assert "progress" not in job
     assert job["inputs"]["in_folder"] == {"paramUrl": "inputs/in_folder"}

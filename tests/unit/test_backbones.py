@@ -1,7 +1,10 @@
-"""Every backbone keyword ArcGIS accepts for a built model type builds and runs forward."""
+"""Every backbone keyword ArcGIS accepts for a built model type builds and runs forward: each model type with
+the smallest member of each backbone family it takes (its builder's code path for that family), and every
+backbone keyword at least once (the members of a family differ only in depth)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +17,40 @@ from geotrain.training.classification import build_classifier
 from geotrain.training.models.detectors import build_detector
 from geotrain.training.models.registry import build
 
-CASES = [(m, b) for m, info in sorted(catalog.BUILT.items()) for b in info.backbones_built]
+# model types in the order of what it costs to build one, cheapest first
+CHEAPEST_FIRST = ["FEATURE_CLASSIFIER", "UNET", "PSPNET", "DEEPLAB", "SSD", "RETINANET", "FASTERRCNN", "MASKRCNN",
+                  "YOLOV3"]  # fmt: skip
+
+
+def _family(backbone: str) -> str:
+    return re.match(r"[A-Z]+", backbone).group(0)  # type: ignore[union-attr]
+
+
+def _depth(backbone: str) -> tuple[int, bool]:
+    found = re.search(r"\d+", backbone)
+    return (int(found.group(0)) if found else 0, backbone.endswith("_BN"))
+
+
+def _cases() -> list[tuple[str, str]]:
+    built = {m: info.backbones_built for m, info in catalog.BUILT.items()}
+    cases: set[tuple[str, str]] = set()
+    for model_type, backbones in built.items():
+        families: dict[str, list[str]] = {}
+        for backbone in backbones:
+            families.setdefault(_family(backbone), []).append(backbone)
+        cases |= {(model_type, min(members, key=_depth)) for members in families.values()}
+    for backbone in sorted({b for backbones in built.values() for b in backbones}):
+        if not any(b == backbone for _, b in cases):
+            cases.add((next(m for m in [*CHEAPEST_FIRST, *built] if m in built and backbone in built[m]), backbone))
+    return sorted(cases)
+
+
+CASES = _cases()
+
+
+def test_every_backbone_keyword_and_every_model_type_is_built() -> None:
+    assert {b for _, b in CASES} == {b for info in catalog.BUILT.values() for b in info.backbones_built}
+    assert {m for m, _ in CASES} == set(catalog.BUILT)
 
 
 @pytest.mark.parametrize(("model_type", "backbone"), CASES)

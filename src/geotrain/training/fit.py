@@ -6,6 +6,7 @@ import gc
 import logging
 import math
 import shutil
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -233,23 +234,50 @@ class EpochRecord:
     train_loss: float
     valid_loss: float
     metrics: dict[str, float]
+    seconds: float = float("nan")  # the whole epoch, validation included
+    train_images_per_second: float = float("nan")  # the training phase alone
+    valid_seconds: float = float("nan")
 
 
 class Reporter(Callback):
-    """After every epoch: a job message and the progress percentage."""
+    """After every epoch: a job message and the progress percentage, with the epoch's duration and the
+    training phase's speed (validation timed apart, so the figure is what the optimizer steps cost)."""
 
     def __init__(self, max_epochs: int, report: Callable[[EpochRecord, int], None]) -> None:
         self.max_epochs = max_epochs
         self.report = report
         self.history: list[EpochRecord] = []
+        self._started = self._valid_started = 0.0
+        self._valid_seconds = 0.0
+        self._images = 0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._started, self._valid_seconds, self._images = time.perf_counter(), 0.0, 0
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self._images += len(batch[0])
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._valid_started = time.perf_counter()
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._valid_seconds += time.perf_counter() - self._valid_started
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         m = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        seconds = time.perf_counter() - self._started
+        training = max(seconds - self._valid_seconds, 1e-9)
         record = EpochRecord(
             trainer.current_epoch + 1,
             m.get("train_loss", float("nan")),
             m.get("valid_loss", float("nan")),
             {k: v for k, v in m.items() if k not in LOSSES},
+            seconds,
+            self._images / training if self._images else float("nan"),
+            self._valid_seconds,
         )
         self.history.append(record)
         self.report(record, self.max_epochs)
@@ -404,6 +432,11 @@ def _fit_once(
         gradient_clip_val=task.gradient_clip,
         default_root_dir=options.workdir,
         log_every_n_steps=1,
+    )
+    info(
+        f"Engine: {common['accelerator'].upper()}, {common['precision']} precision, batch size {options.batch_size}, "
+        f"{options.num_workers} data-loader worker(s){', pinned memory' if options.use_gpu else ''}, "
+        f"{torch.get_num_threads()} CPU thread(s)."
     )
     lr_found = options.lr is None
     if resume is not None:

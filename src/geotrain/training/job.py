@@ -157,6 +157,10 @@ class Job:
         self.progress.percent(
             PREPARE + (PACKAGE - PREPARE) * record.epoch / max_epochs, f"Epoch {record.epoch}/{max_epochs}"
         )
+        if record.seconds == record.seconds:  # not NaN: timed
+            timing = (f"{record.seconds:.1f} s (training {record.train_images_per_second:.1f} images/s, "
+                      f"validation {record.valid_seconds:.1f} s)")  # fmt: skip
+            shown = f"{shown}; {timing}" if shown else timing
         self.progress.info(f"{text}, {shown}" if shown else text)
 
     def report_fit(self, result: FitResult) -> None:
