@@ -49,13 +49,17 @@ def test_inspect_counts_features_per_class_and_names_problems(tmp_path: Path) ->
     assert any("Oak" in p and "absent" in p for p in report.problems)
 
 
-def test_inspect_command_text_and_json(tmp_path: Path) -> None:
+def test_inspect_command_text_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from geotrain.cli import main
+
     root = formats.kitti(tmp_path / "kitti")
     run = [sys.executable, "-m", "geotrain.cli", "inspect", str(root)]
     text = subprocess.run(run, capture_output=True, text=True, check=True).stdout
     assert "KITTI_rectangles" in text and "4 readable of 6 listed" in text and "6 x uint16" in text
     assert "2 chip(s) listed in map.txt are missing" in text
-    data = json.loads(subprocess.run([*run, "--json"], capture_output=True, text=True, check=True).stdout)
+    # the same command in this process (the one above shows the real entry point): machine-readable
+    assert main(["inspect", str(root), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
     assert data["chips_readable"] == 4 and data["classes"][1] == {"value": 2, "name": "Pine", "chips": 4, "features": 4}
 
 

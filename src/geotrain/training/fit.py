@@ -250,6 +250,7 @@ class Reporter(Callback):
         self._started = self._valid_started = 0.0
         self._valid_seconds = 0.0
         self._images = 0
+        self._stepped = False
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._started, self._valid_seconds, self._images = time.perf_counter(), 0.0, 0
@@ -258,6 +259,10 @@ class Reporter(Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         self._images += len(batch[0])
+        if not self._stepped:
+            # in train.log, where bench/first_step.py reads how long a job took to its first optimizer step
+            log.info("first training step done")
+            self._stepped = True
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._valid_started = time.perf_counter()
@@ -433,11 +438,6 @@ def _fit_once(
         default_root_dir=options.workdir,
         log_every_n_steps=1,
     )
-    info(
-        f"Engine: {common['accelerator'].upper()}, {common['precision']} precision, batch size {options.batch_size}, "
-        f"{options.num_workers} data-loader worker(s){', pinned memory' if options.use_gpu else ''}, "
-        f"{torch.get_num_threads()} CPU thread(s)."
-    )
     lr_found = options.lr is None
     if resume is not None:
         task.lr, done, within = resume
@@ -457,6 +457,11 @@ def _fit_once(
         info(f"The learning-rate finder chose {task.lr:.4e}.")
     else:
         task.lr = options.lr
+    info(
+        f"Engine: {common['accelerator'].upper()}, {common['precision']} precision, batch size {options.batch_size}, "
+        f"{options.num_workers} data-loader worker(s){', pinned memory' if options.use_gpu else ''}, "
+        f"{torch.get_num_threads()} CPU thread(s)."
+    )
     trainer = pl.Trainer(max_epochs=options.max_epochs, callbacks=callbacks, **common)
     trainer.fit(task, train_loader, valid_loader, ckpt_path=last if resume is not None else None)
     best_path = checkpoint.best_model_path
