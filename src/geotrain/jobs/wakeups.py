@@ -46,17 +46,25 @@ class Listener:
         self.thread.join(timeout=5)
 
     def _run(self) -> None:
+        lost = False
         while not self.stopping.is_set():
             try:
                 with psycopg.connect(self.dsn, autocommit=True, connect_timeout=5) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     self.ready.set()
+                    if lost:
+                        # what was notified while the connection was down is gone: look at the queue and at
+                        # the running jobs' cancel flags now, rather than at the next poll or heartbeat
+                        self.deliver(SUBMITTED, "")
+                        self.deliver(CANCEL, "")
+                        lost = False
                     while not self.stopping.is_set():
                         for note in conn.notifies(timeout=1.0):
                             event, _, job_id = note.payload.partition(":")
                             self.deliver(event, job_id)
             except psycopg.Error as exc:
                 self.ready.clear()
+                lost = True
                 log.warning("listening for job notifications failed (%s); retrying", exc)
                 # missed notifications only cost a poll interval; the caller is woken to look now
                 self.deliver(SUBMITTED, "")
