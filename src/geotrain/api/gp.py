@@ -17,7 +17,7 @@ from geotrain.config import Settings
 from geotrain.errors import GeotrainError, NotFound, ParameterError
 from geotrain.jobs.queue import JobRecord, Queue
 from geotrain.jobs.tables import JobStatus
-from geotrain.publish.portal import EmbeddedPortal
+from geotrain.publish.portal import EmbeddedPortal, item_source
 from geotrain.task import metadata, model_info, params, submission
 
 service_router = APIRouter()
@@ -117,8 +117,7 @@ async def query_submit(
     """The model's settings are read at once (no worker, no torch) and kept as a finished job, which the
     client then polls and reads like ArcGIS's. A bad ``model`` gets the error envelope, as at any submit."""
     value = p.get(model_info.INPUT, "")
-    portal = _embedded_portal(request, settings)
-    items = (lambda item_id: portal.fetch(user, item_id, settings.jobs_dir)) if portal is not None else None
+    items = item_source(_embedded_portal(request, settings), user, settings.jobs_dir)
     info = await run_in_threadpool(model_info.model_info, value, settings, items)
     inputs = {model_info.INPUT: value}
     job = await run_in_threadpool(queue.record, model_info.TASK, user, inputs, {model_info.RESULT: info}, None)

@@ -18,9 +18,9 @@ from geotrain.api.deps import ParamsDep, SettingsDep, gp_route
 from geotrain.api.render import render
 from geotrain.errors import GeotrainError, NotFound, ParameterError
 from geotrain.jobs.accounts import ANONYMOUS
-from geotrain.jobs.items import ACCESS, FolderRecord, ItemRecord
+from geotrain.jobs.items import FolderRecord, ItemRecord
 from geotrain.portal import search as portal_search
-from geotrain.portal.content import Content, Forbidden, item_not_found
+from geotrain.portal.content import Content, Forbidden, item_not_found, word_list
 from geotrain.task.metadata import SERVICE_PATH
 
 PORTAL_ID = "geotrain"
@@ -96,21 +96,6 @@ def user_json(name: str, me: bool) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------------- fields
-def _words(value: str | None) -> list[str] | None:
-    """A comma-separated list, or a JSON list, as clients send tags and typeKeywords."""
-    if value is None:
-        return None
-    text = value.strip()
-    if text.startswith("["):
-        try:
-            parsed = json.loads(text)
-        except json.JSONDecodeError:
-            parsed = None
-        if isinstance(parsed, list):
-            return [str(v).strip() for v in parsed if str(v).strip()]
-    return [w.strip() for w in text.split(",") if w.strip()]
-
-
 def item_fields(p: dict[str, str]) -> dict[str, Any]:
     """What a request says about an item (only the fields it gives, so an update leaves the rest)."""
     fields: dict[str, Any] = {}
@@ -118,9 +103,9 @@ def item_fields(p: dict[str, str]) -> dict[str, Any]:
         if key in p and (p[key] != "" or key in ("description", "snippet")):
             fields[key] = p[key]
     if "tags" in p:
-        fields["tags"] = _words(p["tags"])
+        fields["tags"] = word_list(p["tags"])
     if "typeKeywords" in p:
-        fields["type_keywords"] = _words(p["typeKeywords"])
+        fields["type_keywords"] = word_list(p["typeKeywords"])
     if p.get("properties", "").strip():
         try:
             properties = json.loads(p["properties"])
@@ -135,6 +120,11 @@ def item_fields(p: dict[str, str]) -> dict[str, Any]:
         if len(str(fields.get(key, ""))) > most:
             raise ParameterError(key, f"at most {most} characters")
     return fields
+
+
+def _filename(p: dict[str, str]) -> str | None:
+    # REST JS sends filename, arcgis fileName
+    return p.get("filename") or p.get("fileName") or None
 
 
 def _own(user: str, owner: str) -> None:
@@ -262,7 +252,7 @@ async def add_item(request: Request, p: ParamsDep, files: FilesDep, user: UserDe
     if not fields.get("type"):
         raise ParameterError("type", "an item needs a type, e.g. Deep Learning Package")
     upload = files.get("file")
-    filename = p.get("filename") or p.get("fileName") or (upload.filename if upload else None)
+    filename = _filename(p) or (upload.filename if upload else None)
     fields.setdefault("title", (filename or "").rsplit(".", 1)[0] or "untitled")
     fields["folder_id"] = where.id if where else None
     store = content(request)
@@ -315,7 +305,7 @@ async def update_item(request: Request, p: ParamsDep, files: FilesDep, user: Use
     store = content(request)
     upload = files.get("file")
     if p.get("multipart", "").lower() == "true":
-        filename = p.get("filename") or p.get("fileName") or item.name
+        filename = _filename(p) or item.name
         if not filename:
             raise ParameterError("filename", "a multipart update names its file (filename)")
         item = await run_in_threadpool(store.start_replacement, item, filename)
@@ -343,7 +333,6 @@ async def share_item(request: Request, p: ParamsDep, user: UserDep, owner: str, 
     item = await _owned_item(request, user, owner, item_id)
     everyone, org = p.get("everyone", "").lower() == "true", p.get("org", "").lower() == "true"
     access = "public" if everyone else "org" if org else "private"
-    assert access in ACCESS
     await run_in_threadpool(content(request).items.update, item.id, owner, {}, access=access)
     return render({"notSharedWith": [], "itemId": item.id}, request.state.f)
 

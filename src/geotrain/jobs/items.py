@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +15,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from geotrain.jobs.accounts import ANONYMOUS
 from geotrain.jobs.tables import Folder, Item
 
-ACCESS = ("private", "shared", "org", "public")
 # fields a caller may set on an item (the rest are the portal's)
 EDITABLE = ("title", "type", "name", "type_keywords", "tags", "description", "snippet", "properties", "folder_id")
 
@@ -208,13 +206,6 @@ class Items:
             session.execute(delete(Item).where(Item.owner == owner, Item.folder_id == folder_id))
             session.delete(row)
             return removed
-
-    def ids(self, item_ids: Sequence[str]) -> set[str]:
-        """Which of these ids exist (whoever owns them): the file store's clean-up asks."""
-        if not item_ids:
-            return set()
-        with self._sessions() as session:
-            return set(session.scalars(select(Item.id).where(Item.id.in_(list(item_ids)))))
 
 
 def _editable(fields: dict[str, Any]) -> dict[str, Any]:

@@ -5,10 +5,11 @@ its parts as numbered files until ``commit`` joins them in part order, whatever 
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any
 
@@ -18,6 +19,12 @@ from geotrain.jobs.items import ItemRecord, Items, new_id
 DLPK_TYPE = "Deep Learning Package"
 MAX_PARTS = 10_000
 _FILENAME = re.compile(r"^[^/\\\x00-\x1f]{1,255}$")
+_ASIDE = re.compile(r"^\.[0-9a-f]{32}\.part$")
+
+
+def _aside_name() -> str:
+    """Where a file is written before it is renamed into place."""
+    return f".{new_id()}.part"
 
 
 class Forbidden(GeotrainError):
@@ -29,6 +36,18 @@ class Forbidden(GeotrainError):
 def item_not_found(item_id: str) -> NotFound:
     # the same answer for an item that does not exist and one the caller may not see: ids are not probed
     return NotFound("Item does not exist or is inaccessible.", [f"Item '{item_id}'."])
+
+
+def word_list(value: Any) -> list[str]:
+    """Tags and typeKeywords as clients give them: a comma-separated text, a JSON list, or a list."""
+    if isinstance(value, str) and value.strip().startswith("["):
+        with suppress(json.JSONDecodeError):
+            value = json.loads(value)
+    if isinstance(value, str):
+        return [w.strip() for w in value.split(",") if w.strip()]
+    if isinstance(value, list):
+        return [str(v).strip() for v in value if str(v).strip()]
+    return []
 
 
 def safe_filename(name: str) -> str:
@@ -79,12 +98,10 @@ class Content:
             record = replacing
         folder = self.folder_of(record.id)
         folder.mkdir(parents=True, exist_ok=True)
-        aside = folder / f".{new_id()}.part"
+        aside = folder / _aside_name()
         shutil.move(path, aside)
         aside.replace(folder / name)
-        for old in folder.iterdir():
-            if old.is_file() and old.name != name:
-                old.unlink()
+        self._keep_only(record.id, name)
         done = self.items.update(record.id, owner, {**fields, "name": name}, size=(folder / name).stat().st_size,
                                  status="completed")  # fmt: skip
         assert done is not None
@@ -122,9 +139,7 @@ class Content:
                 with part.open("rb") as src:
                     shutil.copyfileobj(src, out, 1 << 20)
         shutil.rmtree(self._parts(item.id), ignore_errors=True)
-        for old in self.folder_of(item.id).iterdir():
-            if old.is_file() and old.name != item.name:  # the file a replacement replaced
-                old.unlink()
+        self._keep_only(item.id, item.name)  # the file a replacement replaced goes
         done = self.items.update(item.id, item.owner, fields, size=target.stat().st_size, status="completed")
         assert done is not None
         return done
@@ -132,8 +147,7 @@ class Content:
     def replace_data(self, item: ItemRecord, data: IO[bytes], filename: str | None) -> ItemRecord:
         name = safe_filename(filename) if filename else (item.name or "data")
         size = self._write(self.folder_of(item.id) / name, data)
-        if item.name and item.name != name:
-            (self.folder_of(item.id) / item.name).unlink(missing_ok=True)
+        self._keep_only(item.id, name)
         done = self.items.update(item.id, item.owner, {"name": name}, size=size, status="completed")
         assert done is not None
         return done
@@ -146,10 +160,17 @@ class Content:
     def _parts(self, item_id: str) -> Path:
         return self.folder_of(item_id) / "parts"
 
+    def _keep_only(self, item_id: str, name: str) -> None:
+        """Remove the item's files but ``name`` (an earlier file of another name), leaving files being
+        written aside alone."""
+        for old in self.folder_of(item_id).iterdir():
+            if old.is_file() and old.name != name and not _ASIDE.match(old.name):
+                old.unlink()
+
     @contextmanager
     def _aside(self, target: Path) -> Iterator[IO[bytes]]:
         target.parent.mkdir(parents=True, exist_ok=True)
-        aside = target.with_name(f".{new_id()}.part")
+        aside = target.with_name(_aside_name())
         try:
             with aside.open("wb") as out:
                 yield out

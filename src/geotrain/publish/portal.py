@@ -8,15 +8,18 @@ import html
 import json
 import zipfile
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from geotrain.config import Settings
 from geotrain.errors import TrainingError
+from geotrain.portal.content import word_list
 from geotrain.task.params import OutputName
 
 if TYPE_CHECKING:
     from geotrain.portal.content import Content
+    from geotrain.task.pretrained import ItemSource
 
 ITEM_TYPE = "Deep Learning Package"
 # the size of the parts a package is uploaded in: ArcGIS's least part size, so a part that fails costs little
@@ -42,14 +45,6 @@ class ItemSpec:
         return {"title": self.title, "type": ITEM_TYPE, "tags": self.tags, "type_keywords": self.type_keywords,
                 "description": self.description, "snippet": self.snippet,
                 "properties": self.properties or None}  # fmt: skip
-
-
-def _listed(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [v.strip() for v in value.split(",") if v.strip()]
-    if isinstance(value, list):
-        return [str(v).strip() for v in value if str(v).strip()]
-    return []
 
 
 def _emd_of(package: Path) -> dict[str, Any]:
@@ -84,12 +79,12 @@ def item_spec(output: OutputName, package: Path, model_type: str) -> ItemSpec:
     assert output.name is not None
     given = output.item_properties
     emd = _emd_of(package)
-    keywords = list(dict.fromkeys([*TYPE_KEYWORDS, *_listed(given.get("typeKeywords"))]))
+    keywords = list(dict.fromkeys([*TYPE_KEYWORDS, *word_list(given.get("typeKeywords"))]))
     properties = given.get("properties") if isinstance(given.get("properties"), dict) else {}
     return ItemSpec(
         title=str(given.get("title") or output.name),
         folder=output.folder_id or (str(given["folderId"]) if given.get("folderId") else None),
-        tags=_listed(given.get("tags")) or ["deep learning", model_type.lower()],
+        tags=word_list(given.get("tags")) or ["deep learning", model_type.lower()],
         type_keywords=keywords,
         description=str(given["description"]) if given.get("description") else describe(emd),
         snippet=str(given["snippet"]) if given.get("snippet") else f"{model_type} model trained by geotrain",
@@ -150,7 +145,9 @@ class ExternalPortal:
         self.settings = settings
         self.token = token
 
-    def _gis(self) -> Any:
+    @cached_property
+    def _signed_in(self) -> Any:
+        """One sign-in for the job: finding the item to replace, fetching the pretrained one, publishing."""
         try:
             from arcgis.gis import GIS
         except ImportError:
@@ -171,7 +168,7 @@ class ExternalPortal:
         )
 
     def existing(self, owner: str, title: str) -> str | None:
-        gis = self._gis()
+        gis = self._signed_in
         escaped = title.replace('"', "")
         for found in gis.content.search(f'owner:"{owner}" AND title:"{escaped}"', item_type=ITEM_TYPE):
             if found.title.lower() == title.lower() and found.type == ITEM_TYPE:
@@ -182,7 +179,7 @@ class ExternalPortal:
         return False  # made when the package is added, as arcgis.learn does
 
     def fetch(self, user: str, item_id: str, folder: Path) -> Path | None:
-        item = self._gis().content.get(item_id)
+        item = self._signed_in.content.get(item_id)
         if item is None or item.type != ITEM_TYPE:
             return None
         folder.mkdir(parents=True, exist_ok=True)
@@ -196,7 +193,7 @@ class ExternalPortal:
     def publish(self, owner: str, package: Path, spec: ItemSpec, replace: str | None) -> dict[str, Any]:
         from arcgis.gis import ItemProperties
 
-        gis = self._gis()
+        gis = self._signed_in
         properties = ItemProperties(
             title=spec.title, item_type=ITEM_TYPE, tags=spec.tags, type_keywords=spec.type_keywords,
             description=spec.description, snippet=spec.snippet, properties=spec.properties or None,
@@ -220,6 +217,14 @@ class ExternalPortal:
             raise TrainingError(f"Adding the package to the portal {self.settings.portal_url} failed: {exc}") from None
         return {"itemId": item.id, "url": f"{gis._portal.resturl}content/items/{item.id}", "title": item.title,
                 "type": item.type, "name": item.name, "folderId": item.ownerFolder}  # fmt: skip
+
+
+def item_source(portal: Publisher | None, user: str, folder: Path) -> ItemSource | None:
+    """The Deep Learning Package items ``user`` may read in ``portal``, as ``pretrained_model`` and
+    QueryDeepLearningModelInfo's ``model`` look them up by id (an external portal's land in ``folder``)."""
+    if portal is None:
+        return None
+    return lambda item_id: portal.fetch(user, item_id, folder)
 
 
 def publisher(settings: Settings, content: Content | None, token: str | None) -> Publisher:

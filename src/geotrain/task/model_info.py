@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import zipfile
-from pathlib import Path
 from typing import Any
 
 from geotrain.config import Settings
 from geotrain.dlpk.archive import PackageError, read_emd
 from geotrain.errors import ParameterError
 from geotrain.stores import StorePathError, resolve
-from geotrain.task.pretrained import ItemSource, item_id_of
+from geotrain.task.pretrained import ItemSource, item_file
 
 TASK = "QueryDeepLearningModelInfo"
 INPUT = "model"
@@ -36,16 +35,6 @@ def model_arguments(emd: dict[str, Any]) -> list[dict[str, Any]]:
     return []
 
 
-def _item_file(given: dict[str, Any], items: ItemSource | None) -> tuple[Path, str]:
-    item_id = given.get("itemId") or item_id_of(str(given.get("url") or ""))
-    if not item_id:
-        raise ParameterError(INPUT, f"'{given.get('url')}' is not a portal item's URL (…/content/items/<itemId>).")
-    local = items(str(item_id)) if items is not None else None
-    if local is None:
-        raise ParameterError(INPUT, f"the portal has no Deep Learning Package item '{item_id}' that you may read.")
-    return local, f"item {item_id}"
-
-
 def _emd_of(value: str, settings: Settings, items: ItemSource | None) -> dict[str, Any]:
     text = value.strip()
     try:
@@ -57,7 +46,10 @@ def _emd_of(value: str, settings: Settings, items: ItemSource | None) -> dict[st
     if "ModelType" in given:  # the whole model definition as JSON
         return given
     if given.get("itemId") or given.get("url"):
-        local, uri = _item_file(given, items)
+        # this task reads only this server's items: with none to read, an item is one the caller may not read
+        found = item_file(given, items or (lambda item_id: None), INPUT)
+        assert found is not None
+        local, uri = found
     else:
         named = given.get("uri")
         if not isinstance(named, str) or not named:

@@ -57,19 +57,24 @@ def _source(params: TrainParams, settings: Settings, items: ItemSource | None) -
         if not path.is_file():
             raise ParameterError(NAME, f"there is no package at '{uri}'.")
         return path, f"'{uri}'"
+    return item_file(given, items, NAME)
+
+
+def item_file(given: dict[str, Any], items: ItemSource | None, param: str) -> tuple[Path, str] | None:
+    """The local file of the portal item ``given`` names (``{"itemId"}``, or an item's ``{"url"}``) and how
+    messages name it; None when it names no item, or when ``items`` is None (an external portal's item,
+    which the worker fetches). Raises ParameterError for a URL of no item and an item the caller may not read."""
     item_id = given.get("itemId") or (item_id_of(given["url"]) if given.get("url") else None)
     if given.get("url") and item_id is None:
         raise ParameterError(
-            NAME,
+            param,
             f"'{given['url']}' is not a portal item's URL (…/sharing/rest/content/items/<itemId>); give the itemId.",
         )
-    if item_id is None:
+    if item_id is None or items is None:
         return None
-    if items is None:
-        return None  # an external portal's item is fetched and checked by the worker
-    fetched = items(item_id)
+    fetched = items(str(item_id))
     if fetched is None:
-        raise ParameterError(NAME, f"the portal has no Deep Learning Package item '{item_id}' that you may read.")
+        raise ParameterError(param, f"the portal has no Deep Learning Package item '{item_id}' that you may read.")
     return fetched, f"item {item_id}"
 
 

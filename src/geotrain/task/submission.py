@@ -6,7 +6,7 @@ from geotrain.config import Settings
 from geotrain.errors import ParameterError
 from geotrain.jobs.accounts import ANONYMOUS
 from geotrain.publish.location import package_location
-from geotrain.publish.portal import Publisher
+from geotrain.publish.portal import Publisher, item_source
 from geotrain.stores import StorePathError, resolve
 from geotrain.task import catalog, pretrained
 from geotrain.task.augmentation import TRANSFORMS_FILE
@@ -73,8 +73,7 @@ def check(
     unknown = [v for v in ignored if v not in known]
     if unknown:
         raise ParameterError("arguments", f"ignore_classes {unknown} are not classes of the export ({sorted(known)}).")
-    items = (lambda item_id: portal.fetch(owner, item_id, settings.jobs_dir)) if portal is not None else None
-    pretrained.check(params, settings, export, items)
+    pretrained.check(params, settings, export, item_source(portal, owner, settings.jobs_dir))
     try:
         package_location(params.output_name, settings)
     except StorePathError as exc:
@@ -85,8 +84,7 @@ def check(
             raise ParameterError(
                 "output_name",
                 f"you have a Deep Learning Package item named '{item_name}'; set overwrite_model to true to "
-                "replace it, "
-                "or give another name.",
+                "replace it, or give another name.",
             )
         folder = params.output_name.folder_id
         if folder is not None and portal.folder_missing(owner, folder):

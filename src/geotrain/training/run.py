@@ -10,7 +10,7 @@ from geotrain.config import Settings
 from geotrain.errors import TrainingError
 from geotrain.jobs.accounts import ANONYMOUS
 from geotrain.publish.location import package_location
-from geotrain.publish.portal import Publisher, item_spec
+from geotrain.publish.portal import Publisher, item_source, item_spec
 from geotrain.stores import StorePathError
 from geotrain.task import catalog, pretrained
 from geotrain.task.params import TrainParams
@@ -31,9 +31,8 @@ def train(
 ) -> dict[str, Any]:
     """Train, write the .dlpk into its file share or add it to ``portal``, and return the out_item value."""
     export = load_export(params, settings)
-    items = (lambda item_id: portal.fetch(owner, item_id, workdir)) if portal is not None else None
     # checked at submit; again here, as the package may have changed since
-    found = pretrained.check(params, settings, export, items)
+    found = pretrained.check(params, settings, export, item_source(portal, owner, workdir))
     if found is not None and params.backbone_model is None:
         params = params.model_copy(update={"backbone_model": found.backbone})
     try:
