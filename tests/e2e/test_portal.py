@@ -230,6 +230,14 @@ def test_an_item_name_taken_is_refused_at_submit_and_overwrite_replaces_it_fine_
     stolen = {**values, "output_name": {"name": "bobs"}, "pretrained_model": {"itemId": item["id"]}}
     refused = web.post(f"{portal.url}{TASK}/submitJob", data={**arcgis_form(**stolen), "token": bob}).json()
     assert "pretrained_model" in json.dumps(refused) and item["id"] in json.dumps(refused), refused
+    # QueryDeepLearningModelInfo reads the item for its owner, and for nobody else
+    query = f"{portal.url}/arcgis/rest/services/System/RasterAnalysisTools/GPServer/QueryDeepLearningModelInfo"
+    model = json.dumps({"itemId": item["id"]})
+    info_job = web.post(f"{query}/submitJob", data={"model": model, "f": "json", "token": alice}).json()["jobId"]
+    info = web.get(f"{query}/jobs/{info_job}/results/outModelInfo", params={"f": "json", "token": alice}).json()
+    assert json.loads(info["value"]["modelInfo"])["ModelConfiguration"] == "geotrain.unet"
+    denied = web.post(f"{query}/submitJob", data={"model": model, "f": "json", "token": bob}).json()
+    assert "'model'" in denied["error"]["details"][0] and item["id"] in denied["error"]["details"][0]
     url = f"{_rest(portal)}/content/items/{item['id']}/data"
     replaced = {**values, "overwrite_model": True, "pretrained_model": {"url": url}}
     job_id = web.post(f"{portal.url}{TASK}/submitJob", data={**arcgis_form(**replaced), "token": alice}).json()["jobId"]
