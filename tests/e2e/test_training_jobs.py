@@ -378,6 +378,11 @@ def test_a_job_resumes_where_it_was_after_a_kill_9_and_after_a_graceful_stop(
         expected = [f"Epoch {e}/5" for e in range(last if "taken during" in resuming else last + 1, 6)]
         assert [t.split(":")[0] for t in after if t.startswith("Epoch ")] == expected
         assert expected[0] != "Epoch 1/5"
+        # the resumed epoch is timed from the resume (it had no epoch start of its own to time it from)
+        timed = re.search(
+            r"; ([0-9.]+) s \(training ([0-9.]+) images/s", next(t for t in after if t.startswith("Epoch "))
+        )
+        assert timed is not None and 0 < float(timed.group(1)) < 120 and float(timed.group(2)) > 0, after
     finally:
         third.stop()
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, fi
 
 from geotrain.errors import ParameterError
 from geotrain.task import augmentation, catalog
+from geotrain.task.parallel import Parallelism, parallelism
 
 INPUT_NAMES = (
     "in_folder", "output_name", "model_type", "arguments", "batch_size", "max_epochs", "learning_rate",
@@ -327,12 +328,20 @@ class TrainParams(BaseModel):
         processor = self.context.get("processorType")
         if processor is not None and str(processor).upper() not in ("CPU", "GPU"):
             raise ParameterError("context", f"processorType '{processor}' is not allowed. Allowed: CPU, GPU.")
+        try:
+            parallelism(self.context)
+        except ValueError as exc:
+            raise ParameterError("context", f"{exc}.") from None
         return self
 
     def processor_label(self) -> str | None:
         """The worker label the job needs: "gpu" or "cpu" as context.processorType asks, else None."""
         processor = self.context.get("processorType")
         return str(processor).lower() if processor is not None else None
+
+    def parallelism(self) -> Parallelism:
+        """How many training processes (GPUs, or CPU processes) the context asks for."""
+        return parallelism(self.context)
 
     def augmentation_plan(self, transforms_file: Path | None) -> augmentation.Plan:
         """The transforms of CUSTOM or FILE (``transforms_file``: the export's transforms.json, if any);

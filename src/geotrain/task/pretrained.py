@@ -84,7 +84,11 @@ def locate(params: TrainParams, settings: Settings, items: ItemSource | None = N
     source = _source(params, settings, items)
     if source is None:
         return None
-    path, label = source
+    return open_package(*source)
+
+
+def open_package(path: Path, label: str) -> Pretrained:
+    """The package at ``path`` (named ``label`` in messages), its archive and EMD checked for safety."""
     try:
         _, emd = read_emd(path)
         with zipfile.ZipFile(path) as zf:

@@ -6,6 +6,9 @@ decides the job's final state. Messages and progress go straight to the job.
 ``python -m geotrain.training.child --warm`` imports the training stack first and then waits for a line
 ``<job_id>\t<log file>`` on its standard input: a worker keeps one ready, so that a job does not wait the
 seconds that importing torch and its libraries takes.
+
+``python -m geotrain.training.child --rank N <job_id>``: one more process of a job that trains on several
+(``training.distributed``), started by the job's first process, which watches it.
 """
 
 from __future__ import annotations
@@ -14,17 +17,25 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from geotrain.jobs.retry import patient
 from geotrain.training import handback
 
+if TYPE_CHECKING:
+    from geotrain.task.pretrained import Pretrained
+    from geotrain.training.distributed import Group, Placement
+
 OUTCOME = "outcome.json"
+# how long a helper's failure waits for the job's first process to fail of the same cause, with its own words
+HELPER_GRACE = 3.0
 
 
 def _exit_with_parent() -> None:
@@ -73,6 +84,94 @@ def warm() -> int:
     return main(job_id, watch=False)
 
 
+def _last_line(path: Path) -> str:
+    try:
+        lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return lines[-1][:300] if lines else ""
+
+
+class Helpers:
+    """Rank 0's side of a job on several processes: it starts the helper ranks and watches them. A helper that
+    fails fails the job at once (rank 0 would otherwise wait in its next collective until the time-out),
+    unless rank 0 ends first of the same cause and says so itself."""
+
+    def __init__(self, job_id: str, workdir: Path, finish: Callable[[dict[str, object]], int]) -> None:
+        self.job_id, self.workdir, self.finish = job_id, workdir, finish
+        self.started: list[subprocess.Popen[bytes]] = []
+        self.done = threading.Event()
+
+    def start(self, plan: Placement, found: Pretrained | None) -> Group:
+        from geotrain.training import distributed
+
+        if plan.world > 1:
+            plan, self.started = distributed.launch(
+                plan, self.job_id, self.workdir, (found.local, found.label) if found is not None else None
+            )
+            threading.Thread(target=self._watch, name="helper-watch", daemon=True).start()
+        return distributed.join(plan, 0)
+
+    def _watch(self) -> None:
+        while not self.done.wait(0.5):
+            for rank, helper in enumerate(self.started, start=1):
+                code = helper.poll()
+                if code is None or code == 0:
+                    continue
+                if self.done.wait(HELPER_GRACE):
+                    return
+                said = _last_line(self.workdir / f"train.rank{rank}.log")
+                log = self.workdir / f"train.rank{rank}.log"
+                self.finish({
+                    "status": "failed",
+                    "message": f"Training process {rank + 1} of {len(self.started) + 1} (rank {rank}) failed with exit "
+                    f"code {code}{': ' + said.rstrip('.') if said else ''}. See {log}.",
+                })  # fmt: skip
+                self.exit(1)
+                return
+
+    def exit(self, code: int) -> None:
+        """End this process now: its own training waits in a collective for a rank that is gone."""
+        os._exit(code)
+
+    def stop(self) -> None:
+        self.done.set()
+        for helper in self.started:
+            if helper.poll() is None:
+                helper.terminate()
+        for helper in self.started:
+            try:
+                helper.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                helper.kill()
+
+
+def helper(rank: int, job_id: str) -> int:
+    """A helper rank: train beside the job's first process, which reports and writes; exit 0 when done."""
+    _exit_with_parent()
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TIMM_OFFLINE", "1")
+    from geotrain.config import Settings
+    from geotrain.jobs.db import make_engine, make_sessionmaker
+    from geotrain.jobs.queue import Queue
+    from geotrain.task.params import parse
+    from geotrain.training import distributed
+    from geotrain.training.run import train_helper
+
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s rank {rank} %(levelname)s %(name)s: %(message)s")
+    settings = Settings()
+    engine = make_engine(settings.effective_database_url)
+    try:
+        params = parse(Queue(make_sessionmaker(engine)).get(job_id).inputs)
+    finally:
+        engine.dispose()
+    given = distributed.handover()
+    assert given.rank == rank, (given.rank, rank)
+    train_helper(params, settings, settings.jobs_dir / job_id, given)
+    return 0
+
+
 def main(job_id: str, watch: bool = True) -> int:
     if watch:
         _exit_with_parent()
@@ -102,6 +201,8 @@ def main(job_id: str, watch: bool = True) -> int:
         outcome.write_text(json.dumps(data))
         return 0 if data["status"] == "succeeded" else 1
 
+    helpers = Helpers(job_id, workdir, finish)
+
     try:
         from geotrain.jobs.items import Items
         from geotrain.portal.content import Content
@@ -122,6 +223,7 @@ def main(job_id: str, watch: bool = True) -> int:
             progress,
             owner=job.owner,
             portal=publisher(settings, Content(Items(sessions), settings.items_dir), queue.portal_token(job_id)),
+            start=helpers.start,
         )
         return finish({"status": "succeeded", "results": {"out_item": result}})
     except GeotrainError as exc:
@@ -130,6 +232,7 @@ def main(job_id: str, watch: bool = True) -> int:
         traceback.print_exc()
         return finish({"status": "failed", "message": f"Training failed: {type(exc).__name__}: {exc}"})
     finally:
+        helpers.stop()
         engine.dispose()
 
 
@@ -142,4 +245,8 @@ def read_outcome(workdir: Path) -> dict[str, object] | None:
 
 
 if __name__ == "__main__":
-    sys.exit(warm() if sys.argv[1] == "--warm" else main(sys.argv[1]))
+    if sys.argv[1] == "--warm":
+        sys.exit(warm())
+    if sys.argv[1] == "--rank":
+        sys.exit(helper(int(sys.argv[2]), sys.argv[3]))
+    sys.exit(main(sys.argv[1]))

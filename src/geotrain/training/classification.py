@@ -96,6 +96,7 @@ class ClassificationTask(OneCycleTask):
         self.multi_label = multi_label
         self.lr = lr
         self.mix = mix
+        self.channels_last = True
         if freeze:
             freeze_except(network, head)
         self.confusion = MulticlassConfusionMatrix(num_classes=num_classes)
@@ -114,7 +115,7 @@ class ClassificationTask(OneCycleTask):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
         loss = mixed_loss(x, y, self, self._loss) if self.mix and len(x) > 1 else self._loss(self(x), y)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(x))
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(x), sync_dist=True)
         return loss
 
     def on_validation_epoch_start(self) -> None:
@@ -124,7 +125,7 @@ class ClassificationTask(OneCycleTask):
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
         logits = self(x)
-        self.log("valid_loss", self._loss(logits, y), on_step=False, on_epoch=True, batch_size=len(x))
+        self.log("valid_loss", self._loss(logits, y), on_step=False, on_epoch=True, batch_size=len(x), sync_dist=True)
         if self.multi_label:
             self.stats.update(logits.sigmoid(), y.long())
         else:
@@ -184,6 +185,8 @@ def train(job: Job) -> None:
         task, train_set, valid_set, options, job.on_epoch, progress.info, progress.warn, sample_weights=weights
     )
     job.report_fit(result)
+    if not job.leader:
+        return  # the package is rank 0's to write
 
     m: SegmentationMetrics = result.metrics
     per_class = {

@@ -146,7 +146,7 @@ class DetectionTask(OneCycleTask):
     def training_step(self, batch: tuple[Any, Any], batch_idx: int) -> torch.Tensor:
         images, targets = list(batch[0]), list(batch[1])
         loss = self._loss(images, targets)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(images))
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(images), sync_dist=True)
         return loss
 
     def on_validation_epoch_start(self) -> None:
@@ -163,7 +163,7 @@ class DetectionTask(OneCycleTask):
         with torch.no_grad():
             loss = self._loss(images, targets)
         self.network.eval()
-        self.log("valid_loss", loss, on_step=False, on_epoch=True, batch_size=len(images))
+        self.log("valid_loss", loss, on_step=False, on_epoch=True, batch_size=len(images), sync_dist=True)
         predictions = self.network(images)
         if self.masks:
             predictions = [{**p, "masks": p["masks"][:, 0] >= 0.5} for p in predictions]
@@ -227,6 +227,8 @@ def train(job: Job) -> None:
     options = job.fit_options(use_gpu, scanned)
     result = fit(task, train_set, valid_set, options, job.on_epoch, progress.info, progress.warn, collate_fn=collate)
     job.report_fit(result)
+    if not job.leader:
+        return  # the package is rank 0's to write
 
     metrics: DetectionMetrics = result.metrics
     per_class_ap = {c.name: metrics.per_class.get(i, 0.0) for i, c in enumerate(foreground, start=1)}

@@ -16,6 +16,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.tuner.tuning import Tuner
 from torch import nn
 from torch.utils.data import DataLoader, WeightedRandomSampler
@@ -24,6 +25,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from geotrain.dlpk.prf.geotrain_networks import pad_to_stride
 from geotrain.errors import TrainingError
 from geotrain.training import handback
+from geotrain.training.distributed import Group, Placement
 from geotrain.training.metrics import SegmentationMetrics, from_confusion
 from geotrain.training.models.pointrend import PointOutput, point_sample
 
@@ -55,14 +57,27 @@ class OneCycleTask(pl.LightningModule):
     last_metrics: Any = None
     # largest gradient norm a step may take (None: no clipping)
     gradient_clip: float | None = None
+    # convolutions over channels-last tensors: faster on the CPU (oneDNN) and on tensor-core GPUs; for
+    # tasks whose batches are one image tensor (detectors batch their images themselves)
+    channels_last: bool = False
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        first = batch[0] if isinstance(batch, list | tuple) else None
+        if self.channels_last and isinstance(first, torch.Tensor) and first.dim() == 4:
+            return (first.contiguous(memory_format=torch.channels_last), *batch[1:])
+        return batch
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # a resumed run trains on at the rate this one chose (the finder is not run again)
         checkpoint["geotrain"] = {"lr": float(self.lr)}
 
     def configure_optimizers(self) -> Any:
+        if self.trainer is not None and self.trainer.world_size > 1:
+            # the rate rank 0's finder chose (the other ranks did not run it)
+            self.lr = float(self.trainer.strategy.broadcast(self.lr, src=0))
         params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = torch.optim.Adam(params, lr=self.lr)
+        # one fused kernel for the whole update on a GPU instead of several per parameter tensor
+        optimizer = torch.optim.Adam(params, lr=self.lr, fused=self.device.type == "cuda")
         steps = int(self.trainer.estimated_stepping_batches) if self.trainer is not None else 0
         if steps < 2 or not math.isfinite(steps):
             return optimizer
@@ -139,6 +154,7 @@ class SegmentationTask(OneCycleTask):
         self.register_buffer("class_weights", weights)
         self.confusion = MulticlassConfusionMatrix(num_classes=num_classes)
         self.last_metrics: SegmentationMetrics | None = None
+        self.channels_last = True
         if freeze:
             freeze_except(encoder)
 
@@ -205,7 +221,7 @@ class SegmentationTask(OneCycleTask):
             loss = mixed_loss(x, y, self._outputs, self._training_loss)
         else:
             loss = self._training_loss(self._outputs(x), y)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(x))
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(x), sync_dist=True)
         return loss
 
     def on_validation_epoch_start(self) -> None:
@@ -214,7 +230,7 @@ class SegmentationTask(OneCycleTask):
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch[0], batch[1].long()
         logits = self(x)
-        self.log("valid_loss", self._loss(logits, y), on_step=False, on_epoch=True, batch_size=len(x))
+        self.log("valid_loss", self._loss(logits, y), on_step=False, on_epoch=True, batch_size=len(x), sync_dist=True)
         pred = logits.argmax(dim=1)
         keep = torch.ones_like(y, dtype=torch.bool)
         for index in self.loss_options.ignore_index:
@@ -255,10 +271,13 @@ class Reporter(Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._started, self._valid_seconds, self._images = time.perf_counter(), 0.0, 0
 
+    # a run resumed within an epoch starts there without an epoch start: its figures cover the rest of it
+    on_train_start = on_train_epoch_start
+
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        self._images += len(batch[0])
+        self._images += len(batch[0]) * trainer.world_size  # every rank steps through as many
         if not self._stepped:
             # in train.log, where bench/first_step.py reads how long a job took to its first optimizer step
             log.info("first training step done")
@@ -312,10 +331,15 @@ class HandBack(Callback):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if handback.requested.is_set():
+        # only rank 0 is asked; every rank must save (a collective) and stop at the same step
+        asked = handback.requested.is_set()
+        if trainer.world_size > 1:
+            asked = trainer.strategy.reduce_boolean_decision(asked, all=False)
+        if asked:
             partial = self.path.with_suffix(".partial")
-            trainer.save_checkpoint(partial)
-            partial.replace(self.path)  # a kill while saving leaves the previous checkpoint whole
+            trainer.save_checkpoint(partial)  # written by rank 0
+            if trainer.is_global_zero:
+                partial.replace(self.path)  # a kill while saving leaves the previous checkpoint whole
             handback.fitting.clear()
             raise SystemExit(handback.HANDED_BACK)
 
@@ -330,6 +354,7 @@ class FitOptions:
     use_gpu: bool
     workdir: Path
     num_workers: int = 0
+    group: Group = field(default_factory=lambda: Group(Placement("cpu")))
 
 
 @dataclass
@@ -426,9 +451,10 @@ def _fit_once(
         # arcgis.learn: stop when the monitored metric has not improved by 0.001 for 5 epochs
         stopper = EarlyStopping(monitor=monitor_key, mode=mode, min_delta=0.001, patience=5)
         callbacks.append(stopper)
+    group = options.group
     common: dict[str, Any] = dict(
         accelerator="gpu" if options.use_gpu else "cpu",
-        devices=1,
+        devices=[group.device] if options.use_gpu else 1,
         precision=precision(options.use_gpu),
         logger=False,
         enable_progress_bar=False,
@@ -450,18 +476,22 @@ def _fit_once(
             f"Resuming from the checkpoint {where} of {options.max_epochs}, the optimizer, learning-rate schedule "
             "and early stopping as they were."
         )
-    elif options.lr is None:
-        # its own trainer: the finder's steps must not be capped by max_epochs on a small data set
+    elif options.lr is None and group.leader:
+        # its own single-process trainer: the finder's steps must not be capped by max_epochs on a small data
+        # set, and Lightning's finder does not run under DDP; the other ranks take its rate when training starts
         finder = pl.Trainer(max_epochs=10_000, **common)
         task.lr = find_lr(finder, task, train_loader, valid_loader, warn)
         info(f"The learning-rate finder chose {task.lr:.4e}.")
-    else:
+    elif options.lr is not None:
         task.lr = options.lr
-    info(
-        f"Engine: {common['accelerator'].upper()}, {common['precision']} precision, batch size {options.batch_size}, "
-        f"{options.num_workers} data-loader worker(s){', pinned memory' if options.use_gpu else ''}, "
-        f"{torch.get_num_threads()} CPU thread(s)."
-    )
+    if task.channels_last:
+        task.to(memory_format=torch.channels_last)
+    info(engine_text(options, common["precision"], task.channels_last))
+    if group.world > 1:
+        common.update(
+            devices=list(group.plan.devices) if options.use_gpu else group.world,
+            strategy=DDPStrategy(process_group_backend=group.plan.backend),
+        )
     trainer = pl.Trainer(max_epochs=options.max_epochs, callbacks=callbacks, **common)
     trainer.fit(task, train_loader, valid_loader, ckpt_path=last if resume is not None else None)
     best_path = checkpoint.best_model_path
@@ -472,6 +502,8 @@ def _fit_once(
         best_epoch = int(state.get("epoch", -1)) + 1
     trainer.validate(task, valid_loader, verbose=False)
     assert task.last_metrics is not None
+    # the package holds plain (contiguous) weights, as every reader expects
+    task.to(memory_format=torch.contiguous_format)
     score = checkpoint.best_model_score
     return FitResult(
         lr=task.lr,
@@ -501,6 +533,23 @@ def _resumable(last: Path, warn: Callable[[str], None]) -> tuple[float, int, boo
         warn(f"The checkpoint of an earlier attempt cannot be read ({type(exc).__name__}); training starts over.")
         last.unlink(missing_ok=True)
         return None
+
+
+def engine_text(options: FitOptions, precision: str, channels_last: bool) -> str:
+    """The engine's choices as the job's message names them."""
+    group = options.group
+    parts = [group.plan.describe(), f"{precision} precision"]
+    if group.world > 1:
+        parts.append(f"batch size {options.batch_size} per process ({options.batch_size * group.world} a step)")
+    else:
+        parts.append(f"batch size {options.batch_size}")
+    parts.append(f"{options.num_workers} data-loader worker(s){', pinned memory' if options.use_gpu else ''}")
+    if channels_last:
+        parts.append("channels-last memory format")
+    if options.use_gpu:
+        parts.append("fused Adam")
+    threads = f"{torch.get_num_threads()} CPU thread(s)" + (" per process" if group.world > 1 else "")
+    return f"Engine: {', '.join(parts)}, {threads}."
 
 
 def precision(use_gpu: bool) -> str:

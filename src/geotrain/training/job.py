@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import colorsys
 import errno
-import os
 import pickle
 import shutil
 import tempfile
 import zipfile
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,6 +32,7 @@ from geotrain.training.data.augment import Augmenter
 from geotrain.training.data.export import ClassInfo, ExportInfo
 from geotrain.training.data.readers import Reader, reader_for
 from geotrain.training.data.scan import Normalization, Scan, bad_chip_verdict, scan, split
+from geotrain.training.distributed import Group, Placement
 from geotrain.training.fit import MONITOR_KEYS, EpochRecord, FitOptions, FitResult
 
 T = TypeVar("T")
@@ -66,6 +66,12 @@ class Job:
     target: Path  # where the .dlpk is written
     target_label: str  # how messages name where it goes
     pretrained: Pretrained | None = None  # the package to fine-tune (pretrained_model)
+    group: Group = field(default_factory=lambda: Group(Placement("cpu")))  # this process's place in the job
+
+    @property
+    def leader(self) -> bool:
+        """Whether this process reports and writes (rank 0); the others only train beside it."""
+        return self.group.leader
 
     def reading(self, n: int, total: int) -> None:
         self.progress.percent(PREPARE * n / max(total, 1), "Reading chips")
@@ -128,24 +134,17 @@ class Job:
         return train, valid
 
     def use_gpu(self) -> bool:
-        asked = str(self.params.context.get("processorType", "")).upper()
-        gpu = torch.cuda.is_available() and asked != "CPU"
-        if asked == "GPU" and not torch.cuda.is_available():
-            self.progress.warn(
-                "processorType GPU was requested but this worker has no CUDA device; training on the CPU."
-            )
-        self.progress.info(
-            f"Training {self.params.model_type} ({self.params.backbone.lower()}) on {'GPU' if gpu else 'CPU'}."
-        )
-        return gpu
+        """Whether this run trains on a GPU (the plan decided); says where it trains."""
+        plan = self.group.plan
+        self.progress.info(f"Training {self.params.model_type} ({self.params.backbone.lower()}) on {plan.describe()}.")
+        return plan.accelerator == "gpu"
 
     def fit_options(self, use_gpu: bool, scanned: Scan[Any]) -> FitOptions:
         p = self.params
         return FitOptions(
             max_epochs=p.max_epochs, batch_size=p.batch_size, lr=p.learning_rate, monitor=p.monitor,
             stop_training=p.stop_training, use_gpu=use_gpu, workdir=self.workdir,
-            # chips held in memory are prepared faster than worker processes start; from disk, read in parallel
-            num_workers=0 if scanned.samples is not None else min(4, os.cpu_count() or 1),
+            num_workers=loader_workers(self.group.plan, in_memory=scanned.samples is not None), group=self.group,
         )  # fmt: skip
 
     def on_epoch(self, record: EpochRecord, max_epochs: int) -> None:
@@ -359,6 +358,16 @@ class Job:
         # the package holds what is worth keeping; checkpoints stay only for jobs that did not finish
         shutil.rmtree(self.workdir / "checkpoints", ignore_errors=True)
         self.progress.info(f"Wrote {self.target_label} ({summary}).")
+
+
+def loader_workers(plan: Placement, in_memory: bool) -> int:
+    """DataLoader worker processes for one training process, from its share of the host's cores: none for
+    chips held in memory on the CPU (the training process prepares them faster than workers start, and
+    the cores are busy with the model); else up to 4 (CPU, reading chips from disk) or 8 (GPU: the cores
+    only feed it), one core kept for the training process itself on a GPU."""
+    if plan.accelerator == "gpu":
+        return min(8, plan.threads - 1)
+    return 0 if in_memory else min(4, plan.threads)
 
 
 def _detections_agree(features: list[dict[str, Any]], expected: list[tuple[str, float, list[float]]]) -> float:

@@ -3,6 +3,8 @@ its file share or its portal item."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +16,23 @@ from geotrain.publish.portal import Publisher, item_source, item_spec
 from geotrain.stores import StorePathError
 from geotrain.task import catalog, pretrained
 from geotrain.task.params import TrainParams
+from geotrain.task.pretrained import Pretrained
 from geotrain.task.submission import load_export
+from geotrain.training import distributed
 from geotrain.training.job import Job, Progress
 
-__all__ = ["Progress", "train"]
+__all__ = ["Progress", "train", "train_helper"]
+
+log = logging.getLogger(__name__)
+
+Start = Callable[[distributed.Placement, Pretrained | None], distributed.Group]
+"""Rank 0's way to start its job's processes for a plan (the worker's training process starts helpers);
+it gives rank 0's group."""
+
+
+def alone(plan: distributed.Placement, found: Pretrained | None) -> distributed.Group:
+    """Train in this process only (no helpers can be started: a run outside a worker)."""
+    return distributed.join(plan.alone(), 0)
 
 
 def train(
@@ -28,6 +43,7 @@ def train(
     *,
     owner: str = ANONYMOUS,
     portal: Publisher | None = None,
+    start: Start = alone,
 ) -> dict[str, Any]:
     """Train, write the .dlpk into its file share or add it to ``portal``, and return the out_item value."""
     export = load_export(params, settings)
@@ -61,8 +77,39 @@ def train(
             f"on disk and were skipped (first: {export.missing[0]})."
         )
     progress.info(f"Reading {len(export.items)} chips of {export.metadata_format} from {', '.join(params.in_folder)}.")
-    job = Job(params, settings, workdir, progress, export, target, label, found)
-    match catalog.BUILT[params.model_type].family:
+    group = start(distributed.plan(params, progress.warn), found)
+    try:
+        _train_family(Job(params, settings, workdir, progress, export, target, label, found, group))
+    finally:
+        distributed.leave(group)
+    if location is not None:
+        return {"uri": location.uri}
+    assert portal is not None
+    spec = item_spec(params.output_name, target, params.model_type)
+    result = portal.publish(owner, target, spec, replace)
+    verb = "Replaced the file of" if replace else "Added the package to the portal as"
+    progress.info(f"{verb} item {result['itemId']} ('{spec.title}', {spec.type_keywords[0]} package).")
+    return result
+
+
+def train_helper(params: TrainParams, settings: Settings, workdir: Path, given: distributed.Handover) -> None:
+    """A helper rank's part of the job: the same data and model as rank 0, trained beside it; it reports
+    nothing (rank 0 does) and writes nothing."""
+    export = load_export(params, settings)
+    found = pretrained.open_package(*given.pretrained) if given.pretrained is not None else None
+    if found is not None and params.backbone_model is None:
+        params = params.model_copy(update={"backbone_model": found.backbone})
+    # into the rank's own log: the job's messages are rank 0's
+    quiet = Progress(info=log.info, warn=log.warning, percent=lambda pct, text: None)
+    group = distributed.join(given.plan, given.rank)
+    try:
+        _train_family(Job(params, settings, workdir, quiet, export, workdir / "unused.dlpk", "", found, group))
+    finally:
+        distributed.leave(group)
+
+
+def _train_family(job: Job) -> None:
+    match catalog.BUILT[job.params.model_type].family:
         # each family imports only its own stack
         case "pixel_classification":
             from geotrain.training.segmentation import train as train_segmentation
@@ -77,12 +124,4 @@ def train(
 
             train_detection(job)
         case _:
-            raise TrainingError(f"{params.model_type} has no training run")
-    if location is not None:
-        return {"uri": location.uri}
-    assert portal is not None
-    spec = item_spec(params.output_name, target, params.model_type)
-    result = portal.publish(owner, target, spec, replace)
-    verb = "Replaced the file of" if replace else "Added the package to the portal as"
-    progress.info(f"{verb} item {result['itemId']} ('{spec.title}', {spec.type_keywords[0]} package).")
-    return result
+            raise TrainingError(f"{job.params.model_type} has no training run")

@@ -61,6 +61,8 @@ def train(job: Job) -> None:
         task, train_set, valid_set, job.fit_options(use_gpu, scanned), job.on_epoch, progress.info, progress.warn
     )
     job.report_fit(result)
+    if not job.leader:
+        return  # the package is rank 0's to write
 
     names = [background, *[c.name for c in foreground]]
     m = result.metrics

@@ -1,0 +1,50 @@
+"""A job trained by two processes with DistributedDataParallel (gloo on the CPU), over real HTTP."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import zipfile
+
+import httpx
+import torch
+
+from tests.conftest import TASK, Server, arcgis_form, in_share, wait_for
+
+
+def test_a_job_asking_for_two_processes_trains_with_ddp_over_gloo_and_rank_0_alone_writes_one_package(
+    server: Server, client: httpx.Client
+) -> None:
+    form = arcgis_form(
+        in_folder="/fileShares/chips/rgb8", output_name=in_share("ddp_unet"), model_type="UNET",
+        backbone_model="RESNET18", batch_size=2, max_epochs=2, learning_rate=0, data_augmentation="NONE",
+        stop_training=False, context={"processes": 2},
+    )  # fmt: skip
+    job_id = client.post(server.url + TASK + "/submitJob", data=form).json()["jobId"]
+    job = wait_for(client, f"{server.url}{TASK}/jobs/{job_id}")
+    texts = [m["description"] for m in job["messages"]]
+    assert job["jobStatus"] == "esriJobSucceeded", texts
+    assert "Training UNET (resnet18) on CPU in 2 processes, DistributedDataParallel over gloo." in texts
+    engine = next(t for t in texts if t.startswith("Engine:"))
+    assert "batch size 2 per process (4 a step)" in engine and "1 CPU thread(s) per process" in engine, engine
+    # rank 0's finder chose the rate; both ranks trained at it (one message, not one a rank)
+    assert len([t for t in texts if t.startswith("The learning-rate finder chose")]) == 1
+    epochs = [t for t in texts if t.startswith("Epoch ")]
+    assert [e.split(":")[0] for e in epochs] == ["Epoch 1/2", "Epoch 2/2"], texts
+    # the rank logged apart, and trained: its own log ends without an error
+    rank_log = (server.home / "jobs" / job_id / "train.rank1.log").read_text()
+    assert "rank 1" in rank_log and "Traceback" not in rank_log, rank_log[-2000:]
+    assert "first training step done" in rank_log
+
+    uri = client.get(f"{server.url}/jobs/{job_id}/results/out_item", params={"f": "json"}).json()["value"]["uri"]
+    folder = server.home / "fileshare" / uri.removeprefix("/fileShares/geotrain/")
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["ddp_unet.dlpk"]
+    # no rank but 0 wrote a package or kept checkpoints
+    assert not list((server.home / "jobs" / job_id).rglob("*.dlpk"))
+    assert not (server.home / "jobs" / job_id / "checkpoints").exists()
+    with zipfile.ZipFile(folder) as zf:
+        emd = json.loads(zf.read("ddp_unet.emd"))
+        weights = torch.load(io.BytesIO(zf.read(emd["ModelFile"])), weights_only=True)
+    assert all(w.is_contiguous() for w in weights.values())
+    assert re.fullmatch(r"[0-9.e+-]+", str(emd["LearningRate"])) and float(emd["LearningRate"]) > 0
