@@ -19,7 +19,7 @@ from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.tuner.tuning import Tuner
 from torch import nn
-from torch.utils.data import DataLoader, WeightedRandomSampler
+from torch.utils.data import DataLoader, DistributedSampler, Sampler, WeightedRandomSampler
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from geotrain.dlpk.prf.geotrain_networks import pad_to_stride
@@ -421,12 +421,20 @@ def _fit_once(
     """``sample_weights``: draw training samples with these relative chances (with replacement) instead of
     shuffling each once per epoch."""
     pl.seed_everything(42, workers=True, verbose=False)
+    group = options.group
     n_train = len(train_set)  # type: ignore[arg-type]
-    sampler = WeightedRandomSampler(list(sample_weights), n_train) if sample_weights is not None else None
+    sampler: Sampler[int]
+    if sample_weights is not None:
+        sampler = WeightedRandomSampler(list(sample_weights), n_train)  # Lightning shares it out under DDP
+    else:
+        # the same order of chips on any number of processes: step k of N processes with batch B sees the
+        # chips of step k of one process with batch N x B (this sampler's permutation, dealt in turn)
+        sampler = DistributedSampler(train_set, num_replicas=group.world, rank=group.rank, shuffle=True, seed=42)
+    per_process = math.ceil(n_train / group.world)
     train_loader = DataLoader(
-        train_set, batch_size=options.batch_size, shuffle=sampler is None, sampler=sampler,
-        drop_last=n_train > options.batch_size, num_workers=options.num_workers,
-        persistent_workers=options.num_workers > 0, pin_memory=options.use_gpu, collate_fn=collate_fn,
+        train_set, batch_size=options.batch_size, sampler=sampler, drop_last=per_process > options.batch_size,
+        num_workers=options.num_workers, persistent_workers=options.num_workers > 0, pin_memory=options.use_gpu,
+        collate_fn=collate_fn,
     )  # fmt: skip
     valid_loader = DataLoader(
         valid_set,
@@ -451,7 +459,6 @@ def _fit_once(
         # arcgis.learn: stop when the monitored metric has not improved by 0.001 for 5 epochs
         stopper = EarlyStopping(monitor=monitor_key, mode=mode, min_delta=0.001, patience=5)
         callbacks.append(stopper)
-    group = options.group
     common: dict[str, Any] = dict(
         accelerator="gpu" if options.use_gpu else "cpu",
         devices=[group.device] if options.use_gpu else 1,
@@ -491,6 +498,9 @@ def _fit_once(
         common.update(
             devices=list(group.plan.devices) if options.use_gpu else group.world,
             strategy=DDPStrategy(process_group_backend=group.plan.backend),
+            # batch statistics over every process's chips, as one process with the whole batch has them (torch
+            # has no SyncBatchNorm on the CPU: there each process normalises by its own chips)
+            sync_batchnorm=options.use_gpu,
         )
     trainer = pl.Trainer(max_epochs=options.max_epochs, callbacks=callbacks, **common)
     trainer.fit(task, train_loader, valid_loader, ckpt_path=last if resume is not None else None)

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lightning_fabric.utilities.seed import seed_everything
+
 from geotrain.config import Settings
 from geotrain.errors import TrainingError
 from geotrain.jobs.accounts import ANONYMOUS
@@ -20,6 +22,8 @@ from geotrain.task.pretrained import Pretrained
 from geotrain.task.submission import load_export
 from geotrain.training import distributed
 from geotrain.training.job import Job, Progress
+
+SEED = 42
 
 __all__ = ["Progress", "train", "train_helper"]
 
@@ -109,6 +113,9 @@ def train_helper(params: TrainParams, settings: Settings, workdir: Path, given: 
 
 
 def _train_family(job: Job) -> None:
+    # the network starts alike on every rank and in every run of the job: the same job trains the same model
+    # on one process or on several (bench/scaling.py)
+    seed_everything(SEED, workers=True, verbose=False)
     match catalog.BUILT[job.params.model_type].family:
         # each family imports only its own stack
         case "pixel_classification":
