@@ -57,8 +57,7 @@ class OneCycleTask(pl.LightningModule):
     last_metrics: Any = None
     # largest gradient norm a step may take (None: no clipping)
     gradient_clip: float | None = None
-    # convolutions over channels-last tensors: faster on the CPU (oneDNN) and on tensor-core GPUs; for
-    # tasks whose batches are one image tensor (detectors batch their images themselves)
+    # convolutions over channels-last tensors: faster on the CPU (oneDNN) and on tensor-core GPUs
     channels_last: bool = False
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
