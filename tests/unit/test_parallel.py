@@ -1,4 +1,5 @@
-"""How many training processes a job gets: the context's request (checked at submit) against the host."""
+"""How many training processes a job gets (the context's request, checked at submit, against the host), and
+the batch size that fits a GPU."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ import torch
 from geotrain.errors import ParameterError, TrainingError
 from geotrain.task.parallel import Parallelism
 from geotrain.task.params import parse
-from geotrain.training import distributed
+from geotrain.training import batch_size, distributed
 from geotrain.training.child import Helpers
 
 BASE = {"in_folder": "/fileShares/a/b", "output_name": '{"name": "m"}'}
+GIB = 2**30
 
 
 def _params(model_type: str = "UNET", **context: object) -> object:
@@ -124,3 +126,35 @@ def test_a_helper_failure_after_rank_0_ended_leaves_rank_0s_outcome(tmp_path: Pa
     helpers.stop()
     helpers._watch()
     assert outcomes == []
+
+
+def _linear_probe(fixed: int, per_chip: int, total: int) -> batch_size.Probe:
+    """A GPU whose step takes ``fixed`` + ``per_chip`` x chips bytes, out of memory above ``total``."""
+
+    def probe(size: int) -> int | None:
+        peak = fixed + per_chip * size
+        return peak if peak <= total else None
+
+    return probe
+
+
+def test_a_requested_batch_that_fits_the_gpu_is_kept() -> None:
+    said: list[str] = []
+    assert batch_size.estimate(16, _linear_probe(2 * GIB, GIB // 2, 16 * GIB), 16 * GIB, said.append) == 16
+    assert said == []
+
+
+def test_a_batch_that_does_not_fit_is_estimated_from_steps_of_one_and_two_chips() -> None:
+    said: list[str] = []
+    # 2 GiB fixed + 1 GiB a chip on a 16 GiB GPU: 85 % of it (13.6 GiB) holds 11 chips
+    assert batch_size.estimate(64, _linear_probe(2 * GIB, GIB, 16 * GIB), 16 * GIB, said.append) == 11
+    assert said == [
+        "Batch size 64 does not fit the GPU's memory (16.0 GiB): training with batch size 11, estimated from a "
+        "step of one and of two chips (1024 MiB a chip)."
+    ]
+
+
+def test_not_even_one_chip_fitting_fails_saying_what_to_change() -> None:
+    with pytest.raises(TrainingError) as failed:
+        batch_size.estimate(4, _linear_probe(20 * GIB, GIB, 16 * GIB), 16 * GIB, lambda text: None)
+    assert "even with one chip" in failed.value.message and "chip_size" in failed.value.details[0]

@@ -19,11 +19,12 @@ from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.tuner.tuning import Tuner
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, Sampler, WeightedRandomSampler
+from torch.utils.data import DataLoader, DistributedSampler, Sampler, WeightedRandomSampler, default_collate
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from geotrain.dlpk.prf.geotrain_networks import pad_to_stride
 from geotrain.errors import TrainingError
+from geotrain.training import batch_size as batch_sizes
 from geotrain.training import handback
 from geotrain.training.distributed import Group, Placement
 from geotrain.training.metrics import SegmentationMetrics, from_confusion
@@ -383,6 +384,9 @@ def fit(
     one chip a batch. ``sample_weights``: draw training samples with these relative chances (with
     replacement) instead of shuffling each once per epoch."""
     batch_size = options.batch_size
+    if options.use_gpu and options.group.world == 1:
+        mixed = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision(True))
+        batch_size = batch_sizes.on_gpu(task, train_set, collate_fn or default_collate, mixed, batch_size, info)
     while True:
         try:
             return _fit_once(
