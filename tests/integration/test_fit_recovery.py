@@ -115,3 +115,28 @@ def test_out_of_gpu_memory_with_one_chip_a_batch_fails_saying_what_to_change(tmp
     with pytest.raises(TrainingError) as failed:
         fit(_hungry(0), train_set, valid_set, options, lambda r, m: None, lambda t: None, lambda t: None)
     assert "even with one chip a batch" in failed.value.message and "chip_size" in failed.value.details[0]
+
+
+def test_a_compiled_run_trains_resumes_and_leaves_the_eager_network_with_plain_weights(tmp_path: Path) -> None:
+    """context compile: the network runs through torch.compile while training; a resumed run compiles again
+    and loads the compiled run's checkpoint; afterwards the task holds the eager network, plain weight names."""
+    train_set, valid_set = _data()
+    options = FitOptions(max_epochs=2, batch_size=4, lr=1e-3, monitor="VALID_LOSS", stop_training=False,
+                         use_gpu=False, workdir=tmp_path, compile=True)  # fmt: skip
+    task, said = _task(), list[str]()
+    eager = task.network
+
+    def crash_in_epoch_2(record: EpochRecord, max_epochs: int) -> None:
+        if record.epoch == 2:
+            raise Crash
+
+    with pytest.raises(Crash):
+        fit(task, train_set, valid_set, options, crash_in_epoch_2, said.append, said.append)
+    again = _task()
+    result = fit(again, train_set, valid_set, options, lambda r, m: None, said.append, said.append)
+    assert [r.epoch for r in result.history] == [1, 2]
+    assert any(t.startswith("Resuming from the checkpoint of epoch 1") for t in said), said
+    engines = [t for t in said if t.startswith("Engine:")]
+    assert len(engines) == 2 and all("torch.compile" in t for t in engines)
+    assert type(again.network) is nn.Sequential and type(eager) is nn.Sequential
+    assert all("_orig_mod" not in k for k in again.state_dict())

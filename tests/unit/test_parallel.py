@@ -158,3 +158,13 @@ def test_not_even_one_chip_fitting_fails_saying_what_to_change() -> None:
     with pytest.raises(TrainingError) as failed:
         batch_size.estimate(4, _linear_probe(20 * GIB, GIB, 16 * GIB), 16 * GIB, lambda text: None)
     assert "even with one chip" in failed.value.message and "chip_size" in failed.value.details[0]
+
+
+def test_compile_is_asked_in_the_context_for_the_families_whose_batches_keep_one_shape() -> None:
+    assert parse({**BASE, "model_type": "UNET", "context": '{"compile": "true"}'}).compile_model is True
+    assert parse({**BASE, "model_type": "FEATURE_CLASSIFIER", "context": '{"compile": true}'}).compile_model is True
+    assert parse({**BASE, "model_type": "UNET"}).compile_model is False
+    with pytest.raises(ParameterError, match="compile applies to pixel and object classification models, not to SSD"):
+        parse({**BASE, "model_type": "SSD", "context": '{"compile": true}'})
+    with pytest.raises(ParameterError, match=r"compile 'soon' is not allowed\. Allowed: true, false"):
+        parse({**BASE, "model_type": "UNET", "context": '{"compile": "soon"}'})

@@ -27,6 +27,8 @@ INPUT_NAMES = (
 # model families whose training applies CUSTOM and FILE transforms
 AUGMENTED_FAMILIES = ("pixel_classification", "object_classification", "object_detection", "instance_segmentation")
 REQUIRED = ("in_folder", "output_name", "model_type")
+# families whose batches keep one shape, so that a compiled network is not compiled again batch after batch
+COMPILED_FAMILIES = ("pixel_classification", "object_classification")
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\- ]{0,127}$")
 
 
@@ -332,12 +334,28 @@ class TrainParams(BaseModel):
             parallelism(self.context)
         except ValueError as exc:
             raise ParameterError("context", f"{exc}.") from None
+        try:
+            if _bool(self.context.get("compile", False)) not in (True, False):
+                raise ValueError
+        except ValueError:
+            raise ParameterError(
+                "context", f"compile '{self.context['compile']}' is not allowed. Allowed: true, false."
+            ) from None
+        if self.compile_model and info.family not in COMPILED_FAMILIES:
+            raise ParameterError(
+                "context", f"compile applies to pixel and object classification models, not to {self.model_type}."
+            )
         return self
 
     def processor_label(self) -> str | None:
         """The worker label the job needs: "gpu" or "cpu" as context.processorType asks, else None."""
         processor = self.context.get("processorType")
         return str(processor).lower() if processor is not None else None
+
+    @property
+    def compile_model(self) -> bool:
+        """Whether the context asks for the network to be compiled (torch.compile) before training."""
+        return _bool(self.context.get("compile", False)) is True
 
     def parallelism(self) -> Parallelism:
         """How many training processes (GPUs, or CPU processes) the context asks for."""

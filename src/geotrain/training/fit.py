@@ -54,6 +54,7 @@ class OneCycleTask(pl.LightningModule):
     """A model with a learning rate ``lr`` (the finder sets it), trained with Adam on a one-cycle schedule."""
 
     lr: float
+    network: nn.Module  # what the family trains (torch.compile wraps it when the job asks)
     # the validation metrics of the last validation epoch, in the family's own shape
     last_metrics: Any = None
     # largest gradient norm a step may take (None: no clipping)
@@ -354,6 +355,7 @@ class FitOptions:
     use_gpu: bool
     workdir: Path
     num_workers: int = 0
+    compile: bool = False  # torch.compile the task's network before training
     group: Group = field(default_factory=lambda: Group(Placement("cpu")))
 
 
@@ -496,6 +498,12 @@ def _fit_once(
         task.lr = options.lr
     if task.channels_last:
         task.to(memory_format=torch.channels_last)
+    eager: nn.Module | None = None
+    if options.compile:
+        # compiled at its first step (a minute or more on a CPU); checkpoints hold the compiled module's names,
+        # and a resumed run compiles again, so they load back
+        eager = task.network
+        task.network = torch.compile(eager)  # type: ignore[assignment]  # an OptimizedModule, typed loosely
     info(engine_text(options, common["precision"], task.channels_last))
     if group.world > 1:
         common.update(
@@ -515,6 +523,8 @@ def _fit_once(
         best_epoch = int(state.get("epoch", -1)) + 1
     trainer.validate(task, valid_loader, verbose=False)
     assert task.last_metrics is not None
+    if eager is not None:
+        task.network = eager  # the same weights, run eagerly from here on (pictures, the package's check)
     # the package holds plain (contiguous) weights, as every reader expects
     task.to(memory_format=torch.contiguous_format)
     score = checkpoint.best_model_score
@@ -559,6 +569,8 @@ def engine_text(options: FitOptions, precision: str, channels_last: bool) -> str
     parts.append(f"{options.num_workers} data-loader worker(s){', pinned memory' if options.use_gpu else ''}")
     if channels_last:
         parts.append("channels-last memory format")
+    if options.compile:
+        parts.append("torch.compile")
     if options.use_gpu:
         parts.append("fused Adam")
     threads = f"{torch.get_num_threads()} CPU thread(s)" + (" per process" if group.world > 1 else "")
