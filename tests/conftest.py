@@ -46,6 +46,7 @@ class Server:
     stores: dict[str, str]
     database_url: str = ""
     workers: int = 1
+    log_level: str = "warning"
     extra_env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
@@ -78,7 +79,7 @@ class Server:
         log = open(self.home.parent / f"server-{self.port}.log", "wb")  # noqa: SIM115 - lives as long as the server
         tls = ["--ssl-certfile", str(self.tls[0]), "--ssl-keyfile", str(self.tls[1])] if self.tls else []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "geotrain.cli", "--log-level", "warning", "serve", "--port", str(self.port),
+            [sys.executable, "-m", "geotrain.cli", "--log-level", self.log_level, "serve", "--port", str(self.port),
              "--workers", str(self.workers), *tls],
             env=self.env(), stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
@@ -93,6 +94,11 @@ class Server:
                 pass
             time.sleep(0.2)
         raise RuntimeError("server did not start")
+
+    @property
+    def log(self) -> Path:
+        """Where the server's output goes."""
+        return self.home.parent / f"server-{self.port}.log"
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import sys
 from types import FrameType
@@ -41,6 +40,7 @@ def _serve(args: argparse.Namespace) -> int:
         ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
         # clients such as arcgis keep connections open; a stopping server does not wait on them for ever
         timeout_graceful_shutdown=5,
+        log_config=None,  # uvicorn's loggers go through geotrain's handler (text or JSON)
     )  # fmt: skip
     return 0
 
@@ -243,7 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     remove.add_argument("name")
     user.set_defaults(func=_user)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from geotrain.logs import configure
+
+    configure(args.log_level, Settings().log_format)
     result: int = args.func(args)
     return result
 

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     # packages are never removed.
     retention_days: float = 0.0
 
+    # how every geotrain process logs: "text", or "json" (one object a line, with the job id on a job's lines)
+    log_format: Literal["text", "json"] = "text"
+
     lease_seconds: float = 60.0
     heartbeat_seconds: float = 5.0
     poll_seconds: float = 0.5
@@ -133,10 +136,20 @@ class Settings(BaseSettings):
             "GEOTRAIN_HOME": str(self.home),
             "GEOTRAIN_DATABASE_URL": self.effective_database_url,
             "GEOTRAIN_DATA_STORES": json.dumps({k: str(v) for k, v in self.data_stores.items()}),
+            "GEOTRAIN_LOG_FORMAT": self.log_format,
+            # progress bars (Lightning's rate finder draws one) are noise in a log file, and not JSON
+            "TQDM_DISABLE": "1",
         }
         if self.gpus.strip():
             env["CUDA_VISIBLE_DEVICES"] = "" if self.gpus.strip().lower() == "none" else self.gpus.strip()
         return env
+
+    def gpu_ids(self) -> set[int] | None:
+        """The GPU numbers ``gpus`` names (None: every GPU the host has; empty: none)."""
+        chosen = self.gpus.strip().lower()
+        if not chosen:
+            return None
+        return {int(p) for p in chosen.split(",") if p.strip().isdigit()}
 
     def visible_gpus(self) -> int:
         """How many GPUs this host's workers may use: those named in ``gpus``, or those the NVIDIA driver

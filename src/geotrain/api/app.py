@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 import geotrain
-from geotrain.api import errors, oauth, portal, tokens
+from geotrain.api import errors, oauth, portal, signals, tokens
 from geotrain.api.auth import PortalTokens
 from geotrain.api.gp import jobs_router, query_router, service_router, task_router
 from geotrain.config import Settings
@@ -16,6 +16,7 @@ from geotrain.jobs.accounts import Accounts
 from geotrain.jobs.db import make_engine, make_sessionmaker, migrate
 from geotrain.jobs.items import Items
 from geotrain.jobs.queue import Queue
+from geotrain.jobs.stats import Stats
 from geotrain.portal.content import Content
 from geotrain.task import model_info
 from geotrain.task.metadata import SERVICE_PATH, TASK_NAME
@@ -45,10 +46,12 @@ def create_app(settings: Settings | None = None, workers: int = 0) -> FastAPI:
     app = FastAPI(title="geotrain", version=geotrain.__version__, lifespan=lifespan)
     app.state.settings = settings
     app.state.queue = queue
+    app.state.engine = engine
     app.state.accounts = Accounts(sessions)
     app.state.portal_tokens = PortalTokens(settings.portal_url, settings.portal_verify)
     app.state.content = Content(Items(sessions), settings.items_dir)
     errors.install(app)
+    signals.install(app, Stats(sessions))
     app.include_router(tokens.router)
     app.include_router(oauth.router)
     app.include_router(portal.router)

@@ -43,6 +43,18 @@ def alembic_dir() -> Path:
     )
 
 
+def schema_revisions(engine: Engine) -> tuple[str | None, str]:
+    """The database's migration revision (None: never migrated) and the newest one this code has."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    with engine.connect() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+    head = ScriptDirectory(str(alembic_dir())).get_current_head()
+    assert head is not None
+    return current, head
+
+
 def migrate(url: str) -> None:
     """Bring the database schema to the newest migration."""
     from alembic.config import Config

@@ -318,15 +318,18 @@ class Queue:
             )
             return list(rows)
 
-    def worker_seen(self, worker_id: str, labels: frozenset[str], gpus: int) -> None:
-        """Record that a worker is alive and what it can run (workers call this every few seconds)."""
+    def worker_seen(
+        self, worker_id: str, labels: frozenset[str], gpus: int, gpu_memory: list[dict[str, int]] | None = None
+    ) -> None:
+        """Record that a worker is alive, what it can run and its GPUs' memory in use (every few seconds)."""
         now = _now()
         with self._sessions.begin() as session:
             found = session.get(Worker, worker_id)
             if found is None:
-                session.add(Worker(id=worker_id, labels=sorted(labels), gpus=gpus, started_at=now, seen_at=now))
+                session.add(Worker(id=worker_id, labels=sorted(labels), gpus=gpus, started_at=now, seen_at=now,
+                                   gpu_memory=gpu_memory))  # fmt: skip
             else:
-                found.labels, found.gpus, found.seen_at = sorted(labels), gpus, now
+                found.labels, found.gpus, found.seen_at, found.gpu_memory = sorted(labels), gpus, now, gpu_memory
 
     def worker_gone(self, worker_id: str) -> None:
         with self._sessions.begin() as session:

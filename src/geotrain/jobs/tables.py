@@ -127,6 +127,8 @@ class Worker(Base):
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
     labels: Mapped[list[str]] = mapped_column(JSON)
     gpus: Mapped[int] = mapped_column(Integer, default=0)
+    # per GPU, as the NVIDIA driver reported it at the worker's last sign of life: {"index", "used", "total"} in bytes
+    gpu_memory: Mapped[list[dict[str, int]] | None] = mapped_column(JSON, nullable=True)
     started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utc_now)
     seen_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utc_now, index=True)
 

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from geotrain import logs
 from geotrain.jobs.retry import patient
 from geotrain.training import handback
 
@@ -159,8 +160,9 @@ def helper(rank: int, job_id: str) -> int:
     from geotrain.training import distributed
     from geotrain.training.run import train_helper
 
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s rank {rank} %(levelname)s %(name)s: %(message)s")
     settings = Settings()
+    logs.job_id.set(job_id)
+    logs.configure(logging.INFO, settings.log_format, rank=rank)
     engine = make_engine(settings.effective_database_url)
     try:
         params = parse(Queue(make_sessionmaker(engine)).get(job_id).inputs)
@@ -188,8 +190,9 @@ def main(job_id: str, watch: bool = True) -> int:
     from geotrain.jobs.tables import MessageType
     from geotrain.task.params import parse
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings()
+    logs.job_id.set(job_id)
+    logs.configure(logging.INFO, settings.log_format)
     engine = make_engine(settings.effective_database_url)
     sessions = make_sessionmaker(engine)
     queue = Queue(sessions)

@@ -16,12 +16,14 @@ import time
 import uuid
 from pathlib import Path
 
+from geotrain import logs
 from geotrain.config import Settings
 from geotrain.jobs import wakeups
 from geotrain.jobs.queue import JobRecord, Queue
 from geotrain.jobs.retry import patient
 from geotrain.training.child import OUTCOME, read_outcome
 from geotrain.training.handback import HANDED_BACK
+from geotrain.worker.gpus import gpu_memory
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +59,8 @@ class Worker:
         if now - self._last_seen >= min(10.0, self.settings.heartbeat_seconds * 2):
             self._last_seen = now
             try:
-                self.queue.worker_seen(self.worker_id, self.labels, self.gpus)
+                memory = gpu_memory(self.settings.gpu_ids()) if self.gpus else None
+                self.queue.worker_seen(self.worker_id, self.labels, self.gpus, memory)
             except Exception:
                 log.exception("worker %s: could not record itself; will retry", self.worker_id)
 
@@ -121,6 +124,13 @@ class Worker:
         return cleaned
 
     def supervise(self, job: JobRecord) -> None:
+        token = logs.job_id.set(job.id)  # this thread's log lines carry the job id until it is done
+        try:
+            self._supervise(job)
+        finally:
+            logs.job_id.reset(token)
+
+    def _supervise(self, job: JobRecord) -> None:
         workdir = self.settings.jobs_dir / job.id
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / OUTCOME).unlink(missing_ok=True)
