@@ -197,7 +197,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, store_root: Path, torch_hom
     stores = {"/fileShares/chips": str(store_root)}
     if SHARED_DATA.is_dir():
         stores["/fileShares/real"] = str(SHARED_DATA)  # the real third-party exports, read in place
-    srv = Server(home=home, stores=stores, extra_env={"TORCH_HOME": str(torch_home)})
+    # JSON logs at level info: every e2e job runs under them, and tests read its lines (tests/e2e/test_distributed.py)
+    srv = Server(home=home, stores=stores, log_level="info",
+                 extra_env={"TORCH_HOME": str(torch_home), "GEOTRAIN_LOG_FORMAT": "json"})  # fmt: skip
     srv.start()
     yield srv
     srv.stop()

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pythonjsonlogger.json import JsonFormatter
 
 LogFormat = Literal["text", "json"]
+OWN_HANDLERS = ("lightning_fabric", "pytorch_lightning", "lightning")
 job_id: ContextVar[str | None] = ContextVar("geotrain_job_id", default=None)
 
 
@@ -66,3 +67,10 @@ def configure(level: str | int, fmt: LogFormat, **fixed: Any) -> None:
     handler.setFormatter(formatter(fmt, fixed))
     logging.basicConfig(level=level.upper() if isinstance(level, str) else level, handlers=[handler], force=True)
     logging.captureWarnings(True)
+    # Lightning gives its loggers a handler of their own, and stops them propagating, when imported before
+    # this (a warm training process imports it first): their lines come here instead
+    for name in OWN_HANDLERS:
+        own = logging.getLogger(name)
+        for extra in list(own.handlers):
+            own.removeHandler(extra)
+        own.propagate = True

@@ -16,6 +16,8 @@ from tests.conftest import TASK, Server, arcgis_form, in_share, wait_for
 def test_a_job_asking_for_two_processes_trains_with_ddp_over_gloo_and_rank_0_alone_writes_one_package(
     server: Server, client: httpx.Client
 ) -> None:
+    """Also: the job's epochs as numbers (the job page's chart), and every log line of the job, the server's,
+    rank 0's and rank 1's, one JSON object with the job's id (the session server logs JSON)."""
     form = arcgis_form(
         in_folder="/fileShares/chips/rgb8", output_name=in_share("ddp_unet"), model_type="UNET",
         backbone_model="RESNET18", batch_size=2, max_epochs=2, learning_rate=0, data_augmentation="NONE",
@@ -32,10 +34,23 @@ def test_a_job_asking_for_two_processes_trains_with_ddp_over_gloo_and_rank_0_alo
     assert len([t for t in texts if t.startswith("The learning-rate finder chose")]) == 1
     epochs = [t for t in texts if t.startswith("Epoch ")]
     assert [e.split(":")[0] for e in epochs] == ["Epoch 1/2", "Epoch 2/2"], texts
-    # the rank logged apart, and trained: its own log ends without an error
-    rank_log = (server.home / "jobs" / job_id / "train.rank1.log").read_text()
-    assert "rank 1" in rank_log and "Traceback" not in rank_log, rank_log[-2000:]
-    assert "first training step done" in rank_log
+    # the epochs as numbers, agreeing with their messages
+    numbers = client.get(f"{server.url}{TASK}/jobs/{job_id}/epochs", params={"f": "json"}).json()["epochs"]
+    assert [e["epoch"] for e in numbers] == [1, 2]
+    assert f"train_loss {numbers[1]['train_loss']:.4f}" in epochs[1] and set(numbers[1]["metrics"]) == {
+        "accuracy",
+        "miou",
+    }
+    # logs: one JSON object a line, the job's lines carrying its id; rank 1 logged apart, and trained
+    folder = server.home / "jobs" / job_id
+    ranked = [json.loads(line) for line in (folder / "train.rank1.log").read_text().splitlines() if line.strip()]
+    assert ranked and all(line["job_id"] == job_id and line["rank"] == 1 for line in ranked)
+    assert any(line["message"] == "first training step done" for line in ranked)
+    trained = [json.loads(line) for line in (folder / "train.log").read_text().splitlines() if line.strip()]
+    assert all(line["job_id"] == job_id and {"time", "level", "logger"} <= set(line) for line in trained)
+    served = [json.loads(line) for line in server.log.read_text().splitlines() if line.strip()]
+    assert any(line["logger"] == "uvicorn.error" for line in served)
+    assert any(line.get("job_id") == job_id and "training process" in line["message"] for line in served)
 
     uri = client.get(f"{server.url}/jobs/{job_id}/results/out_item", params={"f": "json"}).json()["value"]["uri"]
     folder = server.home / "fileshare" / uri.removeprefix("/fileShares/geotrain/")

@@ -1,8 +1,8 @@
-"""What operators watch, over real HTTP: /health, /ready, Prometheus /metrics, and JSON logs carrying job ids."""
+"""What operators watch, over real HTTP: /health, /ready and Prometheus /metrics (JSON logs with job ids:
+tests/e2e/test_distributed.py, on the session server, which logs JSON)."""
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from pathlib import Path
@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from geotrain.jobs.db import make_engine, make_sessionmaker
 from geotrain.jobs.queue import Queue
 from geotrain.worker.gpus import gpu_memory
-from tests.conftest import TASK, Server, arcgis_form, in_share, wait_for
+from tests.conftest import TASK, Server, arcgis_form, in_share
 
 
 def _metrics(client: httpx.Client, server: Server) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -35,7 +35,7 @@ def test_health_answers_and_ready_is_true_with_the_embedded_worker_alive(server:
     body = ready.json()
     assert body["ready"] is True
     assert body["checks"]["database"] == {"ok": True}
-    assert body["checks"]["migrations"]["ok"] is True and body["checks"]["migrations"]["current"] == "0005"
+    assert body["checks"]["migrations"]["ok"] is True and body["checks"]["migrations"]["current"] == "0006"
     assert body["checks"]["workers"]["ok"] is True and body["checks"]["workers"]["alive"] >= 1
 
 
@@ -90,33 +90,10 @@ def test_ready_names_the_missing_migrations_of_a_postgresql_database_never_migra
     try:
         ready = client.get(server.url + "/ready")
         assert ready.status_code == 503
-        assert ready.json()["checks"]["migrations"] == {"ok": False, "current": None, "head": "0005"}
+        assert ready.json()["checks"]["migrations"] == {"ok": False, "current": None, "head": "0006"}
         assert _metrics(client, server)["geotrain_database_up"] == [({}, 0.0)]
     finally:
         server.stop()
-
-
-def test_json_logs_are_one_object_a_line_and_a_jobs_lines_carry_its_id(
-    tmp_path: Path, store_root: Path, client: httpx.Client
-) -> None:
-    server = Server(home=tmp_path / "home", stores={"/fileShares/chips": str(store_root)}, log_level="info",
-                    extra_env={"GEOTRAIN_LOG_FORMAT": "json"}).start()  # fmt: skip
-    try:
-        form = arcgis_form(
-            in_folder="/fileShares/chips/rgb8", output_name=in_share("logged"), model_type="UNET",
-            backbone_model="RESNET18", max_epochs=1, learning_rate=0.001,
-        )  # fmt: skip
-        job_id = client.post(server.url + TASK + "/submitJob", data=form).json()["jobId"]
-        assert wait_for(client, f"{server.url}/jobs/{job_id}")["jobStatus"] == "esriJobSucceeded"
-    finally:
-        server.stop()
-    lines = [json.loads(line) for line in server.log.read_text().splitlines() if line.strip()]
-    assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
-    assert any(line["logger"] == "uvicorn.error" for line in lines)
-    assert any(line.get("job_id") == job_id and "training process" in line["message"] for line in lines)
-    trained = [json.loads(line) for line in (server.home / "jobs" / job_id / "train.log").read_text().splitlines()]
-    assert all(line["job_id"] == job_id for line in trained)
-    assert any(line["message"] == "first training step done" for line in trained)
 
 
 def test_gpu_memory_is_read_from_the_nvidia_driver_and_limited_to_the_workers_gpus(

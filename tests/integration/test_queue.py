@@ -75,6 +75,20 @@ def test_messages_are_append_only_in_order(queue: Queue) -> None:
     assert texts == ["Submitted.", *[f"m{i}" for i in range(20)]]
 
 
+def test_epochs_are_kept_as_numbers_in_order_an_epoch_run_again_replaces_its_row(queue: Queue) -> None:
+    job = queue.submit("T", "alice", {}, 3)
+    queue.add_epoch(job.id, 2, {"train_loss": 0.5, "valid_loss": float("nan"), "seconds": 3.0}, {"miou": 0.4})
+    queue.add_epoch(job.id, 1, {"train_loss": 0.9, "valid_loss": 0.8}, {"miou": 0.2, "accuracy": float("inf")})
+    queue.add_epoch(job.id, 2, {"train_loss": 0.45, "valid_loss": 0.6}, {"miou": 0.5})  # after a crash
+    epochs = queue.epochs(job.id, "alice")
+    assert [(e["epoch"], e["train_loss"], e["valid_loss"], e["metrics"]) for e in epochs] == [
+        (1, 0.9, 0.8, {"miou": 0.2}), (2, 0.45, 0.6, {"miou": 0.5})
+    ]  # fmt: skip
+    assert epochs[0]["seconds"] is None
+    with pytest.raises(JobNotFound):
+        queue.epochs(job.id, "bob")
+
+
 def test_an_expired_lease_puts_the_job_back_then_fails_it_after_the_last_attempt(queue: Queue) -> None:
     job = queue.submit("T", "u", {}, 2)
     assert queue.claim("dead-worker", 0.05) is not None

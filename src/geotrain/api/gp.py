@@ -163,6 +163,13 @@ async def job_status(request: Request, job_id: str, p: ParamsDep, queue: QueueDe
     return render(data, request.state.f, f"Job {job.id}", _job_html(job))
 
 
+@gp_route(jobs_router, "/{job_id}/epochs")
+async def job_epochs(request: Request, job_id: str, p: ParamsDep, queue: QueueDep, user: UserDep) -> Response:
+    """geotrain's own: the job's finished epochs as numbers (losses, metrics, timing), for charts."""
+    epochs = await run_in_threadpool(queue.epochs, job_id, user)
+    return render({"jobId": job_id, "epochs": epochs}, request.state.f, f"Job {job_id}: epochs")
+
+
 @gp_route(jobs_router, "/{job_id}/cancel", ("returnMessages",))
 async def cancel_job(request: Request, job_id: str, p: ParamsDep, queue: QueueDep, user: UserDep) -> Response:
     job = await run_in_threadpool(queue.request_cancel, job_id, user)

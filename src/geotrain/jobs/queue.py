@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import secrets
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -11,7 +12,7 @@ from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from geotrain.errors import JobNotFound
-from geotrain.jobs.tables import Job, JobMessage, JobStatus, MessageType, Worker
+from geotrain.jobs.tables import Job, JobEpoch, JobMessage, JobStatus, MessageType, Worker
 from geotrain.jobs.wakeups import CANCEL, CHANNEL, SUBMITTED, Subscriber
 
 
@@ -218,6 +219,34 @@ class Queue:
     def add_message(self, job_id: str, description: str, type: MessageType = MessageType.INFORMATIVE) -> None:
         with self._sessions.begin() as session:
             session.add(JobMessage(job_id=job_id, type=type, description=description))
+
+    def add_epoch(self, job_id: str, epoch: int, numbers: dict[str, float], metrics: dict[str, float]) -> None:
+        """Record a finished epoch (``numbers``: train_loss, valid_loss, seconds, images_per_second); an epoch
+        recorded before (run again after a crash) is replaced."""
+
+        def finite(value: float | None) -> float | None:
+            return value if value is not None and math.isfinite(value) else None
+
+        with self._sessions.begin() as session:
+            session.merge(
+                JobEpoch(
+                    job_id=job_id, epoch=epoch, train_loss=finite(numbers.get("train_loss")),
+                    valid_loss=finite(numbers.get("valid_loss")),
+                    metrics={k: v for k, v in metrics.items() if math.isfinite(v)},
+                    seconds=finite(numbers.get("seconds")), images_per_second=finite(numbers.get("images_per_second")),
+                )
+            )  # fmt: skip
+
+    def epochs(self, job_id: str, owner: str | None = None) -> list[dict[str, Any]]:
+        """The job's finished epochs in order, as the job page's chart reads them."""
+        self.get(job_id, owner)  # JobNotFound for another user's job
+        with self._sessions() as session:
+            rows = session.scalars(select(JobEpoch).where(JobEpoch.job_id == job_id).order_by(JobEpoch.epoch))
+            return [
+                {"epoch": r.epoch, "train_loss": r.train_loss, "valid_loss": r.valid_loss, "metrics": dict(r.metrics),
+                 "seconds": r.seconds, "images_per_second": r.images_per_second}
+                for r in rows
+            ]  # fmt: skip
 
     def set_progress(self, job_id: str, percentage: float, message: str) -> None:
         with self._sessions.begin() as session:

@@ -96,6 +96,22 @@ class JobMessage(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utc_now)
 
 
+class JobEpoch(Base):
+    """One finished epoch of a job's training, as numbers (NaN stored as NULL). An epoch run again after a
+    crash replaces its row."""
+
+    __tablename__ = "job_epochs"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
+    train_loss: Mapped[float | None] = mapped_column(Float, nullable=True)
+    valid_loss: Mapped[float | None] = mapped_column(Float, nullable=True)
+    metrics: Mapped[dict[str, float]] = mapped_column(JSON)
+    seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    images_per_second: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utc_now)
+
+
 class User(Base):
     """A user of ``GEOTRAIN_AUTH=token``: a name, a salted scrypt hash of the password, and the data stores
     the user may read (None: all of them)."""

@@ -218,7 +218,15 @@ def main(job_id: str, watch: bool = True) -> int:
             info=patient(lambda text: queue.add_message(job_id, text)),
             warn=patient(lambda text: queue.add_message(job_id, text, MessageType.WARNING)),
             percent=_throttled(patient(lambda pct, text: queue.set_progress(job_id, pct, text))),
-        )
+            epoch=patient(
+                lambda r: queue.add_epoch(
+                    job_id, r.epoch,
+                    {"train_loss": r.train_loss, "valid_loss": r.valid_loss, "seconds": r.seconds,
+                     "images_per_second": r.train_images_per_second},
+                    r.metrics,
+                )
+            ),
+        )  # fmt: skip
         result = train(
             params,
             settings,

@@ -54,6 +54,8 @@ class Progress:
     info: Callable[[str], None]
     warn: Callable[[str], None]
     percent: Callable[[float, str], None]
+    # each finished epoch as numbers (the job page's chart), beside its message
+    epoch: Callable[[EpochRecord], None] = lambda record: None
 
 
 @dataclass
@@ -162,6 +164,7 @@ class Job:
                       f"validation {record.valid_seconds:.1f} s)")  # fmt: skip
             shown = f"{shown}; {timing}" if shown else timing
         self.progress.info(f"{text}, {shown}" if shown else text)
+        self.progress.epoch(record)
 
     def report_fit(self, result: FitResult) -> None:
         monitor = self.params.monitor.lower()
