@@ -65,6 +65,7 @@ def _gpus(monkeypatch: pytest.MonkeyPatch, count: int, cores: int = 16) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: count > 0)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
     monkeypatch.setattr(distributed, "host_cores", lambda: cores)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: cores)
 
 
 def test_unet_takes_every_gpu_as_arcgis_does_and_other_models_one_unless_asked(

@@ -51,7 +51,7 @@ class Placement:
 
     def alone(self) -> Placement:
         """This plan on its first device alone (a run with no helpers to start)."""
-        return Placement(self.accelerator, self.devices[:1], host_cores(), 0)
+        return Placement(self.accelerator, self.devices[:1], torch.get_num_threads(), 0)
 
     def describe(self) -> str:
         if self.accelerator == "gpu":
@@ -77,6 +77,8 @@ def plan(params: TrainParams, warn: Callable[[str], None]) -> Placement:
     asked = str(params.context.get("processorType", "")).upper()
     request = params.parallelism()
     cores = host_cores()
+    # torch's own count (physical cores, where it can tell) is what one process uses; processes share it
+    threads = torch.get_num_threads()
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if asked == "GPU" and gpus == 0:
         warn("processorType GPU was requested but this worker has no CUDA device; training on the CPU.")
@@ -98,12 +100,12 @@ def plan(params: TrainParams, warn: Callable[[str], None]) -> Placement:
             devices = tuple(range(gpus))
         else:
             devices = (0,)
-        return Placement("gpu", devices, max(1, cores // len(devices)))
+        return Placement("gpu", devices, max(1, threads // len(devices)))
     processes = request.processes
     if processes > cores:
         warn(f"context.processes asked for {processes} processes; this worker has {cores} CPU cores, so {cores} train.")
         processes = cores
-    return Placement("cpu", tuple(range(processes)), max(1, cores // processes))
+    return Placement("cpu", tuple(range(processes)), max(1, threads // processes))
 
 
 @dataclass(frozen=True)

@@ -397,6 +397,12 @@ def fit(
             )  # fmt: skip
         except torch.cuda.OutOfMemoryError:
             handback.fitting.clear()
+            if options.group.world > 1:
+                # the other processes wait in a collective for this one: no training again alone
+                raise TrainingError(
+                    f"Out of GPU memory with batch size {batch_size} on each of {options.group.world} GPUs.",
+                    ["Give a smaller batch_size (it is per GPU), a smaller chip_size, or a smaller backbone."],
+                ) from None
             if batch_size <= 1:
                 raise TrainingError(
                     "Out of GPU memory even with one chip a batch.",
