@@ -52,6 +52,7 @@ def test_a_job_asking_for_two_processes_trains_with_ddp_over_gloo_and_rank_0_alo
     assert any(line["logger"] == "uvicorn.error" for line in served)
     assert any(line.get("job_id") == job_id and "training process" in line["message"] for line in served)
 
+    _the_job_page_shows_it(server, client, job_id)
     uri = client.get(f"{server.url}/jobs/{job_id}/results/out_item", params={"f": "json"}).json()["value"]["uri"]
     folder = server.home / "fileshare" / uri.removeprefix("/fileShares/geotrain/")
     assert sorted(p.name for p in folder.parent.iterdir()) == ["ddp_unet.dlpk"]
@@ -63,3 +64,27 @@ def test_a_job_asking_for_two_processes_trains_with_ddp_over_gloo_and_rank_0_alo
         weights = torch.load(io.BytesIO(zf.read(emd["ModelFile"])), weights_only=True)
     assert all(w.is_contiguous() for w in weights.values())
     assert re.fullmatch(r"[0-9.e+-]+", str(emd["LearningRate"])) and float(emd["LearningRate"]) > 0
+
+
+def _the_job_page_shows_it(server: Server, client: httpx.Client, job_id: str) -> None:
+    """The job's page, read as a browser gets it: status, a full progress bar, the chart with both epochs of
+    both losses and the metric, the messages, the package to download and its two pictures; and the jobs list."""
+    url = f"{server.url}{TASK}/jobs/{job_id}"
+    page = client.get(url, params={"f": "html"}).text
+    assert "esriJobSucceeded" in page and "<progress id='progress' max='100' value='100'>" in page
+    for series in ("train_loss", "valid_loss", "accuracy"):
+        assert page.count(f"class='point {series}'") == 2, series
+    assert "Epoch 2/2" in page and "Cancel job" not in page
+    download = re.search(r"<a id='download' href='([^']+)'", page)
+    assert download is not None and download.group(1) == f"{job_id}/package"
+    package = client.get(f"{url}/package")
+    assert package.status_code == 200 and zipfile.ZipFile(io.BytesIO(package.content)).testzip() is None
+    for picture in ("loss_graph.png", "show_results.png"):
+        assert f"{job_id}/package/{picture}" in page
+        assert client.get(f"{url}/package/{picture}").content[:8] == b"\x89PNG\r\n\x1a\n"
+    chart = client.get(f"{url}/chart.svg")
+    assert chart.headers["content-type"].startswith("image/svg+xml") and chart.text.count("class='point ") == 6
+    listed = client.get(f"{server.url}{TASK}/jobs", params={"f": "json"}).json()["jobs"]
+    mine = next(j for j in listed if j["jobId"] == job_id)
+    assert mine["jobStatus"] == "esriJobSucceeded" and mine["modelType"] == "UNET" and mine["duration"]
+    assert f"href='{TASK}/jobs/{job_id}?f=html'" in client.get(f"{server.url}{TASK}/jobs").text

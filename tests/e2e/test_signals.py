@@ -79,6 +79,12 @@ def test_without_a_worker_ready_is_false_and_metrics_show_the_queue_jobs_workers
         assert f"{TASK}/submitJob" in routes and f"{TASK}/jobs/{{job_id}}" in routes
         assert not any(ids[0] in route for route in routes)
         assert client.get(server.url + "/ready").json()["checks"]["workers"]["alive"] == 1
+        # the job page of the job still queued: its cancel button posts back and lands on the page again
+        page = client.get(f"{server.url}{TASK}/jobs/{ids[2]}", params={"f": "html"}).text
+        assert "Cancel job" in page and "no epoch yet" in page and "data-finished='false'" in page
+        cancelled = client.post(f"{server.url}{TASK}/jobs/{ids[2]}/cancel", data={"f": "html"}, follow_redirects=False)
+        assert cancelled.status_code == 303 and cancelled.headers["location"] == f"../{ids[2]}?f=html"
+        assert "esriJobCancelled" in client.get(f"{server.url}{TASK}/jobs/{ids[2]}", params={"f": "html"}).text
     finally:
         server.stop()
 

@@ -3,27 +3,35 @@
 from __future__ import annotations
 
 import html
+import zipfile
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
+from geotrain.api import pages
 from geotrain.api.auth import UserDep, token_of
 from geotrain.api.deps import ParamsDep, QueueDep, gp_route
-from geotrain.api.render import page, render, submit_form
+from geotrain.api.render import page, render, response_format, submit_form
 from geotrain.api.tokens import SECURED, GrantedDep
 from geotrain.config import Settings
 from geotrain.errors import GeotrainError, NotFound, ParameterError
+from geotrain.jobs.accounts import ANONYMOUS
 from geotrain.jobs.queue import JobRecord, Queue
 from geotrain.jobs.tables import JobStatus
+from geotrain.portal.content import Content
 from geotrain.publish.portal import EmbeddedPortal, item_source
+from geotrain.stores import StorePathError, resolve
 from geotrain.task import metadata, model_info, params, submission
 
 service_router = APIRouter()
 task_router = APIRouter()
 query_router = APIRouter()
 jobs_router = APIRouter()
+# the package's pictures a job page shows (ModelCharacteristics/ in the .dlpk)
+PICTURES = ("loss_graph.png", "show_results.png")
 
 
 @gp_route(service_router, "/arcgis/rest/services", dependencies=SECURED)
@@ -147,20 +155,92 @@ def job_json(job: JobRecord, return_messages: bool = True) -> dict[str, Any]:
     return data
 
 
-def _job_html(job: JobRecord) -> str:
-    rows = "".join(
-        f"<tr><td>{html.escape(m.type.removeprefix('esriJobMessageType'))}</td><td>{html.escape(m.description)}</td></tr>"
-        for m in job.messages
-    )
-    links = "".join(f"<li><a href='{job.id}/results/{n}?f=html'>{n}</a></li>" for n in job.results or {})
-    return f"<p>Job status: <b>{job.status.value}</b></p><table>{rows}</table><ul>{links}</ul>"
+def _package_file(request: Request, job: JobRecord, user: str | None) -> Path | None:
+    """The local .dlpk a succeeded job wrote: in its file share, or the embedded portal's item file."""
+    value = (job.results or {}).get("out_item")
+    if job.status != JobStatus.SUCCEEDED or not isinstance(value, dict):
+        return None
+    if value.get("uri"):
+        try:
+            path = resolve(str(value["uri"]), request.app.state.settings.stores).local
+        except StorePathError:
+            return None
+        return path if path.is_file() else None
+    content: Content = request.app.state.content
+    item = content.items.get(str(value.get("itemId", "")), user or ANONYMOUS) if value.get("itemId") else None
+    return content.data_path(item) if item is not None else None
+
+
+def _job_html(request: Request, job: JobRecord, epochs: list[dict[str, Any]], user: str | None, p: ParamsDep) -> str:
+    token = token_of(request, p)
+    keep = f"?token={token}" if token else ""
+    local = _package_file(request, job, user)
+    package, pictures = None, []
+    if local is not None:
+        value = (job.results or {}).get("out_item") or {}
+        item = value.get("itemId") if isinstance(value, dict) else None
+        package = f"{job.id}/package{keep}" if not item else f"/portal/sharing/rest/content/items/{item}/data{keep}"
+        pictures = [f"{job.id}/package/{name}{keep}" for name in PICTURES]
+    return pages.job_page(job, epochs, package, pictures, token)
+
+
+@jobs_router.get("", include_in_schema=False)
+async def jobs_list(request: Request, queue: QueueDep, user: UserDep) -> Response:
+    """The user's jobs, newest first (geotrain's own; ArcGIS lists jobs only to administrators)."""
+    f = response_format(request.query_params.get("f"))
+    jobs = await run_in_threadpool(queue.of_owner, user)
+    data = {
+        "jobs": [
+            {"jobId": j.id, "jobStatus": j.status.value, "modelType": j.inputs.get("model_type"),
+             "submitted": j.submitted_at.isoformat() if j.submitted_at else None, "duration": pages.duration(j)}
+            for j in jobs
+        ]
+    }  # fmt: skip
+    base = request.url.path.rstrip("/")
+    return render(data, f, "Jobs", pages.jobs_page(jobs, base, token_of(request, dict(request.query_params))))
 
 
 @gp_route(jobs_router, "/{job_id}", ("returnMessages",))
 async def job_status(request: Request, job_id: str, p: ParamsDep, queue: QueueDep, user: UserDep) -> Response:
     job = await run_in_threadpool(queue.get, job_id, user)
     data = job_json(job, _truthy(p.get("returnMessages")))
-    return render(data, request.state.f, f"Job {job.id}", _job_html(job))
+    if request.state.f != "html":
+        return render(data, request.state.f)
+    epochs = await run_in_threadpool(queue.epochs, job_id, user)
+    return HTMLResponse(page(f"Job {job.id}", _job_html(request, job, epochs, user, p)))
+
+
+@jobs_router.get("/{job_id}/chart.svg", include_in_schema=False)
+async def job_chart(request: Request, job_id: str, queue: QueueDep, user: UserDep) -> Response:
+    """The job page's loss chart, drawn anew as epochs finish."""
+    job = await run_in_threadpool(queue.get, job_id, user)
+    epochs = await run_in_threadpool(queue.epochs, job_id, user)
+    return Response(pages.loss_chart(epochs, pages.max_epochs(job)), media_type="image/svg+xml")
+
+
+@jobs_router.get("/{job_id}/package", include_in_schema=False)
+async def job_package(request: Request, job_id: str, queue: QueueDep, user: UserDep) -> Response:
+    """The .dlpk a succeeded job wrote to its file share, to download."""
+    job = await run_in_threadpool(queue.get, job_id, user)
+    local = _package_file(request, job, user)
+    if local is None:
+        raise NotFound(f"Job '{job_id}' has no package to download.", [f"The job is {job.status.value}."])
+    return FileResponse(local, media_type="application/octet-stream", filename=local.name)
+
+
+@jobs_router.get("/{job_id}/package/{picture}", include_in_schema=False)
+async def job_picture(request: Request, job_id: str, picture: str, queue: QueueDep, user: UserDep) -> Response:
+    """One of the package's pictures (the loss graph, the show-results picture)."""
+    job = await run_in_threadpool(queue.get, job_id, user)
+    local = _package_file(request, job, user)
+    if local is None or picture not in PICTURES:
+        raise NotFound(f"No picture '{picture}' for job '{job_id}'.", [f"Pictures: {', '.join(PICTURES)}"])
+    try:
+        with zipfile.ZipFile(local) as zf:
+            data = zf.read(f"ModelCharacteristics/{picture}")
+    except (KeyError, zipfile.BadZipFile):
+        raise NotFound(f"The package of job '{job_id}' has no {picture}.") from None
+    return Response(data, media_type="image/png")
 
 
 @gp_route(jobs_router, "/{job_id}/epochs")
@@ -173,6 +253,9 @@ async def job_epochs(request: Request, job_id: str, p: ParamsDep, queue: QueueDe
 @gp_route(jobs_router, "/{job_id}/cancel", ("returnMessages",))
 async def cancel_job(request: Request, job_id: str, p: ParamsDep, queue: QueueDep, user: UserDep) -> Response:
     job = await run_in_threadpool(queue.request_cancel, job_id, user)
+    if request.state.f == "html":  # the job page's cancel button: back to the page
+        token = token_of(request, p)
+        return RedirectResponse(f"../{job.id}?f=html{f'&token={token}' if token else ''}", status_code=303)
     return render(job_json(job, _truthy(p.get("returnMessages"))), request.state.f, f"Job {job.id}")
 
 

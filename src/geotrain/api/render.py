@@ -26,15 +26,14 @@ def render(data: Any, f: str, title: str = "geotrain", body_html: str = "") -> R
 
 def page(title: str, body: str) -> str:
     return (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>"
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'><title>"
         + html.escape(title)
-        + "</title><style>body{font-family:sans-serif;margin:1.5em;max-width:70em}"
-        "pre{background:#f4f4f4;padding:1em;overflow:auto}td{padding:.2em .6em;vertical-align:top}"
-        "input[type=text],textarea{width:40em}</style></head><body><h2>"
-        + html.escape(title)
-        + "</h2>"
-        + body
-        + "</body></html>"
+        + "</title><style>body{font-family:sans-serif;margin:1em;max-width:70em}"
+        "pre{background:#f4f4f4;padding:1em;overflow:auto}td,th{padding:.2em .6em;vertical-align:top;text-align:left}"
+        "table{display:block;overflow-x:auto}input[type=text],textarea{width:40em;max-width:100%}"
+        "svg.chart,img.picture{width:100%;max-width:48em;height:auto}progress{width:20em;max-width:80%}"
+        "td{overflow-wrap:anywhere}</style></head><body><h2>" + html.escape(title) + "</h2>" + body + "</body></html>"
     )
 
 

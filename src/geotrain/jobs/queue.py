@@ -46,6 +46,9 @@ class JobRecord:
     progress_percentage: float | None
     progress_message: str | None
     messages: tuple[Message, ...] = ()
+    submitted_at: dt.datetime | None = None
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
 
     @classmethod
     def from_row(cls, row: Job, messages: tuple[Message, ...] = ()) -> JobRecord:
@@ -64,6 +67,9 @@ class JobRecord:
             progress_percentage=row.progress_percentage,
             progress_message=row.progress_message,
             messages=messages,
+            submitted_at=row.submitted_at,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
         )
 
 
@@ -147,6 +153,14 @@ class Queue:
                 raise JobNotFound(job_id)
             rows = session.scalars(select(JobMessage).where(JobMessage.job_id == job_id).order_by(JobMessage.id))
             return JobRecord.from_row(job, tuple(Message(m.type, m.description) for m in rows))
+
+    def of_owner(self, owner: str | None, limit: int = 200) -> list[JobRecord]:
+        """``owner``'s jobs (None: everyone's), newest first, without their messages."""
+        with self._sessions() as session:
+            query = select(Job).order_by(Job.submitted_at.desc(), Job.id).limit(limit)
+            if owner is not None:
+                query = query.where(Job.owner == owner)
+            return [JobRecord.from_row(row) for row in session.scalars(query)]
 
     def claim(self, worker_id: str, lease_seconds: float, labels: frozenset[str] | None = None) -> JobRecord | None:
         """Take the oldest queued job under a lease that needs no label or one of ``labels`` (None: any
