@@ -58,8 +58,11 @@ def submit_form(parameters: list[dict[str, Any]], action: str) -> str:
         else:
             field = f"<input type='text' name='{name}' value='{html.escape(default)}'>"
         required = " *" if p["parameterType"] == "esriGPParameterTypeRequired" else ""
+        kind = html.escape(str(p.get("dataType", "")))
+        described = f"<br><small>{html.escape(str(p['description']))}</small>" if p.get("description") else ""
         rows.append(
-            f"<tr><td>{html.escape(p['displayName'])}{required}<br><code>{name}</code></td><td>{field}</td></tr>"
+            f"<tr><td>{html.escape(p['displayName'])}{required}<br><code>{name}</code> <small>{kind}</small>"
+            f"{described}</td><td>{field}</td></tr>"
         )
     return (
         f"<form method='post' action='{html.escape(action)}'><table>{''.join(rows)}</table>"
