@@ -55,7 +55,7 @@ def test_submit_by_get_query_and_html_redirect_to_the_job_page(server: Server, c
     response = client.get(server.url + TASK + "/submitJob", params=form, follow_redirects=False)
     assert response.status_code == 303 and response.headers["location"].startswith("jobs/j")
     page = client.get(server.url + TASK + "/" + response.headers["location"])
-    assert page.headers["content-type"].startswith("text/html") and "Job status" in page.text
+    assert page.headers["content-type"].startswith("text/html") and "Status: <b id='status'>" in page.text
     job_id = response.headers["location"].split("/")[1].split("?")[0]
     cancel = client.get(f"{server.url}{TASK}/jobs/{job_id}/cancel", params={"f": "json"}).json()
     assert cancel["jobId"] == job_id

@@ -160,7 +160,10 @@ class Job:
             PREPARE + (PACKAGE - PREPARE) * record.epoch / max_epochs, f"Epoch {record.epoch}/{max_epochs}"
         )
         if record.seconds == record.seconds:  # not NaN: timed
-            timing = (f"{record.seconds:.1f} s (training {record.train_images_per_second:.1f} images/s, "
+            speed = record.train_images_per_second
+            # three significant figures: a slow detector's 0.304 images/s is not rounded to 0.3 (nor 1234 to 1.23e+03)
+            shown_speed = f"{speed:.0f}" if speed >= 100 else f"{speed:.3g}"
+            timing = (f"{record.seconds:.1f} s (training {shown_speed} images/s, "
                       f"validation {record.valid_seconds:.1f} s)")  # fmt: skip
             shown = f"{shown}; {timing}" if shown else timing
         self.progress.info(f"{text}, {shown}" if shown else text)
