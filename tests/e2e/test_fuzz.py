@@ -48,7 +48,7 @@ def test_no_route_answers_500_and_every_error_is_an_envelope(fuzzed_server: Serv
     again = ("/sharing/rest/", "/arcgis/sharing/rest/", "/sharing/oauth2/", "/arcgis/sharing/oauth2/")
     operations = [o for o in operations if not o.path.startswith(again)]
     for operation in operations:
-        run = settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck), database=None)(
+        run = settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck), database=None)(
             given(case=operation.as_strategy())(_check)
         )
         run()

@@ -355,7 +355,8 @@ class FitOptions:
     use_gpu: bool
     workdir: Path
     num_workers: int = 0
-    compile: bool = False  # torch.compile the task's network before training
+    # torch.compile the task's network with this backend before training (None: run it eagerly)
+    compile: str | None = None
     group: Group = field(default_factory=lambda: Group(Placement("cpu")))
 
 
@@ -505,11 +506,11 @@ def _fit_once(
     if task.channels_last:
         task.to(memory_format=torch.channels_last)
     eager: nn.Module | None = None
-    if options.compile:
+    if options.compile is not None:
         # compiled at its first step (a minute or more on a CPU); checkpoints hold the compiled module's names,
         # and a resumed run compiles again, so they load back
         eager = task.network
-        task.network = torch.compile(eager)  # type: ignore[assignment]  # an OptimizedModule, typed loosely
+        task.network = torch.compile(eager, backend=options.compile)  # type: ignore[assignment]  # an OptimizedModule, typed loosely
     info(engine_text(options, common["precision"], task.channels_last))
     if group.world > 1:
         common.update(
@@ -575,7 +576,7 @@ def engine_text(options: FitOptions, precision: str, channels_last: bool) -> str
     parts.append(f"{options.num_workers} data-loader worker(s){', pinned memory' if options.use_gpu else ''}")
     if channels_last:
         parts.append("channels-last memory format")
-    if options.compile:
+    if options.compile is not None:
         parts.append("torch.compile")
     if options.use_gpu:
         parts.append("fused Adam")

@@ -147,7 +147,7 @@ class Job:
             max_epochs=p.max_epochs, batch_size=p.batch_size, lr=p.learning_rate, monitor=p.monitor,
             stop_training=p.stop_training, use_gpu=use_gpu, workdir=self.workdir,
             num_workers=loader_workers(self.group.plan, in_memory=scanned.samples is not None), group=self.group,
-            compile=p.compile_model,
+            compile="inductor" if p.compile_model else None,
         )  # fmt: skip
 
     def on_epoch(self, record: EpochRecord, max_epochs: int) -> None:
