@@ -457,15 +457,21 @@ def _fit_once(
     )
     monitor_key, mode = MONITOR_KEYS[options.monitor]
     folder = options.workdir / "checkpoints"
-    last = folder / "last.ckpt"  # Lightning's name for the save_last checkpoint
-    # after the Reporter's epoch end (checkpoint callbacks run last): the saved history holds the epoch
+    last = folder / "last.ckpt"  # every epoch's whole state, and the hand-back's
+    # after the Reporter's epoch end (checkpoint callbacks run last): the saved history holds the epoch.
+    # The best epoch's weights alone (all the end reads back); the whole state (optimizer, schedule, callbacks,
+    # the best one's score among them) only in last.ckpt, which a resumed run starts from: a third of the bytes
+    # the epoch would write with the optimizer's state in both
     checkpoint = ModelCheckpoint(
-        dirpath=folder, filename="best", monitor=monitor_key, mode=mode, save_last=True, save_top_k=1,
+        dirpath=folder, filename="best", monitor=monitor_key, mode=mode, save_top_k=1, save_weights_only=True,
         save_on_train_epoch_end=True,
     )  # fmt: skip
+    latest = ModelCheckpoint(
+        dirpath=folder, filename=last.stem, save_top_k=1, enable_version_counter=False, save_on_train_epoch_end=True
+    )
     resume = _resumable(last, warn)
     reporter = Reporter(options.max_epochs, report_epoch)
-    callbacks: list[Callback] = [checkpoint, reporter, HandBack(last)]
+    callbacks: list[Callback] = [checkpoint, latest, reporter, HandBack(last)]
     stopper: EarlyStopping | None = None
     if options.stop_training:
         # arcgis.learn: stop when the monitored metric has not improved by 0.001 for 5 epochs
