@@ -54,7 +54,8 @@ def create_app(settings: Settings | None = None, workers: int = 0) -> FastAPI:
     signals.install(app, Stats(sessions))
     app.include_router(tokens.router)
     app.include_router(oauth.router)
-    app.include_router(portal.router)
+    for sharing in portal.SHARING:
+        app.include_router(portal.router, prefix=sharing)
     app.include_router(service_router)
     for prefix in (f"{SERVICE_PATH}/{TASK_NAME}", f"/{TASK_NAME}"):
         app.include_router(task_router, prefix=prefix)

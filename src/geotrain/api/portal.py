@@ -375,27 +375,28 @@ async def search(request: Request, p: ParamsDep, user: OptionalUserDep) -> Respo
 
 
 _FIELDS = (*ITEM_FIELDS, "partNum", "everyone", "org", "groups", "q", "start", "num", "sortField", "sortOrder")
-for _sharing in SHARING:
-    gp_route(router, f"{_sharing}/")(sharing_root)
-    gp_route(router, _sharing)(sharing_root)
-    gp_route(router, f"{_sharing}/info")(info)
-    gp_route(router, f"{_sharing}/portals/self/roles")(roles)
-    gp_route(router, f"{_sharing}/portals/self")(portal_self)
-    gp_route(router, f"{_sharing}/search", _FIELDS)(search)
-    gp_route(router, f"{_sharing}/community/self")(community_self)
-    gp_route(router, f"{_sharing}/community/users/{{username}}")(community_user)
-    gp_route(router, f"{_sharing}/content/items/{{item_id}}")(item)
-    gp_route(router, f"{_sharing}/content/items/{{item_id}}/data")(item_data)
-    users = f"{_sharing}/content/users/{{owner}}"
-    gp_route(router, f"{users}/createFolder", _FIELDS)(create_folder)
-    for _where in (users, f"{users}/{{folder}}"):
-        gp_route(router, f"{_where}/addItem", _FIELDS)(add_item)
-        gp_route(router, f"{_where}/items/{{item_id}}/addPart", _FIELDS)(add_part)
-        gp_route(router, f"{_where}/items/{{item_id}}/commit", _FIELDS)(commit)
-        gp_route(router, f"{_where}/items/{{item_id}}/status", _FIELDS)(status)
-        gp_route(router, f"{_where}/items/{{item_id}}/update", _FIELDS)(update_item)
-        gp_route(router, f"{_where}/items/{{item_id}}/delete", _FIELDS)(delete_item)
-        gp_route(router, f"{_where}/items/{{item_id}}/share", _FIELDS)(share_item)
-    gp_route(router, f"{users}/{{folder}}/delete", _FIELDS)(delete_folder)
-    gp_route(router, users)(user_content)
-    gp_route(router, f"{users}/{{folder}}")(user_content_in_folder)
+# registered once, included under each of SHARING (app.py): building a route costs FastAPI ~2 ms, and the
+# portal has some eighty
+gp_route(router, "/")(sharing_root)
+gp_route(router, "")(sharing_root)
+gp_route(router, "/info")(info)
+gp_route(router, "/portals/self/roles")(roles)
+gp_route(router, "/portals/self")(portal_self)
+gp_route(router, "/search", _FIELDS)(search)
+gp_route(router, "/community/self")(community_self)
+gp_route(router, "/community/users/{username}")(community_user)
+gp_route(router, "/content/items/{item_id}")(item)
+gp_route(router, "/content/items/{item_id}/data")(item_data)
+users = "/content/users/{owner}"
+gp_route(router, f"{users}/createFolder", _FIELDS)(create_folder)
+for _where in (users, f"{users}/{{folder}}"):
+    gp_route(router, f"{_where}/addItem", _FIELDS)(add_item)
+    gp_route(router, f"{_where}/items/{{item_id}}/addPart", _FIELDS)(add_part)
+    gp_route(router, f"{_where}/items/{{item_id}}/commit", _FIELDS)(commit)
+    gp_route(router, f"{_where}/items/{{item_id}}/status", _FIELDS)(status)
+    gp_route(router, f"{_where}/items/{{item_id}}/update", _FIELDS)(update_item)
+    gp_route(router, f"{_where}/items/{{item_id}}/delete", _FIELDS)(delete_item)
+    gp_route(router, f"{_where}/items/{{item_id}}/share", _FIELDS)(share_item)
+gp_route(router, f"{users}/{{folder}}/delete", _FIELDS)(delete_folder)
+gp_route(router, users)(user_content)
+gp_route(router, f"{users}/{{folder}}")(user_content_in_folder)
