@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 from geotrain.jobs.queue import JobRecord
-from geotrain.jobs.tables import JobStatus
+from geotrain.jobs.tables import JobStatus, as_utc
 
 # chart size in SVG units (it scales to the page's width)
 WIDTH, HEIGHT, PAD = 640, 300, 44
@@ -82,7 +82,7 @@ def loss_chart(epochs: list[dict[str, Any]], max_epochs: int | None) -> str:
 def duration(job: JobRecord) -> str:
     if job.started_at is None:
         return ""
-    start, end = _utc(job.started_at), _utc(job.finished_at or dt.datetime.now(dt.UTC))
+    start, end = as_utc(job.started_at), as_utc(job.finished_at or dt.datetime.now(dt.UTC))
     seconds = max(0, int((end - start).total_seconds()))
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
@@ -184,10 +184,6 @@ def jobs_page(jobs: list[JobRecord], base: str, token: str | None) -> str:
     )
     head = "<tr><th>job</th><th>status</th><th>model type</th><th>submitted (UTC)</th><th>duration</th></tr>"
     return f"<table id='jobs'>{head}{rows}</table>" if jobs else "<p>No jobs yet.</p>"
-
-
-def _utc(moment: dt.datetime) -> dt.datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)  # SQLite gives naive datetimes back
 
 
 def _when(moment: dt.datetime | None) -> str:

@@ -19,6 +19,7 @@ from geotrain.api.render import render
 from geotrain.errors import GeotrainError, NotFound, ParameterError
 from geotrain.jobs.accounts import ANONYMOUS
 from geotrain.jobs.items import FolderRecord, ItemRecord
+from geotrain.jobs.tables import as_utc
 from geotrain.portal import search as portal_search
 from geotrain.portal.content import Content, Forbidden, item_not_found, word_list
 from geotrain.task.metadata import SERVICE_PATH
@@ -61,7 +62,7 @@ def portal_root(request: Request) -> str:
 
 
 def _ms(moment: dt.datetime) -> int:
-    return int((moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).timestamp() * 1000)
+    return int(as_utc(moment).timestamp() * 1000)
 
 
 def item_json(item: ItemRecord, user: str) -> dict[str, Any]:

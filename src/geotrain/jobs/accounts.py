@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from geotrain.jobs.tables import Token, User
+from geotrain.jobs.tables import Token, User, as_utc
 
 # the one user of GEOTRAIN_AUTH=none, and whoever calls without a token
 ANONYMOUS = "anonymous"
@@ -123,5 +123,4 @@ class Accounts:
             found = session.get(Token, _digest(token))
             if found is None:
                 return None
-            expires = found.expires_at if found.expires_at.tzinfo else found.expires_at.replace(tzinfo=dt.UTC)
-            return found.user if expires > _now() else None
+            return found.user if as_utc(found.expires_at) > _now() else None

@@ -253,8 +253,10 @@ class Queue:
 
     def epochs(self, job_id: str, owner: str | None = None) -> list[dict[str, Any]]:
         """The job's finished epochs in order, as the job page's chart reads them."""
-        self.get(job_id, owner)  # JobNotFound for another user's job
         with self._sessions() as session:
+            found = session.scalar(select(Job.owner).where(Job.id == job_id))
+            if found is None or (owner is not None and found != owner):
+                raise JobNotFound(job_id)  # as get: another user's job is not there
             rows = session.scalars(select(JobEpoch).where(JobEpoch.job_id == job_id).order_by(JobEpoch.epoch))
             return [
                 {"epoch": r.epoch, "train_loss": r.train_loss, "valid_loss": r.valid_loss, "metrics": dict(r.metrics),

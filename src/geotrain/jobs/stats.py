@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from geotrain.jobs.tables import Job, JobStatus, Worker
+from geotrain.jobs.tables import Job, JobStatus, Worker, as_utc
 
 
 @dataclass(frozen=True)
@@ -28,10 +28,6 @@ class Snapshot:
     oldest_queued_seconds: float  # 0 when none is queued
     durations: list[float]  # seconds from start to end of the finished jobs that ran
     workers: list[WorkerState]
-
-
-def _utc(moment: dt.datetime) -> dt.datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)  # SQLite gives naive datetimes back
 
 
 class Stats:
@@ -62,7 +58,7 @@ class Stats:
                 WorkerState(
                     w.id,
                     list(w.labels),
-                    (now - _utc(w.seen_at)).total_seconds(),
+                    (now - as_utc(w.seen_at)).total_seconds(),
                     running.get(w.id, 0),
                     list(w.gpu_memory or []),
                 )
@@ -71,8 +67,10 @@ class Stats:
         return Snapshot(
             by_status=by_status,
             queued=by_status[JobStatus.SUBMITTED.value],
-            oldest_queued_seconds=(now - _utc(oldest)).total_seconds() if oldest is not None else 0.0,
-            durations=[max(0.0, (_utc(end) - _utc(start)).total_seconds()) for start, end in spans if start and end],
+            oldest_queued_seconds=(now - as_utc(oldest)).total_seconds() if oldest is not None else 0.0,
+            durations=[
+                max(0.0, (as_utc(end) - as_utc(start)).total_seconds()) for start, end in spans if start and end
+            ],
             workers=workers,
         )
 

@@ -52,6 +52,11 @@ def _utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def as_utc(moment: dt.datetime) -> dt.datetime:
+    """A timestamp read back from these tables, in UTC: SQLite gives them back without their time zone."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
 class Job(Base):
     __tablename__ = "jobs"
 

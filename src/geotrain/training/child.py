@@ -121,8 +121,8 @@ class Helpers:
                     continue
                 if self.done.wait(HELPER_GRACE):
                     return
-                said = _last_line(self.workdir / f"train.rank{rank}.log")
                 log = self.workdir / f"train.rank{rank}.log"
+                said = _last_line(log)
                 self.finish({
                     "status": "failed",
                     "message": f"Training process {rank + 1} of {len(self.started) + 1} (rank {rank}) failed with exit "

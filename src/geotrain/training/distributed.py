@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -51,7 +51,7 @@ class Placement:
 
     def alone(self) -> Placement:
         """This plan on its first device alone (a run with no helpers to start)."""
-        return Placement(self.accelerator, self.devices[:1], torch.get_num_threads(), 0)
+        return replace(self, devices=self.devices[:1], threads=torch.get_num_threads(), port=0)
 
     def describe(self) -> str:
         if self.accelerator == "gpu":
@@ -159,7 +159,7 @@ def launch(
     plan: Placement, job_id: str, workdir: Path, pretrained: tuple[Path, str] | None
 ) -> tuple[Placement, list[subprocess.Popen[bytes]]]:
     """Rank 0: start ranks 1..N-1 of ``plan`` (each logs to ``train.rank<N>.log``); the plan with its port."""
-    plan = Placement(plan.accelerator, plan.devices, plan.threads, _free_port())
+    plan = replace(plan, port=_free_port())
     given = (str(pretrained[0]), pretrained[1]) if pretrained is not None else None
     helpers = []
     for rank in range(1, plan.world):

@@ -39,6 +39,9 @@ MONITOR_KEYS = {
     "AVERAGE_PRECISION": ("average_precision", "max"),
 }
 LOSSES = ("train_loss", "valid_loss")
+# every random choice a job makes (its network's start, its split of chips into steps) comes from this seed:
+# the same job trains the same model on one process or several (bench/scaling.py)
+SEED = 42
 
 
 def freeze_except(module: nn.Module, learning: nn.Module | None = None) -> None:
@@ -432,7 +435,7 @@ def _fit_once(
 ) -> FitResult:
     """``sample_weights``: draw training samples with these relative chances (with replacement) instead of
     shuffling each once per epoch."""
-    pl.seed_everything(42, workers=True, verbose=False)
+    pl.seed_everything(SEED, workers=True, verbose=False)
     group = options.group
     n_train = len(train_set)  # type: ignore[arg-type]
     sampler: Sampler[int]
@@ -441,7 +444,7 @@ def _fit_once(
     else:
         # the same order of chips on any number of processes: step k of N processes with batch B sees the
         # chips of step k of one process with batch N x B (this sampler's permutation, dealt in turn)
-        sampler = DistributedSampler(train_set, num_replicas=group.world, rank=group.rank, shuffle=True, seed=42)
+        sampler = DistributedSampler(train_set, num_replicas=group.world, rank=group.rank, shuffle=True, seed=SEED)
     per_process = math.ceil(n_train / group.world)
     train_loader = DataLoader(
         train_set, batch_size=options.batch_size, sampler=sampler, drop_last=per_process > options.batch_size,

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lightning_fabric.utilities.seed import seed_everything
+from pytorch_lightning import seed_everything
 
 from geotrain.config import Settings
 from geotrain.errors import TrainingError
@@ -21,9 +21,8 @@ from geotrain.task.params import TrainParams
 from geotrain.task.pretrained import Pretrained
 from geotrain.task.submission import load_export
 from geotrain.training import distributed
+from geotrain.training.fit import SEED
 from geotrain.training.job import Job, Progress
-
-SEED = 42
 
 __all__ = ["Progress", "train", "train_helper"]
 
@@ -113,8 +112,7 @@ def train_helper(params: TrainParams, settings: Settings, workdir: Path, given: 
 
 
 def _train_family(job: Job) -> None:
-    # the network starts alike on every rank and in every run of the job: the same job trains the same model
-    # on one process or on several (bench/scaling.py)
+    # the network starts alike on every rank and in every run of the job
     seed_everything(SEED, workers=True, verbose=False)
     match catalog.BUILT[job.params.model_type].family:
         # each family imports only its own stack
