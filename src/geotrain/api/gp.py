@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
-from geotrain.api import pages
+from geotrain.api import pages, portal
 from geotrain.api.auth import UserDep, token_of
 from geotrain.api.deps import ParamsDep, QueueDep, gp_route
 from geotrain.api.render import page, render, response_format, submit_form
@@ -179,7 +179,7 @@ def _job_html(request: Request, job: JobRecord, epochs: list[dict[str, Any]], us
     if local is not None:
         value = (job.results or {}).get("out_item") or {}
         item = value.get("itemId") if isinstance(value, dict) else None
-        package = f"{job.id}/package{keep}" if not item else f"/portal/sharing/rest/content/items/{item}/data{keep}"
+        package = f"{job.id}/package{keep}" if not item else f"{portal.ITEMS}/{item}/data{keep}"
         pictures = [f"{job.id}/package/{name}{keep}" for name in PICTURES]
     return pages.job_page(job, epochs, package, pictures, token)
 
@@ -276,7 +276,7 @@ async def job_result(
         # an item of the embedded portal: its url is this server's, as the client reached it
         value = {
             **value,
-            "url": f"{str(request.base_url).rstrip('/')}/portal/sharing/rest/content/items/{value['itemId']}",
+            "url": f"{str(request.base_url).rstrip('/')}{portal.ITEMS}/{value['itemId']}",
         }
     data = {"paramName": name, "dataType": spec["dataType"], "value": value}
     return render(data, request.state.f, f"Result {name}")

@@ -27,6 +27,8 @@ from geotrain.task.metadata import SERVICE_PATH
 PORTAL_ID = "geotrain"
 PORTAL_VERSION = "2024.1"  # the sharing API of ArcGIS Enterprise 11.3
 SHARING = ("/portal/sharing/rest", "/sharing/rest", "/arcgis/sharing/rest")
+# where this server's items are, as it names them to clients (results, job pages)
+ITEMS = f"{SHARING[0]}/content/items"
 MAX_SEARCH_START = 10_000  # as ArcGIS: a search pages through its first ten thousand results
 ITEM_FIELDS = ("title", "type", "tags", "typeKeywords", "description", "snippet", "properties", "filename", "fileName",
                "multipart", "async", "overwrite", "clearEmptyFields", "file", "folder", "id")  # fmt: skip
