@@ -53,11 +53,11 @@ def loss_chart(epochs: list[dict[str, Any]], max_epochs: int | None) -> str:
         f"<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 {WIDTH} {HEIGHT}' role='img' "
         f"aria-label='loss by epoch' class='chart'>",
         f"<rect x='{PAD}' y='{PAD}' width='{inner_w}' height='{inner_h}' fill='none' stroke='#ccc'/>",
-        f"<text x='{PAD}' y='{PAD - 8}' font-size='12'>loss (0 to {top:.3g})</text>",
-        f"<text x='{WIDTH - PAD}' y='{HEIGHT - PAD + 28}' font-size='12' text-anchor='end'>epoch (1 to {last})</text>",
+        f"<text x='{PAD}' y='{PAD - 8}' font-size='14'>loss (0 to {top:.3g})</text>",
+        f"<text x='{WIDTH - PAD}' y='{HEIGHT - PAD + 28}' font-size='14' text-anchor='end'>epoch (1 to {last})</text>",
     ]
     drawn = [("train_loss", top), ("valid_loss", top)] + ([(metric, 1.0)] if metric else [])
-    legend_x = PAD + 110
+    legend_x = PAD + 130
     for key, scale in drawn:
         points = _series(epochs, key)
         color = COLORS.get(key, COLORS["metric"])
@@ -68,11 +68,11 @@ def loss_chart(epochs: list[dict[str, Any]], max_epochs: int | None) -> str:
                 f"<circle cx='{x(e):.1f}' cy='{y(v, scale):.1f}' r='3' fill='{color}' class='point {key}'/>"
                 for e, v in points
             )
-        parts.append(f"<text x='{legend_x}' y='{PAD - 8}' font-size='12' fill='{color}'>{html.escape(key)}</text>")
-        legend_x += 110
+        parts.append(f"<text x='{legend_x}' y='{PAD - 8}' font-size='14' fill='{color}'>{html.escape(key)}</text>")
+        legend_x += 120
     if metric:
-        right = f"<text x='{WIDTH - PAD}' y='{PAD - 8}' font-size='12' text-anchor='end'>"
-        parts.append(f"{right}{html.escape(metric)} 0 to 1</text>")
+        below = f"<text x='{PAD}' y='{HEIGHT - PAD + 28}' font-size='14'>"
+        parts.append(f"{below}{html.escape(metric)}: 0 to 1 (right axis)</text>")
     if not epochs:
         parts.append(f"<text x='{WIDTH / 2}' y='{HEIGHT / 2}' font-size='14' text-anchor='middle'>no epoch yet</text>")
     parts.append("</svg>")
@@ -107,7 +107,7 @@ LIVE = """<script>
       }
       var rows = (job.messages || []).map(function (m) {
         var tr = document.createElement('tr'), a = document.createElement('td'), b = document.createElement('td');
-        a.textContent = m.type.replace('esriJobMessageType', ''); b.textContent = m.description;
+        a.className = 'kind'; a.textContent = m.type.replace('esriJobMessageType', ''); b.textContent = m.description;
         tr.appendChild(a); tr.appendChild(b); return tr;
       });
       document.getElementById('messages').replaceChildren.apply(document.getElementById('messages'), rows);
@@ -128,7 +128,8 @@ def job_page(
     finished = job.status.finished
     pct = 100.0 if job.status == JobStatus.SUCCEEDED else job.progress_percentage or 0.0
     rows = "".join(
-        f"<tr><td>{html.escape(m.type.removeprefix('esriJobMessageType'))}</td><td>{html.escape(m.description)}</td></tr>"
+        f"<tr><td class='kind'>{html.escape(m.type.removeprefix('esriJobMessageType'))}</td>"
+        f"<td>{html.escape(m.description)}</td></tr>"
         for m in job.messages
     )
     max_epochs_ = max_epochs(job)
@@ -138,7 +139,7 @@ def job_page(
         f"{' · ' + html.escape(str(job.inputs.get('model_type', ''))) if job.inputs.get('model_type') else ''}"
         f"{' · ' + duration(job) if duration(job) else ''}</p>",
         f"<p><progress id='progress' max='100' value='{pct:g}'></progress> "
-        f"<span id='progress-text'>{html.escape(job.progress_message or '')} {pct:g}%</span></p>",
+        f"<span id='progress-text'>{html.escape(_progress_text(job))} {pct:g}%</span></p>",
         f"<div id='chart'>{loss_chart(epochs, max_epochs_)}</div>",
     ]
     if not finished:
@@ -160,6 +161,11 @@ def job_page(
             parts.append(f"<p><img src='{html.escape(src)}' alt='{html.escape(alt)}' class='picture'></p>")
     parts.append(f"<h3>Messages</h3><table><tbody id='messages'>{rows}</tbody></table></div>{LIVE}")
     return "".join(parts)
+
+
+def _progress_text(job: JobRecord) -> str:
+    # a finished job's last progress message ("Writing the package") is no longer what it is doing
+    return "Done" if job.status == JobStatus.SUCCEEDED else job.progress_message or ""
 
 
 def _hidden_token(token: str | None) -> str:

@@ -33,7 +33,8 @@ def page(title: str, body: str) -> str:
         "pre{background:#f4f4f4;padding:1em;overflow:auto}td,th{padding:.2em .6em;vertical-align:top;text-align:left}"
         "table{display:block;overflow-x:auto}input[type=text],textarea{width:40em;max-width:100%}"
         "svg.chart,img.picture{width:100%;max-width:48em;height:auto}progress{width:20em;max-width:80%}"
-        "td{overflow-wrap:anywhere}</style></head><body><h2>" + html.escape(title) + "</h2>" + body + "</body></html>"
+        "td,h2,p,li{overflow-wrap:anywhere}td.kind{overflow-wrap:normal;white-space:nowrap}"
+        "</style></head><body><h2>" + html.escape(title) + "</h2>" + body + "</body></html>"
     )
 
 
@@ -49,10 +50,10 @@ def submit_form(parameters: list[dict[str, Any]], action: str) -> str:
             continue
         name = html.escape(p["name"])
         default = "" if p["defaultValue"] is None else json.dumps(p["defaultValue"]).strip('"')
-        if "choiceList" in p:
+        choices = p.get("choiceList") or (["true", "false"] if p.get("dataType") == "GPBoolean" else None)
+        if choices:
             options = "".join(
-                f"<option{' selected' if c == p['defaultValue'] else ''}>{html.escape(c)}</option>"
-                for c in ["", *p["choiceList"]]
+                f"<option{' selected' if c == default else ''}>{html.escape(c)}</option>" for c in ["", *choices]
             )
             field = f"<select name='{name}'>{options}</select>"
         else:

@@ -24,7 +24,7 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from geotrain import logs
 from geotrain.jobs.retry import patient
@@ -255,9 +255,22 @@ def read_outcome(workdir: Path) -> dict[str, object] | None:
     return data if isinstance(data, dict) else None
 
 
+def _leave(run: Callable[[], int]) -> NoReturn:
+    """Run, then exit without the interpreter's teardown: with torch and Lightning loaded it took 1.5 s a
+    job on 2 cores, after the outcome was on disk and every file closed."""
+    try:
+        code = run()
+    except SystemExit as exc:  # a cancel's SIGTERM, after the finally blocks have run
+        code = exc.code if isinstance(exc.code, int) else 1
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "--warm":
-        sys.exit(warm())
+        _leave(warm)
     if sys.argv[1] == "--rank":
-        sys.exit(helper(int(sys.argv[2]), sys.argv[3]))
-    sys.exit(main(sys.argv[1]))
+        _leave(lambda: helper(int(sys.argv[2]), sys.argv[3]))
+    _leave(lambda: main(sys.argv[1]))

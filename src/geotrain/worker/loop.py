@@ -129,6 +129,9 @@ class Worker:
             self._supervise(job)
         finally:
             logs.job_id.reset(token)
+        if not self.stopping.is_set():
+            # warmed now, not when the job started: its seconds of imports would have slowed that job's start
+            self._warm_up()
 
     def _supervise(self, job: JobRecord) -> None:
         workdir = self.settings.jobs_dir / job.id
@@ -180,8 +183,7 @@ class Worker:
         return child.poll() is not None
 
     def _start(self, job: JobRecord, log_path: Path) -> subprocess.Popen[bytes]:
-        """The job's training process: the warm one when it is alive (a fresh one is then warmed for the
-        next job), else one started for it."""
+        """The job's training process: the warm one when it is alive, else one started for it."""
         env = {**os.environ, **self.settings.child_environment()}
         log_path.touch()
         child, self._warm = self._warm, None
@@ -200,11 +202,17 @@ class Worker:
                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                     start_new_session=True,  # its own process group: a cancel ends its data loaders too
                 )  # fmt: skip
+        return started
+
+    def _warm_up(self) -> None:
+        """Start a training process that imports the training stack and waits for the next job."""
+        if self._warm is not None and self._warm.poll() is None:
+            return
+        env = {**os.environ, **self.settings.child_environment()}
         self._warm = subprocess.Popen(
             [sys.executable, "-m", "geotrain.training.child", "--warm"], env=env, stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
-        return started
 
     def _discard_warm(self) -> None:
         child, self._warm = self._warm, None
