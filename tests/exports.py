@@ -96,3 +96,45 @@ def write_scene(path: Path, pixels: np.ndarray) -> Any:
                        crs="EPSG:32633", transform=transform) as dst:  # fmt: skip
         dst.write(pixels)
     return transform
+
+
+def write_change_tiles(root: Path, spec: ExportSpec | None = None) -> Path:
+    """A change detection export: Classified_Tiles whose images/ are the earlier date and images2/ the later
+    one; what appeared in between (a bright rectangle a class) is labelled with that class's value."""
+
+    spec = spec or ExportSpec()
+    write_classified_tiles(root, spec)
+    rng = np.random.default_rng(spec.seed + 100)
+    (root / "images2").mkdir(exist_ok=True)
+    for path in sorted((root / "images").glob("*.tif")):
+        with rasterio.open(path) as src:
+            after, profile = src.read(), src.profile
+        with rasterio.open(root / "labels" / path.name) as src:
+            changed = src.read(1) > 0
+        before = after.copy()
+        # the earlier date had no rectangles there: the same kind of noise as around them
+        before[:, changed] = rng.integers(0, before.max() // 4 + 1, size=(after.shape[0], int(changed.sum())))
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(before)
+        with rasterio.open(root / "images2" / path.name, "w", **profile) as dst:
+            dst.write(after)
+    return root
+
+
+def write_edge_tiles(root: Path, spec: ExportSpec | None = None) -> Path:
+    """An edge export: Classified_Tiles whose labels hold a class value on the outlines of the bright
+    rectangles the images show (one pixel wide) and 0 elsewhere."""
+
+    spec = spec or ExportSpec()
+    write_classified_tiles(root, spec)
+    for path in sorted((root / "labels").glob("*.tif")):
+        with rasterio.open(path) as src:
+            label, profile = src.read(1), src.profile
+        padded = np.pad(label, 1, mode="edge")
+        inner = padded[1:-1, 1:-1]
+        differs = (inner != padded[:-2, 1:-1]) | (inner != padded[2:, 1:-1])
+        differs |= (inner != padded[1:-1, :-2]) | (inner != padded[1:-1, 2:])
+        edges = np.where(differs & (label > 0), label, 0).astype(label.dtype)
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(edges, 1)
+    return root

@@ -69,9 +69,11 @@ def test_backbone_builds_and_runs_forward(model_type: str, backbone: str) -> Non
             expected = {"boxes", "labels", "scores"} | ({"masks"} if model_type == "MASKRCNN" else set())
             assert set(out[0]) == expected
         else:
-            built = build(model_type, backbone, 5, 3, "RANDOM")
+            bands = 6 if model_type == "CHANGEDETECTOR" else 5  # a change detector reads two dates of 3 bands
+            classes = 2 if family == "edge_detection" else 3  # an edge detector: NoData and edge
+            built = build(model_type, backbone, bands, classes, "RANDOM")
             built.network.eval()
-            assert built.network(torch.randn(1, 5, 64, 64)).shape == (1, 3, 64, 64)
+            assert built.network(torch.randn(1, bands, 64, 64)).shape == (1, classes, 64, 64)
     assert built.pretrained_from is None and "random initialisation" in built.notes[0]
 
 

@@ -42,6 +42,8 @@ class ModelTypeInfo:
     arguments_not_yet: tuple[str, ...] = ()
     # backbones ArcGIS accepts for this model that geotrain cannot build yet
     backbones_not_yet: tuple[str, ...] = ()
+    # what the export must hold beyond its format (training/data/export.py:data_kind); empty: the format's own
+    data_kinds: tuple[str, ...] = ()
 
     @property
     def backbones_built(self) -> tuple[str, ...]:
@@ -79,7 +81,36 @@ _MASKRCNN_ARGUMENTS = {
     "monitor": "valid_loss or average_precision",
 }  # fmt: skip
 
+_EDGE_ARGUMENTS = {
+    "chip_size": "an integer chip size in pixels",
+    "monitor": "valid_loss, accuracy or f1_score",
+}
+
 BUILT: dict[str, ModelTypeInfo] = {
+    "BDCN_EDGEDETECTOR": ModelTypeInfo(
+        keyword="BDCN_EDGEDETECTOR",
+        family="edge_detection",
+        formats=("Classified_Tiles",),
+        backbones=(*RESNETS, *VGGS),
+        default_backbone="VGG19",
+        monitors=("VALID_LOSS", "ACCURACY", "F1_SCORE"),
+        arguments=_EDGE_ARGUMENTS,
+    ),
+    "CHANGEDETECTOR": ModelTypeInfo(
+        keyword="CHANGEDETECTOR",
+        family="pixel_classification",
+        formats=("Classified_Tiles",),
+        backbones=RESNETS,
+        default_backbone="RESNET18",
+        monitors=("VALID_LOSS", "PRECISION", "RECALL", "F1_SCORE"),
+        arguments={
+            "attention_type": "'PAM' (self-attention within regions at four scales, the default) or 'BAM' (over "
+            "the whole map)",
+            "chip_size": "an integer chip size in pixels",
+            "monitor": "valid_loss, precision, recall or f1",
+        },
+        data_kinds=("ChangeDetection",),
+    ),
     "DEEPLAB": ModelTypeInfo(
         keyword="DEEPLAB",
         family="pixel_classification",
@@ -116,6 +147,15 @@ BUILT: dict[str, ModelTypeInfo] = {
         default_backbone="RESNET50",
         monitors=("VALID_LOSS", "AVERAGE_PRECISION"),
         arguments=_DETECTION_ARGUMENTS,
+    ),
+    "HED_EDGEDETECTOR": ModelTypeInfo(
+        keyword="HED_EDGEDETECTOR",
+        family="edge_detection",
+        formats=("Classified_Tiles",),
+        backbones=(*RESNETS, *VGGS),
+        default_backbone="VGG19",
+        monitors=("VALID_LOSS", "ACCURACY", "F1_SCORE"),
+        arguments=_EDGE_ARGUMENTS,
     ),
     "MASKRCNN": ModelTypeInfo(
         keyword="MASKRCNN",

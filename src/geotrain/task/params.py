@@ -395,7 +395,8 @@ class TrainParams(BaseModel):
 # arcgis.learn's metric names, as Pro passes them in `arguments`, -> the 12.0 monitor keywords
 MONITOR_ARGUMENTS = {
     "valid_loss": "VALID_LOSS", "accuracy": "ACCURACY", "valid_miou": "MIOU", "miou": "MIOU",
-    "average_precision": "AVERAGE_PRECISION",
+    "average_precision": "AVERAGE_PRECISION", "precision": "PRECISION", "recall": "RECALL", "f1": "F1_SCORE",
+    "f1_score": "F1_SCORE",
 }  # fmt: skip
 
 
@@ -455,6 +456,8 @@ def _check_argument(info: catalog.ModelTypeInfo, name: str, value: Any) -> None:
             ok = isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1
         case "dice_loss_average":
             ok = value in ("micro", "macro")
+        case "attention_type":
+            ok = value in ("PAM", "BAM")
         case "ignore_classes":
             ok = isinstance(value, list | tuple) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
         case "chip_size":

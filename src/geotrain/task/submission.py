@@ -11,7 +11,7 @@ from geotrain.stores import StorePathError, resolve
 from geotrain.task import catalog, pretrained
 from geotrain.task.augmentation import TRANSFORMS_FILE
 from geotrain.task.params import TrainParams
-from geotrain.training.data.export import ExportError, ExportInfo, merge_exports, read_export
+from geotrain.training.data.export import KIND_NEEDS, ExportError, ExportInfo, data_kind, merge_exports, read_export
 
 
 def load_export(params: TrainParams, settings: Settings) -> ExportInfo:
@@ -44,6 +44,12 @@ def check(
             "in_folder",
             f"the export's metadata format is {export.metadata_format}, but {params.model_type} trains on "
             f"{', '.join(info.formats)}. Export the training data again with a matching metadata format.",
+        )
+    if info.data_kinds and data_kind(export) not in info.data_kinds:
+        raise ParameterError(
+            "in_folder",
+            f"{params.model_type} trains on {' or '.join(KIND_NEEDS[k] for k in info.data_kinds)}; this "
+            f"{export.metadata_format} export has none.",
         )
     if len(export.items) < 2:
         raise ParameterError(

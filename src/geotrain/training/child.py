@@ -72,6 +72,7 @@ def warm() -> int:
     _exit_with_parent()
     import geotrain.training.classification
     import geotrain.training.detection
+    import geotrain.training.edges
     import geotrain.training.run
     import geotrain.training.segmentation  # noqa: F401  (imported for their import time, now rather than later)
 

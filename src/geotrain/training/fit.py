@@ -27,7 +27,7 @@ from geotrain.errors import TrainingError
 from geotrain.training import batch_size as batch_sizes
 from geotrain.training import handback
 from geotrain.training.distributed import Group, Placement
-from geotrain.training.metrics import SegmentationMetrics, from_confusion
+from geotrain.training.metrics import SegmentationMetrics, change_scores, from_confusion
 from geotrain.training.models.pointrend import PointOutput, point_sample
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,9 @@ MONITOR_KEYS = {
     "ACCURACY": ("accuracy", "max"),
     "MIOU": ("miou", "max"),
     "AVERAGE_PRECISION": ("average_precision", "max"),
+    "PRECISION": ("precision", "max"),
+    "RECALL": ("recall", "max"),
+    "F1_SCORE": ("f1_score", "max"),
 }
 LOSSES = ("train_loss", "valid_loss")
 # every random choice a job makes (its network's start, its split of chips into steps) comes from this seed:
@@ -144,9 +147,20 @@ def mixed_loss(
 
 class SegmentationTask(OneCycleTask):
     def __init__(
-        self, network: nn.Module, encoder: nn.Module, num_classes: int, lr: float, loss: LossOptions, freeze: bool
+        self,
+        network: nn.Module,
+        encoder: nn.Module,
+        num_classes: int,
+        lr: float,
+        loss: LossOptions,
+        freeze: bool,
+        change: bool = False,
     ) -> None:
+        """``change``: the classes are kinds of change (index 0 none): precision, recall and F1 of finding
+        change are logged too."""
         super().__init__()
+        self.change = change
+        self.last_change = (0.0, 0.0, 0.0)  # the last validation's change precision, recall and F1
         self.network = network
         self.encoder = encoder
         self.num_classes = num_classes
@@ -242,10 +256,15 @@ class SegmentationTask(OneCycleTask):
         self.confusion.update(pred[keep], y[keep])
 
     def on_validation_epoch_end(self) -> None:
-        metrics = from_confusion(self.confusion.compute().cpu())
+        matrix = self.confusion.compute().cpu()
+        metrics = from_confusion(matrix)
         self.last_metrics = metrics
         self.log("accuracy", metrics.accuracy)
         self.log("miou", metrics.miou)
+        if self.change:
+            self.last_change = change_scores(matrix)
+            for name, value in zip(("precision", "recall", "f1_score"), self.last_change, strict=True):
+                self.log(name, value)
 
 
 @dataclass

@@ -41,3 +41,14 @@ def from_confusion(matrix: torch.Tensor) -> SegmentationMetrics:
         f1=f1.tolist(),
         iou=iou.tolist(),
     )
+
+
+def change_scores(matrix: torch.Tensor) -> tuple[float, float, float]:
+    """Precision, recall and F1 of finding change: any class but index 0 (no change), whichever it is."""
+    m = matrix.double()
+    found = float(m[1:, 1:].sum())
+    predicted, actual = float(m[:, 1:].sum()), float(m[1:, :].sum())
+    precision = found / predicted if predicted else 0.0
+    recall = found / actual if actual else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return precision, recall, f1

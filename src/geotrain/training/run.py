@@ -120,6 +120,10 @@ def _train_family(job: Job) -> None:
             from geotrain.training.segmentation import train as train_segmentation
 
             train_segmentation(job)
+        case "edge_detection":
+            from geotrain.training.edges import train as train_edges
+
+            train_edges(job)
         case "object_classification":
             from geotrain.training.classification import train as train_classification
 

@@ -1,4 +1,5 @@
-"""Pixel classification (UNET) on Classified_Tiles."""
+"""Pixel classification (UNET, PSPNET, DEEPLAB) on Classified_Tiles, and change detection (CHANGEDETECTOR)
+on Classified_Tiles with images2/: the two dates' bands stacked, one pixel classifier over both."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from geotrain.training.job import Job, class_colors
 from geotrain.training.models.pointrend import PointRend
 from geotrain.training.models.registry import PYRAMID_SIZES, build, deeplab_output_stride
 
-MODEL_NAMES = {"UNET": "UnetClassifier", "PSPNET": "PSPNetClassifier", "DEEPLAB": "DeepLab"}
+MODEL_NAMES = {
+    "UNET": "UnetClassifier", "PSPNET": "PSPNetClassifier", "DEEPLAB": "DeepLab", "CHANGEDETECTOR": "ChangeDetector"
+}  # fmt: skip
 
 
 def train(job: Job) -> None:
@@ -26,7 +29,8 @@ def train(job: Job) -> None:
     foreground = [c for c in export.classes if c.value != 0]
     background = next((c.name for c in export.classes if c.value == 0), "NoData")
     class_map = ClassMap([c.value for c in foreground])
-    scanned, counts = scan_segmentation(export, class_map, job.reading)
+    paired = params.model_type == "CHANGEDETECTOR"
+    scanned, counts = scan_segmentation(export, class_map, job.reading, paired)
     job.checked(scanned)
     if counts.undeclared:
         values = ", ".join(str(v) for v in sorted(counts.undeclared)[:10])
@@ -36,12 +40,14 @@ def train(job: Job) -> None:
         progress.warn(f"Classes declared in the export but absent from every label: {', '.join(absent)}.")
     train_idx, valid_idx = job.split(scanned)
 
-    tile = export.tile_size or _first_size(scanned)
+    tile = export.tile_size or first_size(scanned)
     chip_size = job.crop_size() or min(tile)
     train_augmenter, valid_augmenter = job.augmenters(scanned.normalization)
     augment = params.data_augmentation != "NONE"
-    train_set = SegmentationChips(scanned, train_idx, chip_size, True, augment, class_map, train_augmenter)
-    valid_set = SegmentationChips(scanned, valid_idx, chip_size, False, False, class_map, valid_augmenter)
+    # the class map lets chips not held in memory be read as just their window (one file: not for pairs)
+    windows = None if paired else class_map
+    train_set = SegmentationChips(scanned, train_idx, chip_size, True, augment, windows, train_augmenter)
+    valid_set = SegmentationChips(scanned, valid_idx, chip_size, False, False, windows, valid_augmenter)
 
     use_gpu = job.use_gpu()
     built = build(
@@ -55,7 +61,7 @@ def train(job: Job) -> None:
     freeze = job.announce_model(built.network, built.notes, built.pretrained_from is not None)
     loss = _loss_options(params, class_map, counts.per_class)
     task = SegmentationTask(
-        built.network, built.encoder, class_map.num_classes, params.learning_rate or 1e-3, loss, freeze
+        built.network, built.encoder, class_map.num_classes, params.learning_rate or 1e-3, loss, freeze, paired
     )
     result = fit(
         task, train_set, valid_set, job.fit_options(use_gpu, scanned), job.on_epoch, progress.info, progress.warn
@@ -84,29 +90,38 @@ def train(job: Job) -> None:
             "ExportChipSize": [tile[0], tile[1]],
         }
     )
+    rows = [("Accuracy", f"{m.accuracy:.4f}"), ("mIoU", f"{m.miou:.4f}")]
+    summary = f"accuracy {m.accuracy:.4f}, mIoU {m.miou:.4f}"
+    if paired:
+        # Detect Change Using Deep Learning hands over the two rasters as one, the first's bands then the second's
+        emd["ExtractBands"] = list(range(scanned.num_bands))
+        precision, recall, f1 = task.last_change  # of the kept weights
+        emd.update({"precision": precision, "recall": recall, "f1": f1})
+        rows += [("Precision (change)", f"{precision:.4f}"), ("Recall (change)", f"{recall:.4f}"), ("F1", f"{f1:.4f}")]
+        summary = f"change precision {precision:.4f}, recall {recall:.4f}, F1 {f1:.4f}"
     job.write_package(
         emd,
         built.network.state_dict(),
         result,
-        _show_results(task, valid_set, np.array([(0, 0, 0), *colors], dtype=np.float64)),
+        _show_results(task, valid_set, np.array([(0, 0, 0), *colors], dtype=np.float64), paired),
         [
             ("Model", MODEL_NAMES[params.model_type]),
             ("Backbone", params.backbone.lower()),
             ("Learning rate", f"{result.lr:.4e}"),
-            ("Accuracy", f"{m.accuracy:.4f}"),
-            ("mIoU", f"{m.miou:.4f}"),
+            *rows,
             ("Epochs", str(len(result.history))),
         ],
         per_class,
-        f"accuracy {m.accuracy:.4f}, mIoU {m.miou:.4f}",
+        summary,
     )
-    job.check_package(*_package_check(task, valid_set, class_map))
+    job.check_package(*package_check(task, valid_set, class_map))
 
 
-def _package_check(
-    task: SegmentationTask, valid_set: SegmentationChips, class_map: ClassMap
+def package_check(
+    task: torch.nn.Module, valid_set: SegmentationChips, class_map: ClassMap
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A validation chip's raw pixels and the class values the trained model gives them."""
+    """A validation chip's raw pixels and the class values the trained model (``task``: chips to class
+    scores) gives them."""
     raw, _ = valid_set.crop(*valid_set.raw(0))
     x, _ = valid_set[0]
     task.eval()
@@ -124,6 +139,8 @@ def network_parameters(model_type: str, arguments: dict[str, Any], network: torc
         out["use_unet"] = bool(arguments.get("use_unet", arguments.get("use_net", True)))
         out["pyramid_sizes"] = [int(s) for s in arguments.get("pyramid_sizes", PYRAMID_SIZES)]
         out["unet_aux_loss"] = bool(arguments.get("unet_aux_loss", False))
+    if model_type == "CHANGEDETECTOR":
+        out["attention_type"] = str(arguments.get("attention_type", "PAM"))
     if model_type == "DEEPLAB":
         out["output_stride"] = deeplab_output_stride(arguments)
         out["keep_dilation"] = bool(arguments.get("keep_dilation", False))
@@ -133,7 +150,7 @@ def network_parameters(model_type: str, arguments: dict[str, Any], network: torc
     return out
 
 
-def _first_size(scanned: Scan[np.ndarray]) -> tuple[int, int]:
+def first_size(scanned: Scan[np.ndarray]) -> tuple[int, int]:
     image, _ = scanned.sample(0)
     return image.shape[1], image.shape[2]
 
@@ -157,7 +174,8 @@ def _loss_options(params: TrainParams, class_map: ClassMap, pixels: np.ndarray) 
     )
 
 
-def _show_results(task: SegmentationTask, valid_set: SegmentationChips, colors: np.ndarray) -> bytes:
+def _show_results(task: SegmentationTask, valid_set: SegmentationChips, colors: np.ndarray, paired: bool) -> bytes:
+    """``paired``: the chips hold two dates; the picture shows the later one."""
     task.eval()
     images, truths, preds = [], [], []
     device = next(task.parameters()).device
@@ -166,7 +184,7 @@ def _show_results(task: SegmentationTask, valid_set: SegmentationChips, colors: 
             x, y = valid_set[i]
             raw, _ = valid_set.crop(*valid_set.raw(i))
             pred = task(x.unsqueeze(0).to(device)).argmax(dim=1)[0].cpu().numpy()
-            images.append(raw)
+            images.append(raw[raw.shape[0] // 2 :] if paired else raw)
             truths.append(y.numpy())
             preds.append(pred)
     return pictures.show_results(images, truths, preds, colors)

@@ -1,5 +1,6 @@
 """geotrain's networks rebuilt from their EMD with torch and torchvision only: the pixel classifiers (UNET,
-PSPNET, DEEPLAB), the object classifier (FEATURE_CLASSIFIER) and the detectors (FASTERRCNN, MASKRCNN,
+PSPNET, DEEPLAB; CHANGEDETECTOR, HED_EDGEDETECTOR and BDCN_EDGEDETECTOR, which geotrain builds from this file
+too), the object classifier (FEATURE_CLASSIFIER) and the detectors (FASTERRCNN, MASKRCNN,
 RETINANET, SSD, YOLOV3).
 
 This file travels inside every .dlpk geotrain writes that has an inference function, beside it, so it must
@@ -390,6 +391,136 @@ class PointRend(nn.Module):
         return flat.reshape(batch, classes, rows, cols)
 
 
+# STANet's self-attention: BAM attends over the whole map, PAM within each cell of 1x1, 2x2, 4x4 and 8x8 grids
+ATTENTION_SCALES = {"BAM": (1,), "PAM": (1, 2, 4, 8)}
+
+
+class RegionAttention(nn.Module):
+    """Self-attention among the positions of each cell of an s x s grid laid over the map, for every s of
+    ``scales``, merged and added back to the map (scaled by a learned gain that starts at 0)."""
+
+    def __init__(self, channels: int, scales: tuple[int, ...]) -> None:
+        super().__init__()
+        self.scales = scales
+        keys = max(channels // 8, 8)
+        self.query = nn.Conv2d(channels, keys, 1)
+        self.key = nn.Conv2d(channels, keys, 1)
+        self.value = nn.Conv2d(channels, channels, 1)
+        self.merge = nn.Conv2d(channels * len(scales), channels, 1)
+        self.gamma = nn.Parameter(torch.zeros(1))
+
+    def _attend(self, x: torch.Tensor, scale: int) -> torch.Tensor:
+        n, c, h, w = x.shape
+        grid_r, grid_c = min(scale, h), min(scale, w)  # a map smaller than the grid: one position a cell
+        padded = F.pad(x, (0, (-w) % grid_c, 0, (-h) % grid_r))
+        rows, cols = padded.shape[-2:]
+        cell_r, cell_c = rows // grid_r, cols // grid_c
+
+        def cells(t: torch.Tensor) -> torch.Tensor:  # n, k, rows, cols -> n * cells, k, positions
+            k = t.shape[1]
+            t = t.reshape(n, k, grid_r, cell_r, grid_c, cell_c).permute(0, 2, 4, 1, 3, 5)
+            return t.reshape(n * grid_r * grid_c, k, cell_r * cell_c)
+
+        q, k, v = cells(self.query(padded)), cells(self.key(padded)), cells(self.value(padded))
+        weights = torch.softmax(q.transpose(1, 2) @ k / math.sqrt(q.shape[1]), dim=-1)
+        out = (v @ weights.transpose(1, 2)).reshape(n, grid_r, grid_c, c, cell_r, cell_c)
+        return out.permute(0, 3, 1, 4, 2, 5).reshape(n, c, rows, cols)[..., :h, :w]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        merged: torch.Tensor = self.merge(torch.cat([self._attend(x, s) for s in self.scales], dim=1))
+        return x + self.gamma * merged
+
+
+class ChangeNet(nn.Module):
+    """Change detection on two dates stacked band-wise (``bands`` of the first, then as many of the second),
+    as ArcGIS's Detect Change Using Deep Learning hands them over. One encoder reads both dates (siamese); the
+    deepest maps of the two, side by side, go through self-attention together (STANet's BAM or PAM), so a
+    place attends to itself and its surroundings at the other date; a U-Net decoder reads each level's
+    |difference| and sum and classifies every pixel into the change classes."""
+
+    def __init__(self, arch: str, bands: int, classes: int, attention: str = "PAM") -> None:
+        super().__init__()
+        self.bands = bands
+        self.encoder = Encoder(arch, bands)
+        channels = _channels(self.encoder, bands)
+        self.attention = RegionAttention(channels[-1], ATTENTION_SCALES[attention])
+        self.decoder = UnetDecoder([2 * c for c in channels], arch.startswith("vgg"))
+        self.segmentation_head = _head(16, classes, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        levels = self.encoder(torch.cat([x[:, : self.bands], x[:, self.bands :]], dim=0))  # both dates at once
+        deepest = levels[-1]
+        width = deepest.shape[3]
+        joined = self.attention(torch.cat([deepest[:n], deepest[n:]], dim=3))
+        levels[-1] = torch.cat([joined[..., :width], joined[..., width:]], dim=0)
+        fused = [torch.cat([(f[:n] - f[n:]).abs(), f[:n] + f[n:]], dim=1) for f in levels]
+        out: torch.Tensor = self.segmentation_head(self.decoder(fused))
+        return out
+
+
+BDCN_WIDTH = 32
+BDCN_RATES = (4, 8, 12)
+
+
+class ScaleEnhancement(nn.Module):
+    """BDCN's scale enhancement module: a level's features through parallel dilated convolutions, summed."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.reduce = conv_relu(channels, BDCN_WIDTH, 3, 1)
+        self.dilated = nn.ModuleList(nn.Conv2d(BDCN_WIDTH, BDCN_WIDTH, 3, padding=r, dilation=r) for r in BDCN_RATES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.reduce(x)
+        out: torch.Tensor = x
+        for conv in self.dilated:
+            out = out + conv(x)
+        return out
+
+
+class EdgeNet(nn.Module):
+    """HED: a side output (1x1 convolution) on each level of the backbone, upsampled to the chip, all of them
+    fused by a 1x1 convolution. BDCN: each level's scale enhancement module gives two side maps, summed in
+    two cascades, shallow to deep and deep to shallow, each stage supervised; all of them fused the same way.
+    ``side_logits`` gives what training supervises (every side output, the fused one last); the network's
+    output is two class scores a pixel, NoData 0 and the fused edge logit, as a pixel classifier's."""
+
+    def __init__(self, arch: str, bands: int, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self.encoder = Encoder(arch, bands)
+        channels = _channels(self.encoder, bands)[1:]  # strides 2 to 32
+        if kind == "HED":
+            self.sides = nn.ModuleList(nn.Conv2d(c, 1, 1) for c in channels)
+            outputs = len(channels)
+        else:
+            self.enhance = nn.ModuleList(ScaleEnhancement(c) for c in channels)
+            self.sides = nn.ModuleList(nn.Conv2d(BDCN_WIDTH, 2, 1) for _ in channels)
+            outputs = 2 * len(channels)
+        self.fuse = nn.Conv2d(outputs, 1, 1)
+
+    def side_logits(self, x: torch.Tensor) -> list[torch.Tensor]:
+        size = x.shape[-2:]
+
+        def up(t: torch.Tensor) -> torch.Tensor:
+            return F.interpolate(t, size=size, mode="bilinear", align_corners=False)
+
+        levels = self.encoder(x)[1:]
+        if self.kind == "HED":
+            sides = [up(side(f)) for side, f in zip(self.sides, levels, strict=True)]
+        else:
+            maps = [up(side(enhance(f))) for side, enhance, f in zip(self.sides, self.enhance, levels, strict=True)]
+            shallow = torch.cumsum(torch.stack([m[:, :1] for m in maps]), dim=0)  # levels 1..i
+            deep = torch.cumsum(torch.stack([m[:, 1:] for m in maps][::-1]), dim=0).flip(0)  # levels i..last
+            sides = [*shallow.unbind(0), *deep.unbind(0)]
+        return [*sides, self.fuse(torch.cat(sides, dim=1))]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        edge = self.side_logits(x)[-1]
+        return torch.cat([torch.zeros_like(edge), edge], dim=1)
+
+
 def pixel_classifier(emd: dict[str, Any]) -> nn.Module:
     """The network an ImageClassification EMD of geotrain describes, with random weights."""
     params = emd["ModelParameters"]
@@ -398,6 +529,10 @@ def pixel_classifier(emd: dict[str, Any]) -> nn.Module:
     classes = len(emd["Classes"]) + 1  # and NoData
     kind = str(emd["ModelConfiguration"]).removeprefix("geotrain.").upper()
     network: nn.Module
+    if kind == "CHANGEDETECTOR":
+        return ChangeNet(arch, bands // 2, classes, str(params.get("attention_type", "PAM")))
+    if kind in ("HED_EDGEDETECTOR", "BDCN_EDGEDETECTOR"):
+        return EdgeNet(arch, bands, kind.split("_")[0])
     if kind == "DEEPLAB" and not arch.startswith("resnet"):
         network = TrunkDeepLab(arch, bands, classes)
     elif kind == "DEEPLAB":

@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 from geotrain.training.data.augment import Augmenter, crop_origin
 from geotrain.training.data.chips import ChipReadError, read_chip, read_crop, read_label, select_bands
 from geotrain.training.data.export import ChipItem, ExportInfo
+from geotrain.training.data.readers import second_image
 from geotrain.training.data.scan import Scan, scan
 
 
@@ -50,13 +51,17 @@ class PixelCounts:
 
 
 def loader(
-    class_map: ClassMap, counts: PixelCounts | None = None, bands: list[int] | None = None
+    class_map: ClassMap, counts: PixelCounts | None = None, bands: list[int] | None = None, paired: bool = False
 ) -> Callable[[ChipItem], tuple[np.ndarray, np.ndarray]]:
-    """Reads a chip and its label; with ``counts`` (the scan) it also notes undeclared label values."""
+    """Reads a chip and its label; with ``counts`` (the scan) it also notes undeclared label values.
+    ``paired``: the chip's later image (images2/) follows its bands, as change detection takes them."""
     declared = {0, *class_map.values}
 
     def load(item: ChipItem) -> tuple[np.ndarray, np.ndarray]:
         image = select_bands(read_chip(item.image), bands, item.image)
+        if paired:
+            after = select_bands(second_image(item, image), bands, item.image2 or item.image)
+            image = np.concatenate([image, after], axis=0)
         if item.label is None:
             raise ChipReadError(item.image, "it has no label raster")
         label = read_label(item.label)
@@ -70,17 +75,19 @@ def loader(
 
 
 def scan_segmentation(
-    export: ExportInfo, class_map: ClassMap, on_progress: Callable[[int, int], None] | None = None
+    export: ExportInfo,
+    class_map: ClassMap,
+    on_progress: Callable[[int, int], None] | None = None,
+    paired: bool = False,
 ) -> tuple[Scan[np.ndarray], PixelCounts]:
     counts = PixelCounts(np.zeros(class_map.num_classes, dtype=np.int64))
 
     def observe(_image: np.ndarray, label: np.ndarray) -> None:
         counts.per_class += np.bincount(label.ravel(), minlength=class_map.num_classes)
 
-    result = scan(export, loader(class_map, counts, export.extract_bands), on_progress, observe)
-    result.load = loader(
-        class_map, bands=export.extract_bands
-    )  # training reads (when chips are not held in memory) skip the checks
+    result = scan(export, loader(class_map, counts, export.extract_bands, paired), on_progress, observe)
+    # training reads (when chips are not held in memory) skip the checks
+    result.load = loader(class_map, bands=export.extract_bands, paired=paired)
     return result, counts
 
 

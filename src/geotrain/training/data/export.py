@@ -305,6 +305,13 @@ def _read_cyclegan(folder: Path) -> ExportInfo:
     return a
 
 
+# what a data kind needs of an export, as a refusal names it
+KIND_NEEDS = {
+    "ChangeDetection": "Classified_Tiles chips whose later image of the same place is in images2/ (the export "
+    "of a change detection: images/ before, images2/ after, labels/ the change classes)",
+}
+
+
 def data_kind(export: ExportInfo) -> str:
     """What the export holds, from its format and folders (never from the model asked for)."""
     has_images2 = any(item.image2 is not None for item in export.items)

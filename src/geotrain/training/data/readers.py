@@ -149,12 +149,13 @@ def _change_reader(segmentation: Loader) -> Loader:
 
     def load(item: ChipItem) -> tuple[np.ndarray, Any]:
         image, label = segmentation(item)
-        return image, {"image2": _second(item, image), "label": label}
+        return image, {"image2": second_image(item, image), "label": label}
 
     return load
 
 
-def _second(item: ChipItem, image: np.ndarray) -> np.ndarray:
+def second_image(item: ChipItem, image: np.ndarray) -> np.ndarray:
+    """The chip's partner in images2/ (the later date, or the translation's target), as big as ``image``."""
     if item.image2 is None:
         raise ChipReadError(item.image, "it has no partner in images2/")
     second = read_chip(item.image2)
@@ -166,7 +167,7 @@ def _second(item: ChipItem, image: np.ndarray) -> np.ndarray:
 def _paired_reader() -> Loader:
     def load(item: ChipItem) -> tuple[np.ndarray, np.ndarray]:
         image = read_chip(item.image)
-        return image, _second(item, image)
+        return image, second_image(item, image)
 
     return load
 

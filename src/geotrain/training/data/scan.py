@@ -12,7 +12,7 @@ from typing import Generic, TypeVar
 import numpy as np
 
 from geotrain.training.data.chips import ChipReadError
-from geotrain.training.data.export import ChipItem, ExportInfo
+from geotrain.training.data.export import ChipItem, ExportInfo, data_kind
 
 T = TypeVar("T")
 
@@ -142,11 +142,14 @@ class _BandStats:
     def normalization(self, export: ExportInfo) -> Normalization:
         mean = self.sums / self.count
         std = np.sqrt(np.maximum(self.squares / self.count - mean**2, 0.0))
-        if self.bands == 3 and self.dtype == np.uint8:
+        # two dates of 8-bit RGB stacked (change detection) are RGB twice
+        paired = self.bands == 6 and data_kind(export) == "ChangeDetection"
+        if (self.bands == 3 or paired) and self.dtype == np.uint8:
+            dates = self.bands // 3
             # 8-bit RGB: ImageNet statistics, as arcgis.learn does, so pretrained backbones see what they know
             return Normalization(
-                1 / 255, np.array(IMAGENET_MEAN, np.float32), np.array(IMAGENET_STD, np.float32), True,
-                self.mins.tolist(), self.maxs.tolist(),
+                1 / 255, np.array(IMAGENET_MEAN * dates, np.float32), np.array(IMAGENET_STD * dates, np.float32),
+                True, self.mins.tolist(), self.maxs.tolist(),
             )  # fmt: skip
         stats = export.band_stats
         if stats is not None and len(stats.mean) == self.bands and all(s > 0 for s in stats.std):

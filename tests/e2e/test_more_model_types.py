@@ -1,0 +1,120 @@
+"""The model types beyond the core zoo, through the HTTP API on small generated exports: each job succeeds,
+and its package's own inference function (run apart from geotrain, as ArcGIS runs it) reads a chip as the
+matching ArcGIS tool hands it over."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import rasterio
+
+from geotrain.dlpk import verify
+from tests.conftest import TASK, Server, arcgis_form, in_share, wait_for
+from tests.exports import ExportSpec, write_change_tiles, write_classified_tiles, write_edge_tiles
+
+
+def _submit(client: httpx.Client, server: Server, **values: object) -> dict[str, object]:
+    body: dict[str, object] = client.post(f"{server.url}{TASK}/submitJob", data=arcgis_form(**values)).json()
+    return body
+
+
+def _package(client: httpx.Client, server: Server, job_id: str, folder: Path) -> tuple[Path, dict[str, object]]:
+    """The job's .dlpk, downloaded from its page's link, and its EMD."""
+    job = wait_for(client, f"{server.url}{TASK}/jobs/{job_id}")
+    assert job["jobStatus"] == "esriJobSucceeded", job["messages"]
+    path = folder / f"{job_id}.dlpk"
+    path.write_bytes(client.get(f"{server.url}{TASK}/jobs/{job_id}/package").content)
+    with zipfile.ZipFile(path) as zf:
+        (emd_name,) = [n for n in zf.namelist() if n.endswith(".emd")]
+        emd: dict[str, object] = json.loads(zf.read(emd_name))
+        assert {"ModelCharacteristics/loss_graph.png", "ModelCharacteristics/show_results.png"} <= set(zf.namelist())
+    return path, emd
+
+
+def _chip(folder: Path, stem: str = "000000000000") -> np.ndarray:
+    with rasterio.open(folder / f"{stem}.tif") as src:
+        pixels: np.ndarray = src.read()
+    return pixels
+
+
+@pytest.mark.parametrize("attention", ["PAM"])
+def test_changedetector_trains_and_its_function_classifies_the_two_dates_stacked(
+    server: Server, client: httpx.Client, tmp_path: Path, attention: str
+) -> None:
+    root = Path(server.stores["/fileShares/chips"]) / "change"
+    # 3-band 8-bit: the two dates are RGB twice (ImageNet statistics for each); class values 2 and 5
+    write_change_tiles(root, ExportSpec(chips=10, bands=3, dtype="uint8", values=(2, 5), absent=None, seed=4))
+    body = _submit(
+        client, server, in_folder="/fileShares/chips/change", output_name=in_share("change"),
+        model_type="CHANGEDETECTOR", max_epochs=2, learning_rate=0.003, batch_size=4, monitor="F1_SCORE",
+        arguments={"attention_type": attention},
+    )  # fmt: skip
+    package, emd = _package(client, server, str(body["jobId"]), tmp_path)
+    assert emd["ModelName"] == "ChangeDetector" and emd["ModelConfiguration"] == "geotrain.changedetector"
+    assert emd["ExtractBands"] == [0, 1, 2, 3, 4, 5] and emd["IsImageNetNormalization"] is True
+    assert [c["Value"] for c in emd["Classes"]] == [2, 5]  # type: ignore[attr-defined]
+    assert {"precision", "recall", "f1", "monitored_f1_score"} <= set(emd)
+    # Detect Change Using Deep Learning: the earlier raster's bands, then the later one's
+    pixels = np.concatenate([_chip(root / "images"), _chip(root / "images2")])
+    output = verify.run_function(package, pixels, tmp_path / "run")
+    assert output.shape == (1, 32, 32) and set(np.unique(output)) <= {0, 2, 5}
+
+
+@pytest.mark.parametrize("model_type", ["HED_EDGEDETECTOR", "BDCN_EDGEDETECTOR"])
+def test_edge_detectors_train_and_their_function_draws_edges(
+    server: Server, client: httpx.Client, tmp_path: Path, model_type: str
+) -> None:
+    root = Path(server.stores["/fileShares/chips"]) / "edges"
+    if not root.is_dir():
+        # 4-band 16-bit chips whose labels hold class value 6 on the outlines of what the images show
+        write_edge_tiles(root, ExportSpec(chips=10, values=(6,), absent=None, seed=5))
+    name = model_type.lower()
+    body = _submit(
+        client, server, in_folder="/fileShares/chips/edges", output_name=in_share(name), model_type=model_type,
+        backbone_model="VGG11" if model_type.startswith("HED") else "RESNET18", max_epochs=2, learning_rate=0.003,
+        batch_size=4, monitor="F1_SCORE",
+    )  # fmt: skip
+    package, emd = _package(client, server, str(body["jobId"]), tmp_path)
+    assert emd["ModelType"] == "ImageClassification" and {"f1_score", "monitored_f1_score"} <= set(emd)
+    assert emd["Classes"] == [{"Value": 1, "Name": "Class 6", "Color": [255, 255, 255]}]
+    messages = [m["description"] for m in client.get(f"{server.url}/jobs/{body['jobId']}?f=json").json()["messages"]]
+    assert any(m.startswith("Edges: ") and "of the labelled pixels" in m for m in messages)
+    assert any("f1_score" in m for m in messages if m.startswith("Epoch 2/2"))
+    output = verify.run_function(package, _chip(root / "images"), tmp_path / "run")
+    assert output.shape == (1, 32, 32) and set(np.unique(output)) <= {0, 1}
+
+
+def test_changedetector_without_a_later_image_is_refused_at_submit_naming_images2(
+    server: Server, client: httpx.Client
+) -> None:
+    root = Path(server.stores["/fileShares/chips"]) / "no_images2"
+    write_classified_tiles(root, ExportSpec(chips=3))
+    body = _submit(
+        client, server, in_folder="/fileShares/chips/no_images2", output_name=in_share("nochange"),
+        model_type="CHANGEDETECTOR",
+    )  # fmt: skip
+    error = body["error"]
+    assert isinstance(error, dict) and error["code"] == 400, body
+    text = " ".join(error["details"])
+    assert "in_folder" in text and "images2/" in text and "CHANGEDETECTOR" in text
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [({"attention_type": "XAM"}, "'PAM'"), ({"monitor": "average_precision"}, "valid_loss, precision, recall or f1")],
+)
+def test_changedetector_arguments_are_checked_at_submit(
+    server: Server, client: httpx.Client, arguments: dict[str, str], expected: str
+) -> None:
+    body = _submit(
+        client, server, in_folder="/fileShares/chips/uint16_4band", output_name=in_share("nochange"),
+        model_type="CHANGEDETECTOR", arguments=arguments,
+    )  # fmt: skip
+    error = body["error"]
+    assert isinstance(error, dict) and error["code"] == 400, body
+    assert "arguments" in " ".join(error["details"]) and expected in " ".join(error["details"])
