@@ -14,6 +14,7 @@ import pytest
 import rasterio
 
 from geotrain.dlpk import verify
+from geotrain.task import catalog
 from tests.conftest import TASK, Server, arcgis_form, in_share, wait_for
 from tests.exports import ExportSpec, write_change_tiles, write_classified_tiles, write_edge_tiles
 
@@ -118,3 +119,21 @@ def test_changedetector_arguments_are_checked_at_submit(
     error = body["error"]
     assert isinstance(error, dict) and error["code"] == 400, body
     assert "arguments" in " ".join(error["details"]) and expected in " ".join(error["details"])
+
+
+@pytest.mark.parametrize("model_type", [m for m in catalog.ALL_MODEL_TYPES if m not in catalog.BUILT])
+def test_a_model_type_not_trained_here_is_refused_at_submit_naming_it_and_why(
+    server: Server, client: httpx.Client, model_type: str
+) -> None:
+    body = _submit(
+        client, server, in_folder="/fileShares/chips/uint16_4band", output_name=in_share("refused"),
+        model_type=model_type,
+    )  # fmt: skip
+    error = body["error"]
+    assert isinstance(error, dict) and error["code"] == 400, body
+    text = " ".join(error["details"])
+    assert f"'{model_type}'" in text and "model_type" in text
+    if model_type in catalog.REFUSED:
+        assert "cannot be trained by this server" in text and "mmcv" in text
+    else:
+        assert "does not train yet" in text and "CHANGEDETECTOR" in text  # and what it does train

@@ -20,7 +20,26 @@ ALL_MODEL_TYPES = (
     "BDCN_EDGEDETECTOR", "HED_EDGEDETECTOR", "MULTITASK_ROADEXTRACTOR", "CONNECTNET", "MMSEGMENTATION",
     "CHANGEDETECTOR", "MAXDEEPLAB", "FEATURE_CLASSIFIER", "PIX2PIX", "PIX2PIXHD", "CYCLEGAN",
     "SUPERRESOLUTION", "IMAGECAPTIONER", "SIAMMASK", "DEEPSORT",
+    # newer Pro releases' keywords that the RA task may accept (train-task-parameters.md §4)
+    "DETREG",
 )  # fmt: skip
+
+_OPENMMLAB = (
+    "it trains through OpenMMLab's {package}, which needs mmcv with its compiled operators "
+    "({package} requires mmcv >= 2.0.0rc4, < 2.2.0). PyPI has no mmcv wheel for any Python (only its source), "
+    "and building that source fails here before compiling (its setup imports pkg_resources, which the build "
+    "environment lacks); OpenMMLab's prebuilt mmcv comes from its own index, for older torch releases than "
+    "the torch 2.14.1 geotrain is pinned to. Train a FASTERRCNN, RETINANET, SSD or YOLOV3 model instead"
+)
+
+# model types geotrain refuses for a reason that holds on this server, not for want of building them
+REFUSED: dict[str, str] = {
+    "MMDETECTION": _OPENMMLAB.format(package="mmdet 3.3.0") + ".",
+    "MMSEGMENTATION": _OPENMMLAB.format(package="mmsegmentation 1.2.2").replace(
+        "FASTERRCNN, RETINANET, SSD or YOLOV3", "UNET, PSPNET or DEEPLAB"
+    )
+    + ".",
+}
 
 MONITORS = (
     "VALID_LOSS", "AVERAGE_PRECISION", "ACCURACY", "F1_SCORE", "MIOU", "DICE", "PRECISION", "RECALL",

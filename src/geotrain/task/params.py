@@ -283,6 +283,9 @@ class TrainParams(BaseModel):
     @model_validator(mode="after")
     def _fits_model_type(self) -> TrainParams:
         info = catalog.BUILT.get(self.model_type)
+        if self.model_type in catalog.REFUSED:
+            reason = catalog.REFUSED[self.model_type]
+            raise ParameterError("model_type", f"'{self.model_type}' cannot be trained by this server: {reason}")
         if info is None:
             raise ParameterError(
                 "model_type",

@@ -1,4 +1,5 @@
-"""The Python raster function of geotrain's pixel classification packages (UNET, PSPNET, DEEPLAB).
+"""The Python raster function of geotrain's pixel classification packages (UNET, PSPNET, DEEPLAB, CHANGEDETECTOR,
+HED_EDGEDETECTOR, BDCN_EDGEDETECTOR).
 
 ArcGIS (Classify Pixels Using Deep Learning) loads it from the package, as the EMD's InferenceFunction
 names it, and drives it through the raster-function interface. It needs torch, torchvision and numpy,
