@@ -138,3 +138,30 @@ def write_edge_tiles(root: Path, spec: ExportSpec | None = None) -> Path:
         with rasterio.open(path, "w", **profile) as dst:
             dst.write(edges, 1)
     return root
+
+
+def write_translation_tiles(root: Path, spec: ExportSpec | None = None, second: bool = True) -> Path:
+    """An Export_Tiles export of the bright-rectangle chips. ``second``: with images2/, a one-band rendering
+    of where the rectangles are (the translation a PIX2PIX model learns); else images/ only (what a
+    SUPERRESOLUTION model learns from)."""
+    spec = spec or ExportSpec()
+    write_classified_tiles(root, spec)
+    lines = []
+    for label in sorted((root / "labels").glob("*.tif")):
+        if second:
+            (root / "images2").mkdir(exist_ok=True)
+            with rasterio.open(label) as src:
+                profile, values = src.profile, src.read(1)
+            with rasterio.open(root / "images2" / label.name, "w", **profile) as dst:
+                dst.write((values > 0).astype("uint8") * 200 + 20, 1)
+        label.unlink()
+        lines.append(f"images\\{label.name} images2\\{label.name}" if second else f"images\\{label.name}")
+    (root / "labels").rmdir()
+    (root / "map.txt").write_text("\n".join(lines) + "\n")
+    stats = json.loads((root / "esri_accumulated_stats.json").read_text())
+    stats.update(MetaDataMode="Export_Tiles", NumClasses=0, Classes=[])
+    (root / "esri_accumulated_stats.json").write_text(json.dumps(stats, indent=2))
+    emd = json.loads((root / "esri_model_definition.emd").read_text())
+    emd.pop("Classes")
+    (root / "esri_model_definition.emd").write_text(json.dumps(emd, indent=2))
+    return root

@@ -16,7 +16,13 @@ import rasterio
 from geotrain.dlpk import verify
 from geotrain.task import catalog
 from tests.conftest import TASK, Server, arcgis_form, in_share, wait_for
-from tests.exports import ExportSpec, write_change_tiles, write_classified_tiles, write_edge_tiles
+from tests.exports import (
+    ExportSpec,
+    write_change_tiles,
+    write_classified_tiles,
+    write_edge_tiles,
+    write_translation_tiles,
+)
 
 
 def _submit(client: httpx.Client, server: Server, **values: object) -> dict[str, object]:
@@ -137,3 +143,29 @@ def test_a_model_type_not_trained_here_is_refused_at_submit_naming_it_and_why(
         assert "cannot be trained by this server" in text and "mmcv" in text
     else:
         assert "does not train yet" in text and "CHANGEDETECTOR" in text  # and what it does train
+
+
+@pytest.mark.parametrize(("model_type", "second", "bands_out"), [("SUPERRESOLUTION", False, 4), ("PIX2PIX", True, 1)])
+def test_translators_train_and_their_function_gives_the_translated_image(
+    server: Server, client: httpx.Client, tmp_path: Path, model_type: str, second: bool, bands_out: int
+) -> None:
+    folder = model_type.lower()
+    root = Path(server.stores["/fileShares/chips"]) / folder
+    # SUPERRESOLUTION: 4-band 16-bit chips alone; PIX2PIX: 3-band 8-bit chips and their 1-band translations
+    spec = ExportSpec(chips=8, seed=6) if not second else ExportSpec(chips=8, bands=3, dtype="uint8", seed=6)
+    write_translation_tiles(root, spec, second=second)
+    body = _submit(
+        client, server, in_folder=f"/fileShares/chips/{folder}", output_name=in_share(folder), model_type=model_type,
+        backbone_model="RESNET18", max_epochs=2, learning_rate=0.001, batch_size=4,
+        arguments={"downsample_factor": "2"} if model_type == "SUPERRESOLUTION" else None,
+    )  # fmt: skip
+    package, emd = _package(client, server, str(body["jobId"]), tmp_path)
+    assert emd["ModelType"] == emd["ModelName"] and emd["InferenceFunction"] == "GeotrainImageTranslator.py"
+    assert emd["ModelParameters"]["out_channels"] == bands_out  # type: ignore[index]
+    assert float(str(emd["psnr"])) > 0 and 0 < float(str(emd["ssim"])) <= 1
+    if model_type == "SUPERRESOLUTION":
+        assert emd["downsample_factor"] == 2
+    messages = [m["description"] for m in client.get(f"{server.url}/jobs/{body['jobId']}?f=json").json()["messages"]]
+    assert any("psnr" in m and "ssim" in m for m in messages if m.startswith("Epoch 2/2"))
+    output = verify.run_function(package, _chip(root / "images"), tmp_path / "run")
+    assert output.shape == (bands_out, 32, 32) and output.dtype == np.float32 and np.isfinite(output).all()

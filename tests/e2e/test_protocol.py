@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from geotrain.task import catalog
 from tests.conftest import TASK, Server, arcgis_form
 
 GPSERVER = "/arcgis/rest/services/System/RasterAnalysisTools/GPServer"
@@ -174,10 +175,11 @@ def test_bad_parameter_gets_the_envelope_naming_it(server: Server, client: httpx
 
 
 def test_unbuilt_model_type_lists_the_ones_that_are_built(server: Server, client: httpx.Client) -> None:
-    error = _error(client, server, model_type="MMDETECTION")
-    assert "MMDETECTION" in str(error["details"]) and (
-        "available: DEEPLAB, FASTERRCNN, FEATURE_CLASSIFIER, MASKRCNN, PSPNET, RETINANET, SSD, UNET, YOLOV3"
-    ) in str(error["details"])
+    error = _error(client, server, model_type="MAXDEEPLAB")
+    assert "MAXDEEPLAB" in str(error["details"]) and (f"available: {', '.join(sorted(catalog.BUILT))}") in str(
+        error["details"]
+    )
+    assert "UNET" in sorted(catalog.BUILT)
 
 
 @pytest.mark.parametrize(

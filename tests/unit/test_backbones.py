@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 import torch
 
+from geotrain.dlpk.prf.geotrain_networks import Translator
 from geotrain.task import catalog
 from geotrain.training.classification import build_classifier
 from geotrain.training.models.detectors import build_detector
-from geotrain.training.models.registry import build
+from geotrain.training.models.registry import build, with_weights
 
 # model types in the order of what it costs to build one, cheapest first
 CHEAPEST_FIRST = ["FEATURE_CLASSIFIER", "UNET", "PSPNET", "DEEPLAB", "SSD", "RETINANET", "FASTERRCNN", "MASKRCNN",
@@ -68,6 +69,11 @@ def test_backbone_builds_and_runs_forward(model_type: str, backbone: str) -> Non
             out = built.network([torch.randn(4, 32, 32)])
             expected = {"boxes", "labels", "scores"} | ({"masks"} if model_type == "MASKRCNN" else set())
             assert set(out[0]) == expected
+        elif family == "image_translation":
+            network = Translator(backbone.lower(), 5, 2, residual=False)
+            built = with_weights(network, network.encoder, backbone.lower(), 5, "RANDOM")
+            built.network.eval()
+            assert built.network(torch.randn(1, 5, 64, 64)).shape == (1, 2, 64, 64)
         else:
             bands = 6 if model_type == "CHANGEDETECTOR" else 5  # a change detector reads two dates of 3 bands
             classes = 2 if family == "edge_detection" else 3  # an edge detector: NoData and edge

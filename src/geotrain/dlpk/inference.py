@@ -12,6 +12,8 @@ FUNCTIONS = {
     "ObjectDetection": ("GeotrainObjectDetector.py", BESIDE),
     "InstanceDetection": ("GeotrainObjectDetector.py", BESIDE),
     "ObjectClassification": ("GeotrainObjectClassifier.py", BESIDE),
+    "SuperResolution": ("GeotrainImageTranslator.py", BESIDE),
+    "Pix2Pix": ("GeotrainImageTranslator.py", BESIDE),
 }
 
 

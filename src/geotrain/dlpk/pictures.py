@@ -44,10 +44,11 @@ def show_results(
     return _png(fig)
 
 
-def _display(image: np.ndarray) -> np.ndarray:
+def _display(image: np.ndarray, stretch: tuple[float, float] | None = None) -> np.ndarray:
+    """The first three bands (or the first, grey) stretched from their 2nd to 98th percentile, or ``stretch``."""
     bands = image[:3] if image.shape[0] >= 3 else np.repeat(image[:1], 3, axis=0)
     x = bands.astype(np.float64)
-    low, high = np.percentile(x, 2), np.percentile(x, 98)
+    low, high = stretch if stretch is not None else (np.percentile(x, 2), np.percentile(x, 98))
     return np.clip((x - low) / max(high - low, 1e-9), 0, 1).transpose(1, 2, 0)
 
 
@@ -86,6 +87,25 @@ def classification_results(images: Sequence[np.ndarray], truths: Sequence[str], 
     for ax, image, truth, found in zip(axes[0], images, truths, predictions, strict=False):
         ax.imshow(_display(image))
         ax.set_title(f"{truth}\n→ {found}", fontsize=8, color="green" if truth == found else "red")
+    for ax in axes.flat:
+        ax.axis("off")
+    return _png(fig)
+
+
+def translation_results(
+    inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray], targets: Sequence[np.ndarray]
+) -> bytes:
+    """Rows of validation chips: what the network was given, what it made, what it should have made (the
+    first three bands of each, stretched alike within a row so output and target compare)."""
+    rows = max(1, len(inputs))
+    fig, axes = plt.subplots(rows, 3, figsize=(7.5, 2.5 * rows), dpi=100, squeeze=False)
+    for r, (given, made, wanted) in enumerate(zip(inputs, outputs, targets, strict=True)):
+        axes[r][0].imshow(_display(given))
+        low, high = np.percentile(wanted.astype(np.float64), 2), np.percentile(wanted.astype(np.float64), 98)
+        axes[r][1].imshow(_display(made, (low, high)))
+        axes[r][2].imshow(_display(wanted, (low, high)))
+    for ax, title in zip(axes[0], ("Input", "Output", "Target"), strict=True):
+        ax.set_title(title)
     for ax in axes.flat:
         ax.axis("off")
     return _png(fig)

@@ -204,6 +204,16 @@ BUILT: dict[str, ModelTypeInfo] = {
             "keep_dilation": "True or False (no effect: this PSPNet has no dilated backbone)",
         },
     ),
+    "PIX2PIX": ModelTypeInfo(
+        keyword="PIX2PIX",
+        family="image_translation",
+        formats=("Export_Tiles",),
+        backbones=RESNETS,
+        default_backbone="RESNET18",
+        monitors=("VALID_LOSS",),
+        arguments={"chip_size": "an integer chip size in pixels", "monitor": "valid_loss"},
+        data_kinds=("Pix2Pix",),
+    ),
     "RETINANET": ModelTypeInfo(
         keyword="RETINANET",
         family="object_detection",
@@ -248,6 +258,19 @@ BUILT: dict[str, ModelTypeInfo] = {
             "pretrained_backbone": "True or False (True: DarkNet53's ImageNet weights from the local cache)",
             "n_bands": "the export's band count (geotrain reads it from the export; a different number is refused)",
             **_DETECTION_ARGUMENTS,
+        },
+    ),
+    "SUPERRESOLUTION": ModelTypeInfo(
+        keyword="SUPERRESOLUTION",
+        family="image_translation",
+        formats=("Export_Tiles",),
+        backbones=RESNETS,
+        default_backbone="RESNET34",
+        monitors=("VALID_LOSS",),
+        arguments={
+            "downsample_factor": "a whole number from 2 to 16 (how many times coarser the inputs are made; 4)",
+            "chip_size": "an integer chip size in pixels",
+            "monitor": "valid_loss",
         },
     ),
     "UNET": ModelTypeInfo(

@@ -459,6 +459,8 @@ def _check_argument(info: catalog.ModelTypeInfo, name: str, value: Any) -> None:
             ok = isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1
         case "dice_loss_average":
             ok = value in ("micro", "macro")
+        case "downsample_factor":
+            ok = isinstance(value, int) and not isinstance(value, bool) and 2 <= value <= 16
         case "attention_type":
             ok = value in ("PAM", "BAM")
         case "ignore_classes":

@@ -74,7 +74,8 @@ def warm() -> int:
     import geotrain.training.detection
     import geotrain.training.edges
     import geotrain.training.run
-    import geotrain.training.segmentation  # noqa: F401  (imported for their import time, now rather than later)
+    import geotrain.training.segmentation
+    import geotrain.training.translation  # noqa: F401  (imported for their import time, now rather than later)
 
     line = sys.stdin.readline().strip()
     if not line:

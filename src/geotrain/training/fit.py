@@ -79,16 +79,18 @@ class OneCycleTask(pl.LightningModule):
         checkpoint["geotrain"] = {"lr": float(self.lr)}
 
     def configure_optimizers(self) -> Any:
+        return self.one_cycle([p for p in self.parameters() if p.requires_grad])
+
+    def one_cycle(self, params: list[nn.Parameter], betas: tuple[float, float] = (0.9, 0.999)) -> Any:
+        """Adam over ``params`` on a one-cycle schedule up to the task's rate, as arcgis.learn's fit_one_cycle."""
         if self.trainer is not None and self.trainer.world_size > 1:
             # the rate rank 0's finder chose (the other ranks did not run it)
             self.lr = float(self.trainer.strategy.broadcast(self.lr, src=0))
-        params = [p for p in self.parameters() if p.requires_grad]
         # one fused kernel for the whole update on a GPU instead of several per parameter tensor
-        optimizer = torch.optim.Adam(params, lr=self.lr, fused=self.device.type == "cuda")
+        optimizer = torch.optim.Adam(params, lr=self.lr, betas=betas, fused=self.device.type == "cuda")
         steps = int(self.trainer.estimated_stepping_batches) if self.trainer is not None else 0
         if steps < 2 or not math.isfinite(steps):
             return optimizer
-        # one-cycle schedule, as arcgis.learn's fit_one_cycle
         scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=self.lr, total_steps=steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

@@ -212,6 +212,28 @@ class Job:
             f"with the trained model on {agreement:.1%} of a validation chip's pixels."
         )
 
+    def check_translator(self, pixels: np.ndarray, expected: np.ndarray) -> None:
+        """``check_package`` for image translation packages: ``updatePixels`` on raw input ``pixels`` must give
+        the trained model's ``expected`` values (bands x rows x cols) to within a thousandth of their range."""
+        if not self.settings.check_packages:
+            return
+        worst = 0.0
+
+        def compare(workdir: Path) -> str | None:
+            nonlocal worst
+            output = verify.run_function(self.target, pixels, workdir).reshape(expected.shape)
+            span = max(float(expected.max() - expected.min()), 1e-6)
+            worst = float(np.abs(output - expected).max()) / span
+            if worst > 1e-3:
+                return f"its inference function's output differs from the trained model's by {worst:.2%} of its range"
+            return None
+
+        self._checked(compare)
+        self.progress.info(
+            f"Checked the package: its inference function, run apart from geotrain as ArcGIS runs it, gives the "
+            f"trained model's output on a validation chip (largest difference {worst:.1e} of its range)."
+        )
+
     def check_detector(self, pixels: np.ndarray, expected: list[tuple[str, float, list[float]]]) -> None:
         """``check_package`` for detection packages: ``vectorize`` on a validation chip's raw ``pixels``, with
         the check's threshold and no padding, must give the ``expected`` (class, confidence 0..1, box)

@@ -120,6 +120,10 @@ def _train_family(job: Job) -> None:
             from geotrain.training.segmentation import train as train_segmentation
 
             train_segmentation(job)
+        case "image_translation":
+            from geotrain.training.translation import train as train_translation
+
+            train_translation(job)
         case "edge_detection":
             from geotrain.training.edges import train as train_edges
 

@@ -1,7 +1,7 @@
 """geotrain's networks rebuilt from their EMD with torch and torchvision only: the pixel classifiers (UNET,
 PSPNET, DEEPLAB; CHANGEDETECTOR, HED_EDGEDETECTOR and BDCN_EDGEDETECTOR, which geotrain builds from this file
-too), the object classifier (FEATURE_CLASSIFIER) and the detectors (FASTERRCNN, MASKRCNN,
-RETINANET, SSD, YOLOV3).
+too), the image translators (SUPERRESOLUTION, PIX2PIX; built from here too), the object classifier
+(FEATURE_CLASSIFIER) and the detectors (FASTERRCNN, MASKRCNN, RETINANET, SSD, YOLOV3).
 
 This file travels inside every .dlpk geotrain writes that has an inference function, beside it, so it must
 not import geotrain, segmentation-models-pytorch or timm: ArcGIS's Python is only sure to have torch,
@@ -519,6 +519,30 @@ class EdgeNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         edge = self.side_logits(x)[-1]
         return torch.cat([torch.zeros_like(edge), edge], dim=1)
+
+
+class Translator(nn.Module):
+    """Image to image: a U-Net over a torchvision backbone giving ``out_bands`` values a pixel.
+    ``residual``: the output is added to the input (super-resolution restores what a coarse copy lost)."""
+
+    def __init__(self, arch: str, in_bands: int, out_bands: int, residual: bool) -> None:
+        super().__init__()
+        self.encoder = Encoder(arch, in_bands)
+        self.decoder = UnetDecoder(_channels(self.encoder, in_bands), arch.startswith("vgg"))
+        self.head = nn.Conv2d(UNET_DECODER[-1], out_bands, 3, padding=1)
+        self.residual = residual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.head(self.decoder(self.encoder(x)))
+        return x + out if self.residual else out
+
+
+def translator(emd: dict[str, Any]) -> Translator:
+    """The generator a SuperResolution or Pix2Pix EMD of geotrain describes, with random weights."""
+    params = emd["ModelParameters"]
+    return Translator(
+        str(params["backbone"]), int(params["in_channels"]), int(params["out_channels"]), bool(params["residual"])
+    )
 
 
 def pixel_classifier(emd: dict[str, Any]) -> nn.Module:

@@ -307,6 +307,7 @@ def _read_cyclegan(folder: Path) -> ExportInfo:
 
 # what a data kind needs of an export, as a refusal names it
 KIND_NEEDS = {
+    "Pix2Pix": "Export_Tiles chips whose translation is in images2/ (images/ the input, images2/ the target)",
     "ChangeDetection": "Classified_Tiles chips whose later image of the same place is in images2/ (the export "
     "of a change detection: images/ before, images2/ after, labels/ the change classes)",
 }

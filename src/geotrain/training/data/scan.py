@@ -83,7 +83,7 @@ def scan(
     good: list[ChipItem] = []
     bad: list[ChipReadError] = []
     used = 0
-    stats = _BandStats()
+    stats = BandStats()
     for n, item in enumerate(export.items):
         if on_progress is not None:
             on_progress(n + 1, len(export.items))
@@ -121,7 +121,9 @@ def _nbytes(target: object) -> int:
     return 64
 
 
-class _BandStats:
+class BandStats:
+    """Per-band count, sums, squares, minimum and maximum of the images added."""
+
     def __init__(self) -> None:
         self.bands = 0
         self.count = 0
@@ -155,6 +157,15 @@ class _BandStats:
         if stats is not None and len(stats.mean) == self.bands and all(s > 0 for s in stats.std):
             # the export's own statistics cover every chip it wrote, not only the ones present
             mean, std = np.array(stats.mean), np.array(stats.std)
+        return Normalization(
+            1.0, mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32), False,
+            self.mins.tolist(), self.maxs.tolist(),
+        )  # fmt: skip
+
+    def plain(self) -> Normalization:
+        """The bands' own mean and deviation, whatever the data type (a translation's target)."""
+        mean = self.sums / max(self.count, 1)
+        std = np.sqrt(np.maximum(self.squares / max(self.count, 1) - mean**2, 0.0))
         return Normalization(
             1.0, mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32), False,
             self.mins.tolist(), self.maxs.tolist(),

@@ -123,10 +123,10 @@ def _build(
         # both dates' bands come stacked; one encoder reads each date
         attention = str(arguments.get("attention_type", "PAM"))
         change = portable.ChangeNet(arch, bands // 2, num_classes, attention)
-        return _with_weights(change, change.encoder, arch, bands // 2, weight_init_scheme)
+        return with_weights(change, change.encoder, arch, bands // 2, weight_init_scheme)
     if model_type in ("HED_EDGEDETECTOR", "BDCN_EDGEDETECTOR"):
         edges = portable.EdgeNet(arch, bands, model_type.split("_")[0])
-        return _with_weights(edges, edges.encoder, arch, bands, weight_init_scheme)
+        return with_weights(edges, edges.encoder, arch, bands, weight_init_scheme)
     if model_type == "DEEPLAB" and not arch.startswith("resnet"):
         trunk, trunk_weights = trunks.trunk(arch, bands, weight_init_scheme)
         return BuiltModel(TrunkDeepLab(trunk, num_classes), trunk, trunk_weights.source, trunk_weights.notes)
@@ -148,10 +148,10 @@ def _build(
         case _:
             raise ValueError(f"model type {model_type} is not built")
     encoder: nn.Module = network.encoder  # type: ignore[assignment]
-    return _with_weights(network, encoder, arch, bands, weight_init_scheme)
+    return with_weights(network, encoder, arch, bands, weight_init_scheme)
 
 
-def _with_weights(network: nn.Module, encoder: nn.Module, arch: str, bands: int, scheme: str) -> BuiltModel:
+def with_weights(network: nn.Module, encoder: nn.Module, arch: str, bands: int, scheme: str) -> BuiltModel:
     """``network`` with its encoder's cached ImageNet weights loaded, where there are any."""
     weights = pretrained.backbone_weights(arch, bands, scheme)
     if weights.state is not None:

@@ -1,0 +1,348 @@
+"""Image translation on Export_Tiles: SUPERRESOLUTION (each chip learned back from a copy made
+``downsample_factor`` times coarser and resampled to the chip's size, as arcgis.learn prepares its data) and
+PIX2PIX (images/ to images2/: a U-Net generator against a PatchGAN discriminator, plus the L1 distance to the
+target). PSNR and SSIM on the validation split."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.core.optimizer import LightningOptimizer
+from torch import nn
+from torch.utils.data import Dataset
+from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+
+from geotrain.dlpk import emd as emd_writer
+from geotrain.dlpk import pictures
+from geotrain.dlpk.prf.geotrain_networks import Translator, pad_to_stride
+from geotrain.errors import TrainingError
+from geotrain.training.data.augment import crop_origin
+from geotrain.training.data.readers import reader_for
+from geotrain.training.data.scan import BandStats, Normalization, Scan, scan
+from geotrain.training.fit import OneCycleTask, fit, freeze_except
+from geotrain.training.job import Job, normalization_stats
+from geotrain.training.models.registry import with_weights
+
+MODEL_NAMES = {"SUPERRESOLUTION": "SuperResolution", "PIX2PIX": "Pix2Pix"}
+DOWNSAMPLE_FACTOR = 4  # arcgis.learn's default
+GAN_RATE = 2e-4  # pix2pix's own rate: the learning-rate finder does not apply to two networks in a game
+L1_WEIGHT = 100.0  # pix2pix: the L1 distance to the target outweighs the discriminator's verdict
+
+
+@dataclass(frozen=True)
+class TranslationMetrics:
+    psnr: float
+    ssim: float
+
+
+def degrade(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """``x`` (bands x rows x cols) made ``factor`` times coarser (area average), then resampled back to its
+    size: what a raster at the coarser cell size looks like once resampled to the finer one."""
+    rows, cols = x.shape[-2:]
+    coarse = F.interpolate(x[None], size=(math.ceil(rows / factor), math.ceil(cols / factor)), mode="area")
+    return F.interpolate(coarse, size=(rows, cols), mode="bilinear", align_corners=False)[0]
+
+
+class TranslationChips(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """(input, target) pairs, both normalized; the same crop, flips and turns for both. ``factor``: the
+    input is the target made that many times coarser (super-resolution)."""
+
+    def __init__(
+        self,
+        scanned: Scan[np.ndarray | None],
+        indices: Sequence[int],
+        chip_size: int,
+        train: bool,
+        target_norm: Normalization,
+        factor: int | None,
+    ) -> None:
+        self.scanned, self.indices, self.chip_size = scanned, list(indices), chip_size
+        self.train, self.target_norm, self.factor = train, target_norm, factor
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def raw(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """The chip's input and target pixels as trained on (centre crop), before normalization."""
+        image, target = self.scanned.sample(self.indices[i])
+        return self._crop(image, image if target is None else target, random=False)
+
+    def _crop(self, image: np.ndarray, target: np.ndarray, random: bool) -> tuple[np.ndarray, np.ndarray]:
+        size = self.chip_size
+        rows, cols = image.shape[1:]
+        if rows < size or cols < size:
+            pad = ((0, 0), (0, max(0, size - rows)), (0, max(0, size - cols)))
+            image, target = np.pad(image, pad, mode="reflect"), np.pad(target, pad, mode="reflect")
+            rows, cols = image.shape[1:]
+        top, left = crop_origin(rows, cols, size, random=random)
+        window = (slice(None), slice(top, top + size), slice(left, left + size))
+        return image[window], target[window]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, target = self.scanned.sample(self.indices[i])
+        image, target = self._crop(image, image if target is None else target, random=self.train)
+        if self.train:
+            # torch's generator: seeded by Lightning, and differently in every DataLoader worker
+            flip_x, flip_y, turns = (int(v) for v in torch.randint(0, 4, (3,)))
+            if flip_x % 2:
+                image, target = image[:, :, ::-1], target[:, :, ::-1]
+            if flip_y % 2:
+                image, target = image[:, ::-1, :], target[:, ::-1, :]
+            if turns and image.shape[1] == image.shape[2]:
+                image, target = np.rot90(image, turns, axes=(1, 2)), np.rot90(target, turns, axes=(1, 2))
+        y = torch.from_numpy(self.target_norm.apply(target))
+        if self.factor is not None:
+            return degrade(y, self.factor), y  # the target's own normalization: the network adds to its input
+        return torch.from_numpy(self.scanned.normalization.apply(image)), y
+
+
+def patch_discriminator(in_channels: int, width: int = 64) -> nn.Sequential:
+    """pix2pix's PatchGAN: a verdict for each overlapping patch of the (input, output) pair, not one a chip."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, width, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True),
+        nn.Conv2d(width, 2 * width, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * width), nn.LeakyReLU(0.2, inplace=True),
+        nn.Conv2d(2 * width, 4 * width, 4, 1, 1, bias=False), nn.BatchNorm2d(4 * width),
+        nn.LeakyReLU(0.2, inplace=True),
+        nn.Conv2d(4 * width, 1, 4, 1, 1),
+    )  # fmt: skip
+
+
+class TranslationTask(OneCycleTask):
+    """``discriminator``: train the generator against it (pix2pix), else on the L1 distance alone.
+    ``unit``: (low, high) per target band, what PSNR and SSIM scale the target to 0..1 with."""
+
+    network: Translator
+
+    def __init__(
+        self,
+        network: Translator,
+        discriminator: nn.Module | None,
+        lr: float,
+        freeze: bool,
+        target_norm: Normalization,
+        unit: tuple[list[float], list[float]],
+    ) -> None:
+        super().__init__()
+        self.network = network
+        self.encoder = network.encoder
+        self.discriminator = discriminator
+        self.automatic_optimization = discriminator is None
+        self.lr = lr
+        self.channels_last = True
+        low, high = (torch.tensor(v, dtype=torch.float32)[:, None, None] for v in unit)
+        mean = torch.as_tensor(target_norm.mean / target_norm.scale, dtype=torch.float32)[:, None, None]
+        std = torch.as_tensor(target_norm.std / target_norm.scale, dtype=torch.float32)[:, None, None]
+        # normalized -> 0..1 in one multiply-add: (y * std + mean - low) / (high - low)
+        span = (high - low).clamp(min=1e-6)
+        self.register_buffer("unit_gain", std / span)
+        self.register_buffer("unit_offset", (mean - low) / span)
+        self.psnr = PeakSignalNoiseRatio(data_range=1.0)
+        self.ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
+        self.last_metrics: TranslationMetrics | None = None
+        if freeze:
+            freeze_except(network.encoder)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows, cols = x.shape[-2:]
+        padded, _, _ = pad_to_stride(x)
+        out: torch.Tensor = self.network(padded)
+        return out[..., :rows, :cols]
+
+    def configure_optimizers(self) -> Any:
+        if self.discriminator is None:
+            return super().configure_optimizers()
+        # each network its own Adam (pix2pix's betas) on the one-cycle schedule, stepped by hand below
+        return [
+            self.one_cycle([p for p in self.network.parameters() if p.requires_grad], (0.5, 0.999)),
+            self.one_cycle(list(self.discriminator.parameters()), (0.5, 0.999)),
+        ]
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
+        x, y = batch
+        if self.discriminator is None:
+            loss = F.l1_loss(self(x).float(), y)
+            self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(x), sync_dist=True)
+            return loss
+        generator, discriminator = cast(list[LightningOptimizer], self.optimizers())
+        fake = self(x)
+        real_verdict = self.discriminator(torch.cat([x, y], dim=1))
+        fake_verdict = self.discriminator(torch.cat([x, fake.detach()], dim=1))
+        d_loss = 0.5 * (
+            F.binary_cross_entropy_with_logits(real_verdict.float(), torch.ones_like(real_verdict, dtype=torch.float))
+            + F.binary_cross_entropy_with_logits(
+                fake_verdict.float(), torch.zeros_like(fake_verdict, dtype=torch.float)
+            )
+        )
+        discriminator.zero_grad()
+        self.manual_backward(d_loss)
+        discriminator.step()
+        fooled = self.discriminator(torch.cat([x, fake], dim=1))
+        l1 = F.l1_loss(fake.float(), y)
+        g_loss = F.binary_cross_entropy_with_logits(fooled.float(), torch.ones_like(fooled, dtype=torch.float))
+        g_loss = g_loss + L1_WEIGHT * l1
+        generator.zero_grad()
+        self.manual_backward(g_loss)
+        generator.step()
+        for schedule in self.lr_schedulers() or []:  # type: ignore[union-attr]
+            schedule.step()
+        # the part of the generator's loss that validation measures too, so the two curves compare
+        self.log("train_loss", l1, on_step=False, on_epoch=True, batch_size=len(x), sync_dist=True)
+        self.log("discriminator_loss", d_loss, on_step=False, on_epoch=True, batch_size=len(x), sync_dist=True)
+        return None
+
+    def on_validation_epoch_start(self) -> None:
+        self.psnr.reset()
+        self.ssim.reset()
+
+    def to_unit(self, y: torch.Tensor) -> torch.Tensor:
+        gain: torch.Tensor = self.unit_gain  # type: ignore[assignment]  # registered buffers
+        offset: torch.Tensor = self.unit_offset  # type: ignore[assignment]
+        return (y.float() * gain + offset).clamp(0, 1)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        out = self(x).float()
+        self.log("valid_loss", F.l1_loss(out, y), on_step=False, on_epoch=True, batch_size=len(x), sync_dist=True)
+        made, wanted = self.to_unit(out), self.to_unit(y)
+        self.psnr.update(made, wanted)
+        self.ssim.update(made, wanted)
+
+    def on_validation_epoch_end(self) -> None:
+        ssim = self.ssim.compute()
+        assert isinstance(ssim, torch.Tensor)  # one figure: no contrast-sensitivity maps asked for
+        self.last_metrics = TranslationMetrics(float(self.psnr.compute()), float(ssim))
+        self.log("psnr", self.last_metrics.psnr)
+        self.log("ssim", self.last_metrics.ssim)
+
+
+def train(job: Job) -> None:
+    params, export, progress = job.params, job.export, job.progress
+    superres = params.model_type == "SUPERRESOLUTION"
+    factor = int(params.argument("downsample_factor", DOWNSAMPLE_FACTOR)) if superres else None
+    reader = reader_for(export)
+    targets = BandStats()
+
+    def observe(image: np.ndarray, target: np.ndarray | None) -> None:
+        if not superres and target is not None:
+            targets.add(target)
+
+    scanned: Scan[np.ndarray | None] = job.checked(scan(export, reader.load, job.reading, observe))
+    if not scanned.items:
+        raise TrainingError("in_folder: no chip of the export could be read.")
+    target_norm = scanned.normalization if superres else targets.plain()
+    train_idx, valid_idx = job.split(scanned)
+    sizes = export.tile_size or tuple(scanned.sample(0)[0].shape[1:])
+    chip_size = job.crop_size() or min(sizes)
+    if params.data_augmentation in ("CUSTOM", "FILE"):
+        progress.warn(
+            f"{params.model_type} trains with flips and quarter turns; {params.data_augmentation} augmentation "
+            "is not applied to image pairs yet."
+        )
+    augment = params.data_augmentation != "NONE"
+    train_set = TranslationChips(scanned, train_idx, chip_size, augment, target_norm, factor)
+    valid_set = TranslationChips(scanned, valid_idx, chip_size, False, target_norm, factor)
+    out_bands = scanned.num_bands if superres else len(target_norm.mean)
+    if superres:
+        progress.info(f"Inputs: each chip made {factor} times coarser, then resampled back to {chip_size} px.")
+    else:
+        progress.info(f"Translating {scanned.num_bands} band(s) of images/ into {out_bands} band(s) of images2/.")
+
+    arch = params.backbone.lower()
+    network = Translator(arch, scanned.num_bands, out_bands, residual=superres)
+    built = with_weights(network, network.encoder, arch, scanned.num_bands, params.weight_init_scheme)
+    freeze = job.announce_model(network, built.notes, built.pretrained_from is not None)
+    discriminator = None if superres else patch_discriminator(scanned.num_bands + out_bands)
+    unit = (target_norm.band_min, target_norm.band_max)
+    task = TranslationTask(network, discriminator, params.learning_rate or GAN_RATE, freeze, target_norm, unit)
+    options = job.fit_options(job.use_gpu(), scanned)
+    if discriminator is not None and params.learning_rate is None:
+        progress.info(
+            f"Learning rate {GAN_RATE:g} (pix2pix's): the finder does not apply to a generator and its discriminator."
+        )
+        options.lr = GAN_RATE
+    result = fit(task, train_set, valid_set, options, job.on_epoch, progress.info, progress.warn)
+    job.report_fit(result)
+    if not job.leader:
+        return  # the package is rank 0's to write
+
+    m: TranslationMetrics = result.metrics
+    emd = job.model_emd(MODEL_NAMES[params.model_type], MODEL_NAMES[params.model_type], scanned, chip_size, result)
+    emd["ModelParameters"].update({"out_channels": out_bands, "residual": superres})
+    emd.update(
+        {
+            "Classes": [],
+            "TargetNormalizationStats": normalization_stats(target_norm),
+            "psnr": emd_writer.metric_text(m.psnr),
+            "ssim": emd_writer.metric_text(m.ssim),
+        }
+    )
+    if factor is not None:
+        emd["downsample_factor"] = factor
+    inputs, outputs, wanted = _samples(task, valid_set)
+    job.write_package(
+        emd,
+        network.state_dict(),
+        result,
+        pictures.translation_results(inputs, outputs, wanted),
+        [
+            ("Model", MODEL_NAMES[params.model_type]),
+            ("Backbone", arch),
+            ("Learning rate", f"{result.lr:.4e}"),
+            ("PSNR (dB)", f"{m.psnr:.2f}"),
+            ("SSIM", f"{m.ssim:.4f}"),
+            ("Epochs", str(len(result.history))),
+        ],
+        {},
+        f"PSNR {m.psnr:.2f} dB, SSIM {m.ssim:.4f}",
+    )
+    raw_input, _ = valid_set.raw(0)
+    if superres:
+        # the function gets what ArcGIS gives it: a raster resampled to the finer cell size
+        x, _ = valid_set[0]
+        raw_input = (x.numpy() * (target_norm.std / target_norm.scale)[:, None, None]
+                     + (target_norm.mean / target_norm.scale)[:, None, None])  # fmt: skip
+    job.check_translator(raw_input, _translate(task, raw_input, scanned.normalization, target_norm))
+
+
+def _translate(task: TranslationTask, raw: np.ndarray, norm: Normalization, target_norm: Normalization) -> np.ndarray:
+    """What the trained network makes of raw input pixels, in the target's values."""
+    task.eval()
+    device = next(task.parameters()).device
+    x = torch.from_numpy(norm.apply(raw)).to(device)
+    with torch.no_grad():
+        out = task(x[None])[0].float().cpu().numpy()
+    result: np.ndarray = (
+        out * (target_norm.std / target_norm.scale)[:, None, None]
+        + (target_norm.mean / target_norm.scale)[:, None, None]
+    )
+    return result
+
+
+def _samples(task: TranslationTask, valid_set: TranslationChips) -> tuple[list[np.ndarray], ...]:
+    inputs, outputs, targets = [], [], []
+    for i in range(min(4, len(valid_set))):
+        x, _ = valid_set[i]
+        _, target = valid_set.raw(i)
+        given = x.numpy()
+        norm = valid_set.target_norm if valid_set.factor is not None else valid_set.scanned.normalization
+        inputs.append(given * (norm.std / norm.scale)[:, None, None] + (norm.mean / norm.scale)[:, None, None])
+        outputs.append(_translate_normalized(task, x, valid_set.target_norm))
+        targets.append(target)
+    return inputs, outputs, targets
+
+
+def _translate_normalized(task: TranslationTask, x: torch.Tensor, target_norm: Normalization) -> np.ndarray:
+    task.eval()
+    with torch.no_grad():
+        out = task(x[None].to(next(task.parameters()).device))[0].float().cpu().numpy()
+    result: np.ndarray = (
+        out * (target_norm.std / target_norm.scale)[:, None, None]
+        + (target_norm.mean / target_norm.scale)[:, None, None]
+    )
+    return result
