@@ -165,3 +165,31 @@ def write_translation_tiles(root: Path, spec: ExportSpec | None = None, second: 
     emd.pop("Classes")
     (root / "esri_model_definition.emd").write_text(json.dumps(emd, indent=2))
     return root
+
+
+def write_road_tiles(root: Path, spec: ExportSpec | None = None) -> Path:
+    """A road export: Classified_Tiles whose labels hold the class value on straight roads three pixels wide
+    at any angle (two a chip, crossing or not), which the images show bright."""
+    spec = spec or ExportSpec(values=(1,), absent=None)
+    write_classified_tiles(root, spec)
+    rng = np.random.default_rng(spec.seed + 200)
+    rows, cols = np.mgrid[0 : spec.size, 0 : spec.size]
+    high = 4000 if spec.dtype == "uint16" else 200
+    for path in sorted((root / "labels").glob("*.tif")):
+        road = np.zeros((spec.size, spec.size), dtype=bool)
+        for _ in range(2):
+            angle = rng.uniform(0, np.pi)
+            r0, c0 = rng.uniform(spec.size * 0.25, spec.size * 0.75, size=2)
+            road |= np.abs((rows - r0) * np.cos(angle) - (cols - c0) * np.sin(angle)) < 1.5
+        with rasterio.open(path) as src:
+            profile = src.profile
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(np.where(road, spec.values[0], 0).astype("uint8"), 1)
+        image_path = root / "images" / path.name
+        with rasterio.open(image_path) as src:
+            image, image_profile = src.read(), src.profile
+        image = rng.integers(0, high // 4, size=image.shape).astype(image.dtype)
+        image[:, road] = high
+        with rasterio.open(image_path, "w", **image_profile) as dst:
+            dst.write(image)
+    return root

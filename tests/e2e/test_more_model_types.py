@@ -21,6 +21,7 @@ from tests.exports import (
     write_change_tiles,
     write_classified_tiles,
     write_edge_tiles,
+    write_road_tiles,
     write_translation_tiles,
 )
 
@@ -55,10 +56,10 @@ def test_changedetector_trains_and_its_function_classifies_the_two_dates_stacked
 ) -> None:
     root = Path(server.stores["/fileShares/chips"]) / "change"
     # 3-band 8-bit: the two dates are RGB twice (ImageNet statistics for each); class values 2 and 5
-    write_change_tiles(root, ExportSpec(chips=10, bands=3, dtype="uint8", values=(2, 5), absent=None, seed=4))
+    write_change_tiles(root, ExportSpec(chips=6, bands=3, dtype="uint8", values=(2, 5), absent=None, seed=4))
     body = _submit(
         client, server, in_folder="/fileShares/chips/change", output_name=in_share("change"),
-        model_type="CHANGEDETECTOR", max_epochs=2, learning_rate=0.003, batch_size=4, monitor="F1_SCORE",
+        model_type="CHANGEDETECTOR", max_epochs=1, learning_rate=0.003, batch_size=4, monitor="F1_SCORE",
         arguments={"attention_type": attention},
     )  # fmt: skip
     package, emd = _package(client, server, str(body["jobId"]), tmp_path)
@@ -79,11 +80,11 @@ def test_edge_detectors_train_and_their_function_draws_edges(
     root = Path(server.stores["/fileShares/chips"]) / "edges"
     if not root.is_dir():
         # 4-band 16-bit chips whose labels hold class value 6 on the outlines of what the images show
-        write_edge_tiles(root, ExportSpec(chips=10, values=(6,), absent=None, seed=5))
+        write_edge_tiles(root, ExportSpec(chips=6, values=(6,), absent=None, seed=5))
     name = model_type.lower()
     body = _submit(
         client, server, in_folder="/fileShares/chips/edges", output_name=in_share(name), model_type=model_type,
-        backbone_model="VGG11" if model_type.startswith("HED") else "RESNET18", max_epochs=2, learning_rate=0.003,
+        backbone_model="VGG11" if model_type.startswith("HED") else "RESNET18", max_epochs=1, learning_rate=0.003,
         batch_size=4, monitor="F1_SCORE",
     )  # fmt: skip
     package, emd = _package(client, server, str(body["jobId"]), tmp_path)
@@ -91,7 +92,7 @@ def test_edge_detectors_train_and_their_function_draws_edges(
     assert emd["Classes"] == [{"Value": 1, "Name": "Class 6", "Color": [255, 255, 255]}]
     messages = [m["description"] for m in client.get(f"{server.url}/jobs/{body['jobId']}?f=json").json()["messages"]]
     assert any(m.startswith("Edges: ") and "of the labelled pixels" in m for m in messages)
-    assert any("f1_score" in m for m in messages if m.startswith("Epoch 2/2"))
+    assert any("f1_score" in m for m in messages if m.startswith("Epoch 1/1"))
     output = verify.run_function(package, _chip(root / "images"), tmp_path / "run")
     assert output.shape == (1, 32, 32) and set(np.unique(output)) <= {0, 1}
 
@@ -145,20 +146,40 @@ def test_a_model_type_not_trained_here_is_refused_at_submit_naming_it_and_why(
         assert "does not train yet" in text and "CHANGEDETECTOR" in text  # and what it does train
 
 
-@pytest.mark.parametrize(("model_type", "second", "bands_out"), [("SUPERRESOLUTION", False, 4), ("PIX2PIX", True, 1)])
+SMALL_HD = {"n_blocks_global": "2", "n_gen_filters": "16", "n_downsample_global": "2", "n_dscr_filters": "16"}
+
+
+@pytest.mark.parametrize(
+    ("model_type", "layout", "bands_out", "arguments"),
+    [
+        ("SUPERRESOLUTION", "single", 4, {"downsample_factor": "2"}),
+        ("PIX2PIX", "paired", 1, {}),
+        ("PIX2PIXHD", "paired", 1, {**SMALL_HD, "n_dscr": "2", "feat_loss": "True", "vgg_loss": "True"}),
+        ("CYCLEGAN", "unpaired", 3, {"gen_blocks": "2", "lsgan": "True"}),
+    ],
+)
 def test_translators_train_and_their_function_gives_the_translated_image(
-    server: Server, client: httpx.Client, tmp_path: Path, model_type: str, second: bool, bands_out: int
-) -> None:
-    folder = model_type.lower()
-    root = Path(server.stores["/fileShares/chips"]) / folder
-    # SUPERRESOLUTION: 4-band 16-bit chips alone; PIX2PIX: 3-band 8-bit chips and their 1-band translations
-    spec = ExportSpec(chips=8, seed=6) if not second else ExportSpec(chips=8, bands=3, dtype="uint8", seed=6)
-    write_translation_tiles(root, spec, second=second)
+    server: Server, client: httpx.Client, tmp_path: Path, model_type: str, layout: str, bands_out: int,
+    arguments: dict[str, str],
+) -> None:  # fmt: skip
+    from tests import formats
+
+    root = Path(server.stores["/fileShares/chips"]) / layout
+    if not root.is_dir():
+        # single: 4-band 16-bit chips alone; paired: 3-band 8-bit chips and their 1-band renderings; unpaired:
+        # a CycleGAN export, A/ and B/ of 3-band chips
+        if layout == "unpaired":
+            formats.cyclegan(root)
+        else:
+            spec = ExportSpec(chips=6, seed=6) if layout == "single" else ExportSpec(chips=6, bands=3, dtype="uint8")
+            write_translation_tiles(root, spec, second=layout == "paired")
+    name = model_type.lower()
     body = _submit(
-        client, server, in_folder=f"/fileShares/chips/{folder}", output_name=in_share(folder), model_type=model_type,
-        backbone_model="RESNET18", max_epochs=2, learning_rate=0.001, batch_size=4,
-        arguments={"downsample_factor": "2"} if model_type == "SUPERRESOLUTION" else None,
+        client, server, in_folder=f"/fileShares/chips/{layout}", output_name=in_share(name), model_type=model_type,
+        backbone_model="RESNET18" if model_type in ("SUPERRESOLUTION", "PIX2PIX") else None, max_epochs=1,
+        learning_rate=0.001, batch_size=4, arguments=arguments,
     )  # fmt: skip
+    assert "jobId" in body, body
     package, emd = _package(client, server, str(body["jobId"]), tmp_path)
     assert emd["ModelType"] == emd["ModelName"] and emd["InferenceFunction"] == "GeotrainImageTranslator.py"
     assert emd["ModelParameters"]["out_channels"] == bands_out  # type: ignore[index]
@@ -166,6 +187,44 @@ def test_translators_train_and_their_function_gives_the_translated_image(
     if model_type == "SUPERRESOLUTION":
         assert emd["downsample_factor"] == 2
     messages = [m["description"] for m in client.get(f"{server.url}/jobs/{body['jobId']}?f=json").json()["messages"]]
-    assert any("psnr" in m and "ssim" in m for m in messages if m.startswith("Epoch 2/2"))
-    output = verify.run_function(package, _chip(root / "images"), tmp_path / "run")
+    assert any("psnr" in m and "ssim" in m for m in messages if m.startswith("Epoch 1/1"))
+    if model_type == "PIX2PIXHD":
+        assert any(m.startswith("Generator: pix2pixHD's global generator (2 times down, 2 residual") for m in messages)
+        assert any(m.startswith("vgg_loss: ") for m in messages)
+    chip = _chip(root / ("A/images" if layout == "unpaired" else "images"))
+    output = verify.run_function(package, chip, tmp_path / "run")
     assert output.shape == (bands_out, 32, 32) and output.dtype == np.float32 and np.isfinite(output).all()
+
+
+@pytest.mark.parametrize("model_type", ["MULTITASK_ROADEXTRACTOR", "CONNECTNET"])
+def test_road_extractors_train_and_their_function_classifies_road_pixels(
+    server: Server, client: httpx.Client, tmp_path: Path, model_type: str
+) -> None:
+    root = Path(server.stores["/fileShares/chips"]) / "roads"
+    if not root.is_dir():
+        # 3-band 8-bit chips with two straight roads each, class value 4
+        write_road_tiles(root, ExportSpec(chips=6, bands=3, dtype="uint8", values=(4,), absent=None, seed=7))
+    body = _submit(
+        client, server, in_folder="/fileShares/chips/roads", output_name=in_share(model_type.lower()),
+        model_type=model_type, backbone_model="RESNET18", max_epochs=1, learning_rate=0.003, batch_size=4,
+        monitor="DICE", arguments={"orient_bin_size": "30", "mtl_model": "linknet"},
+    )  # fmt: skip
+    package, emd = _package(client, server, str(body["jobId"]), tmp_path)
+    parameters = emd["ModelParameters"]
+    assert isinstance(parameters, dict) and parameters["mtl_model"] == "linknet"
+    assert parameters["aux_channels"] == (7 if model_type == "MULTITASK_ROADEXTRACTOR" else 8)  # 6 bins + none
+    assert "monitored_dice" in emd
+    messages = [m["description"] for m in client.get(f"{server.url}/jobs/{body['jobId']}?f=json").json()["messages"]]
+    assert any(m.startswith("Road extraction: ") for m in messages)
+    assert any("dice" in m for m in messages if m.startswith("Epoch 1/1"))
+    output = verify.run_function(package, _chip(root / "images"), tmp_path / "run")
+    assert output.shape == (1, 32, 32) and set(np.unique(output)) <= {0, 4}
+
+
+def test_the_stacked_hourglass_is_refused_at_submit_as_not_built(server: Server, client: httpx.Client) -> None:
+    body = _submit(
+        client, server, in_folder="/fileShares/chips/uint16_4band", output_name=in_share("hourglass"),
+        model_type="MULTITASK_ROADEXTRACTOR", arguments={"mtl_model": "hourglass"},
+    )  # fmt: skip
+    error = body["error"]
+    assert isinstance(error, dict) and "hourglass, is not built yet" in " ".join(error["details"])

@@ -34,7 +34,15 @@ def json_text(value: Any) -> str:
 
 
 # the kinds ArcGIS runs tile by tile over a raster (so with a padding), not object by object
-TILED = ("ImageClassification", "ObjectDetection", "InstanceDetection", "SuperResolution", "Pix2Pix")
+TILED = (
+    "ImageClassification",
+    "ObjectDetection",
+    "InstanceDetection",
+    "SuperResolution",
+    "Pix2Pix",
+    "Pix2PixHD",
+    "CycleGAN",
+)
 
 
 def common_emd(

@@ -14,6 +14,8 @@ FUNCTIONS = {
     "ObjectClassification": ("GeotrainObjectClassifier.py", BESIDE),
     "SuperResolution": ("GeotrainImageTranslator.py", BESIDE),
     "Pix2Pix": ("GeotrainImageTranslator.py", BESIDE),
+    "CycleGAN": ("GeotrainImageTranslator.py", BESIDE),
+    "Pix2PixHD": ("GeotrainImageTranslator.py", BESIDE),
 }
 
 

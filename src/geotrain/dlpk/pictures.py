@@ -93,18 +93,22 @@ def classification_results(images: Sequence[np.ndarray], truths: Sequence[str], 
 
 
 def translation_results(
-    inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray], targets: Sequence[np.ndarray]
+    inputs: Sequence[np.ndarray],
+    outputs: Sequence[np.ndarray],
+    targets: Sequence[np.ndarray],
+    titles: tuple[str, str, str] = ("Input", "Output", "Target"),
+    shared_stretch: bool = True,
 ) -> bytes:
     """Rows of validation chips: what the network was given, what it made, what it should have made (the
-    first three bands of each, stretched alike within a row so output and target compare)."""
+    first three bands of each; ``shared_stretch``: output and target stretched alike, so they compare)."""
     rows = max(1, len(inputs))
     fig, axes = plt.subplots(rows, 3, figsize=(7.5, 2.5 * rows), dpi=100, squeeze=False)
     for r, (given, made, wanted) in enumerate(zip(inputs, outputs, targets, strict=True)):
         axes[r][0].imshow(_display(given))
-        low, high = np.percentile(wanted.astype(np.float64), 2), np.percentile(wanted.astype(np.float64), 98)
-        axes[r][1].imshow(_display(made, (low, high)))
-        axes[r][2].imshow(_display(wanted, (low, high)))
-    for ax, title in zip(axes[0], ("Input", "Output", "Target"), strict=True):
+        stretch = (np.percentile(wanted.astype(np.float64), 2), np.percentile(wanted.astype(np.float64), 98))
+        axes[r][1].imshow(_display(made, stretch if shared_stretch else None))
+        axes[r][2].imshow(_display(wanted, stretch if shared_stretch else None))
+    for ax, title in zip(axes[0], titles, strict=True):
         ax.set_title(title)
     for ax in axes.flat:
         ax.axis("off")

@@ -100,6 +100,21 @@ _MASKRCNN_ARGUMENTS = {
     "monitor": "valid_loss or average_precision",
 }  # fmt: skip
 
+_ROAD_ARGUMENTS = {
+    "mtl_model": "'linknet' (arcgis.learn's default, the stacked hourglass, is not built yet)",
+    "orient_bin_size": "a whole number of degrees from 1 to 90, the width of a direction bin (20)",
+    "gaussian_thresh": "a number from 0 to 1 (accepted; geotrain trains on the masks as they are, so it has no effect)",
+    "orient_theta": "a whole number from 1 to 64 (accepted; directions come from the masks' structure, so it has no "
+    "effect)",
+    "class_balancing": "True or False",
+    "focal_loss": "True or False",
+    "dice_loss_fraction": "a number from 0 to 1",
+    "dice_loss_average": "'micro' or 'macro'",
+    "ignore_classes": "a list of class values, e.g. [3, 7]",
+    "chip_size": "an integer chip size in pixels",
+    "monitor": "valid_loss, accuracy, miou or dice",
+}
+
 _EDGE_ARGUMENTS = {
     "chip_size": "an integer chip size in pixels",
     "monitor": "valid_loss, accuracy or f1_score",
@@ -129,6 +144,29 @@ BUILT: dict[str, ModelTypeInfo] = {
             "monitor": "valid_loss, precision, recall or f1",
         },
         data_kinds=("ChangeDetection",),
+    ),
+    "CONNECTNET": ModelTypeInfo(
+        keyword="CONNECTNET",
+        family="pixel_classification",
+        formats=("Classified_Tiles",),
+        backbones=RESNETS,
+        default_backbone="RESNET34",
+        monitors=("VALID_LOSS", "ACCURACY", "MIOU", "DICE"),
+        arguments=_ROAD_ARGUMENTS,
+    ),
+    "CYCLEGAN": ModelTypeInfo(
+        keyword="CYCLEGAN",
+        family="image_translation",
+        formats=("CycleGAN",),
+        backbones=(),  # its generators are ResNet-block networks of their own
+        default_backbone="",
+        monitors=("VALID_LOSS",),
+        arguments={
+            "gen_blocks": "a whole number of residual blocks in each generator, from 1 to 32 (9)",
+            "lsgan": "True (least-squares adversarial loss, the default) or False (binary cross-entropy)",
+            "chip_size": "an integer chip size in pixels",
+            "monitor": "valid_loss",
+        },
     ),
     "DEEPLAB": ModelTypeInfo(
         keyword="DEEPLAB",
@@ -186,6 +224,33 @@ BUILT: dict[str, ModelTypeInfo] = {
         monitors=("VALID_LOSS", "AVERAGE_PRECISION"),
         arguments={**_MASKRCNN_ARGUMENTS, "pointrend": "True or False (a PointRend head refines the masks)"},
     ),
+    "PIX2PIXHD": ModelTypeInfo(
+        keyword="PIX2PIXHD",
+        family="image_translation",
+        formats=("Export_Tiles",),
+        backbones=(),  # pix2pixHD's generator is its own ResNet-block network
+        default_backbone="",
+        monitors=("VALID_LOSS",),
+        arguments={
+            "gen_network": "'global' (pix2pixHD's local enhancer is not built yet)",
+            "n_gen_filters": "a whole number of filters in the generator's first layer, 8 to 256 (64)",
+            "n_downsample_global": "a whole number of stride-2 steps in the generator, 1 to 6 (4)",
+            "n_blocks_global": "a whole number of residual blocks in the generator, 1 to 32 (9)",
+            "norm": "'instance' (the default) or 'batch' normalization in the discriminators",
+            "lsgan": "True (least-squares adversarial loss, the default) or False (cross-entropy)",
+            "n_dscr_filters": "a whole number of filters in each discriminator's first layer, 8 to 256 (64)",
+            "n_layers_dscr": "a whole number of stride-2 layers in each discriminator, 1 to 5 (3)",
+            "n_dscr": "a whole number of discriminators, each at half the previous one's resolution, 1 to 4 (2)",
+            "feat_loss": "True (feature matching with the discriminators' layers, the default) or False",
+            "vgg_loss": "True or False (accepted; geotrain uses the L1 distance to the target instead)",
+            "lambda_feat": "a number from 0 to 1000, the feature matching loss's weight (10)",
+            "lambda_l1": "a number from 0 to 1000, the L1 distance's weight (100)",
+            "chip_size": "an integer chip size in pixels",
+            "monitor": "valid_loss",
+        },
+        arguments_not_yet=("n_local_enhancers", "n_blocks_local"),
+        data_kinds=("Pix2Pix",),
+    ),
     "PSPNET": ModelTypeInfo(
         keyword="PSPNET",
         family="pixel_classification",
@@ -203,6 +268,15 @@ BUILT: dict[str, ModelTypeInfo] = {
             # accepted as arcgis.learn accepts it; the PSPNets here have no dilated backbone to keep
             "keep_dilation": "True or False (no effect: this PSPNet has no dilated backbone)",
         },
+    ),
+    "MULTITASK_ROADEXTRACTOR": ModelTypeInfo(
+        keyword="MULTITASK_ROADEXTRACTOR",
+        family="pixel_classification",
+        formats=("Classified_Tiles",),
+        backbones=RESNETS,
+        default_backbone="RESNET34",
+        monitors=("VALID_LOSS", "ACCURACY", "MIOU", "DICE"),
+        arguments=_ROAD_ARGUMENTS,
     ),
     "PIX2PIX": ModelTypeInfo(
         keyword="PIX2PIX",

@@ -301,7 +301,8 @@ class TrainParams(BaseModel):
         if self.backbone_model is not None and self.backbone_model not in info.backbones:
             raise ParameterError(
                 "backbone_model",
-                f"'{self.backbone_model}' is not a backbone of {info.keyword}. Allowed: {', '.join(info.backbones)}.",
+                f"'{self.backbone_model}' is not a backbone of {info.keyword}. Allowed: "
+                f"{', '.join(info.backbones) or 'none (it has no backbone: leave backbone_model empty)'}.",
             )
         for name, value in self.arguments.items():
             if name in info.arguments_not_yet:
@@ -399,7 +400,7 @@ class TrainParams(BaseModel):
 MONITOR_ARGUMENTS = {
     "valid_loss": "VALID_LOSS", "accuracy": "ACCURACY", "valid_miou": "MIOU", "miou": "MIOU",
     "average_precision": "AVERAGE_PRECISION", "precision": "PRECISION", "recall": "RECALL", "f1": "F1_SCORE",
-    "f1_score": "F1_SCORE",
+    "f1_score": "F1_SCORE", "dice": "DICE",
 }  # fmt: skip
 
 
@@ -459,6 +460,32 @@ def _check_argument(info: catalog.ModelTypeInfo, name: str, value: Any) -> None:
             ok = isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1
         case "dice_loss_average":
             ok = value in ("micro", "macro")
+        case "mtl_model":
+            ok = value == "linknet"
+        case "orient_bin_size":
+            ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 90
+        case "gaussian_thresh":
+            ok = _number(value, 0, 1)
+        case "orient_theta":
+            ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 64
+        case "gen_network":
+            ok = value == "global"
+        case "norm":
+            ok = value in ("instance", "batch")
+        case "n_gen_filters" | "n_dscr_filters":
+            ok = isinstance(value, int) and not isinstance(value, bool) and 8 <= value <= 256
+        case "n_downsample_global":
+            ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 6
+        case "n_layers_dscr":
+            ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 5
+        case "n_dscr":
+            ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 4
+        case "n_blocks_global" | "gen_blocks":
+            ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 32
+        case "lsgan" | "feat_loss" | "vgg_loss":
+            ok = isinstance(value, bool)
+        case "lambda_feat" | "lambda_l1":
+            ok = _number(value, 0, 1000)
         case "downsample_factor":
             ok = isinstance(value, int) and not isinstance(value, bool) and 2 <= value <= 16
         case "attention_type":

@@ -71,6 +71,7 @@ def warm() -> int:
     """Import what training needs, then run the job named on standard input (nothing at end of input)."""
     _exit_with_parent()
     import geotrain.training.classification
+    import geotrain.training.cyclegan
     import geotrain.training.detection
     import geotrain.training.edges
     import geotrain.training.run

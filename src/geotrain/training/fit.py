@@ -40,6 +40,7 @@ MONITOR_KEYS = {
     "PRECISION": ("precision", "max"),
     "RECALL": ("recall", "max"),
     "F1_SCORE": ("f1_score", "max"),
+    "DICE": ("dice", "max"),
 }
 LOSSES = ("train_loss", "valid_loss")
 # every random choice a job makes (its network's start, its split of chips into steps) comes from this seed:
@@ -558,7 +559,10 @@ def _fit_once(
         state = torch.load(best_path, map_location="cpu", weights_only=True)
         task.load_state_dict(state["state_dict"])
         best_epoch = int(state.get("epoch", -1)) + 1
-    trainer.validate(task, valid_loader, verbose=False)
+    # the last epoch's validation scored these very weights when they are the last epoch's (one process: under
+    # DDP every rank must take part in the same validation, and they would have to agree to skip it)
+    if not (best_epoch == len(reporter.history) and group.world == 1 and task.last_metrics is not None):
+        trainer.validate(task, valid_loader, verbose=False)
     assert task.last_metrics is not None
     if eager is not None:
         task.network = eager  # the same weights, run eagerly from here on (pictures, the package's check)

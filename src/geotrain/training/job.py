@@ -138,7 +138,8 @@ class Job:
     def use_gpu(self) -> bool:
         """Whether this run trains on a GPU (the plan decided); says where it trains."""
         plan = self.group.plan
-        self.progress.info(f"Training {self.params.model_type} ({self.params.backbone.lower()}) on {plan.describe()}.")
+        backbone = f" ({self.params.backbone.lower()})" if self.params.backbone else ""
+        self.progress.info(f"Training {self.params.model_type}{backbone} on {plan.describe()}.")
         return plan.accelerator == "gpu"
 
     def fit_options(self, use_gpu: bool, scanned: Scan[Any]) -> FitOptions:

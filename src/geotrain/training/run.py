@@ -120,6 +120,10 @@ def _train_family(job: Job) -> None:
             from geotrain.training.segmentation import train as train_segmentation
 
             train_segmentation(job)
+        case "image_translation" if job.params.model_type == "CYCLEGAN":
+            from geotrain.training.cyclegan import train as train_cyclegan
+
+            train_cyclegan(job)
         case "image_translation":
             from geotrain.training.translation import train as train_translation
 

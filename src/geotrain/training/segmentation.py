@@ -10,6 +10,7 @@ import torch
 
 from geotrain.dlpk import emd as emd_writer
 from geotrain.dlpk import pictures
+from geotrain.dlpk.prf.geotrain_networks import RoadNet
 from geotrain.task.params import TrainParams
 from geotrain.training.data.classified_tiles import ClassMap, SegmentationChips, scan_segmentation
 from geotrain.training.data.scan import Scan
@@ -17,8 +18,11 @@ from geotrain.training.fit import LossOptions, SegmentationTask, fit
 from geotrain.training.job import Job, class_colors
 from geotrain.training.models.pointrend import PointRend
 from geotrain.training.models.registry import PYRAMID_SIZES, build, deeplab_output_stride
+from geotrain.training.roads import MODEL_NAMES as ROAD_NAMES
+from geotrain.training.roads import ORIENT_BIN_SIZE, REACH, ROADS, RoadTask, aux_channels, orientation_bins
 
 MODEL_NAMES = {
+    **ROAD_NAMES,
     "UNET": "UnetClassifier", "PSPNET": "PSPNetClassifier", "DEEPLAB": "DeepLab", "CHANGEDETECTOR": "ChangeDetector"
 }  # fmt: skip
 
@@ -60,9 +64,23 @@ def train(job: Job) -> None:
     )
     freeze = job.announce_model(built.network, built.notes, built.pretrained_from is not None)
     loss = _loss_options(params, class_map, counts.per_class)
-    task = SegmentationTask(
-        built.network, built.encoder, class_map.num_classes, params.learning_rate or 1e-3, loss, freeze, paired
-    )
+    lr = params.learning_rate or 1e-3
+    task: SegmentationTask
+    if params.model_type in ROADS:
+        assert isinstance(built.network, RoadNet)
+        bin_size = int(params.argument("orient_bin_size", ORIENT_BIN_SIZE))
+        task = RoadTask(built.network, class_map.num_classes, lr, loss, freeze, params.model_type, bin_size)
+        second = (
+            f"each road pixel's direction in {orientation_bins(bin_size)} bins of {bin_size} degrees"
+            if params.model_type == "MULTITASK_ROADEXTRACTOR"
+            else f"whether the pixels {REACH} px away in 8 directions are road too"
+        )
+        progress.info(
+            f"Road extraction: a LinkNet-style U-Net (mtl_model linknet; the stacked hourglass is not built) "
+            f"learning the road classes and, beside them, {second}."
+        )
+    else:
+        task = SegmentationTask(built.network, built.encoder, class_map.num_classes, lr, loss, freeze, paired)
     result = fit(
         task, train_set, valid_set, job.fit_options(use_gpu, scanned), job.on_epoch, progress.info, progress.warn
     )
@@ -141,6 +159,9 @@ def network_parameters(model_type: str, arguments: dict[str, Any], network: torc
         out["unet_aux_loss"] = bool(arguments.get("unet_aux_loss", False))
     if model_type == "CHANGEDETECTOR":
         out["attention_type"] = str(arguments.get("attention_type", "PAM"))
+    if model_type in ROADS:
+        bin_size = int(arguments.get("orient_bin_size", ORIENT_BIN_SIZE))
+        out.update(mtl_model="linknet", orient_bin_size=bin_size, aux_channels=aux_channels(model_type, bin_size))
     if model_type == "DEEPLAB":
         out["output_stride"] = deeplab_output_stride(arguments)
         out["keep_dilation"] = bool(arguments.get("keep_dilation", False))

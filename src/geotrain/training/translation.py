@@ -1,7 +1,8 @@
 """Image translation on Export_Tiles: SUPERRESOLUTION (each chip learned back from a copy made
-``downsample_factor`` times coarser and resampled to the chip's size, as arcgis.learn prepares its data) and
+``downsample_factor`` times coarser and resampled to the chip's size, as arcgis.learn prepares its data),
 PIX2PIX (images/ to images2/: a U-Net generator against a PatchGAN discriminator, plus the L1 distance to the
-target). PSNR and SSIM on the validation split."""
+target) and PIX2PIXHD (pix2pixHD's global generator against discriminators at several scales, with feature
+matching). PSNR and SSIM on the validation split."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMe
 
 from geotrain.dlpk import emd as emd_writer
 from geotrain.dlpk import pictures
-from geotrain.dlpk.prf.geotrain_networks import Translator, pad_to_stride
+from geotrain.dlpk.prf.geotrain_networks import ResnetGenerator, Translator, pad_to_stride
 from geotrain.errors import TrainingError
 from geotrain.training.data.augment import crop_origin
 from geotrain.training.data.readers import reader_for
@@ -29,7 +30,7 @@ from geotrain.training.fit import OneCycleTask, fit, freeze_except
 from geotrain.training.job import Job, normalization_stats
 from geotrain.training.models.registry import with_weights
 
-MODEL_NAMES = {"SUPERRESOLUTION": "SuperResolution", "PIX2PIX": "Pix2Pix"}
+MODEL_NAMES = {"SUPERRESOLUTION": "SuperResolution", "PIX2PIX": "Pix2Pix", "PIX2PIXHD": "Pix2PixHD"}
 DOWNSAMPLE_FACTOR = 4  # arcgis.learn's default
 GAN_RATE = 2e-4  # pix2pix's own rate: the learning-rate finder does not apply to two networks in a game
 L1_WEIGHT = 100.0  # pix2pix: the L1 distance to the target outweighs the discriminator's verdict
@@ -102,6 +103,40 @@ class TranslationChips(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         return torch.from_numpy(self.scanned.normalization.apply(image)), y
 
 
+def hd_generator(arguments: dict[str, Any]) -> dict[str, Any]:
+    """pix2pixHD's global generator as the EMD records it (arcgis.learn's argument names and defaults)."""
+    return {
+        "generator": "resnet_blocks",
+        "gen_blocks": int(arguments.get("n_blocks_global", 9)),
+        "width": int(arguments.get("n_gen_filters", 64)),
+        "downsample": int(arguments.get("n_downsample_global", 4)),
+    }
+
+
+def adversary_for(model_type: str, arguments: dict[str, Any]) -> Adversary:
+    if model_type == "PIX2PIX":
+        return Adversary()
+    return Adversary(
+        scales=int(arguments.get("n_dscr", 2)),
+        layers=int(arguments.get("n_layers_dscr", 3)),
+        width=int(arguments.get("n_dscr_filters", 64)),
+        norm="batch" if arguments.get("norm") == "batch" else "instance",
+        lsgan=bool(arguments.get("lsgan", True)),
+        feature_weight=float(arguments.get("lambda_feat", 10.0)) if arguments.get("feat_loss", True) else 0.0,
+        l1_weight=float(arguments.get("lambda_l1", L1_WEIGHT)),
+    )
+
+
+def unit_scale(norm: Normalization, unit: tuple[list[float], list[float]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(gain, offset) per band taking ``norm``-normalized values to 0..1 between ``unit``'s (low, high) values
+    in one multiply-add: (y * std + mean - low) / (high - low). PSNR and SSIM are scored on that scale."""
+    low, high = (torch.tensor(v, dtype=torch.float32)[:, None, None] for v in unit)
+    mean = torch.as_tensor(norm.mean / norm.scale, dtype=torch.float32)[:, None, None]
+    std = torch.as_tensor(norm.std / norm.scale, dtype=torch.float32)[:, None, None]
+    span = (high - low).clamp(min=1e-6)
+    return std / span, (mean - low) / span
+
+
 def patch_discriminator(in_channels: int, width: int = 64) -> nn.Sequential:
     """pix2pix's PatchGAN: a verdict for each overlapping patch of the (input, output) pair, not one a chip."""
     return nn.Sequential(
@@ -113,40 +148,98 @@ def patch_discriminator(in_channels: int, width: int = 64) -> nn.Sequential:
     )  # fmt: skip
 
 
-class TranslationTask(OneCycleTask):
-    """``discriminator``: train the generator against it (pix2pix), else on the L1 distance alone.
-    ``unit``: (low, high) per target band, what PSNR and SSIM scale the target to 0..1 with."""
+@dataclass(frozen=True)
+class Adversary:
+    """How a paired translator's generator is trained against discriminators: pix2pix's one PatchGAN with
+    cross-entropy verdicts, or pix2pixHD's several (each on the pair at half the previous one's resolution)
+    with least-squares verdicts and feature matching (the generator also matches, layer by layer, what the
+    discriminators see in the real pair). The L1 distance to the target counts ``l1_weight`` times."""
 
-    network: Translator
+    scales: int = 1
+    layers: int = 3
+    width: int = 64
+    norm: str = "batch"
+    lsgan: bool = False
+    feature_weight: float = 0.0
+    l1_weight: float = L1_WEIGHT
+
+
+class PatchStages(nn.Module):
+    """A PatchGAN whose every stage's output is kept (feature matching reads them); the last is the verdict
+    for each overlapping patch."""
+
+    def __init__(self, in_channels: int, layers: int, width: int, norm: str) -> None:
+        super().__init__()
+
+        def normed(c: int) -> nn.Module:
+            return nn.BatchNorm2d(c) if norm == "batch" else nn.InstanceNorm2d(c)
+
+        stages: list[nn.Module] = [nn.Sequential(nn.Conv2d(in_channels, width, 4, 2, 2), nn.LeakyReLU(0.2, True))]
+        c = width
+        for stride in [2] * (layers - 1) + [1]:
+            wider = min(2 * c, 512)
+            stages.append(nn.Sequential(nn.Conv2d(c, wider, 4, stride, 2), normed(wider), nn.LeakyReLU(0.2, True)))
+            c = wider
+        stages.append(nn.Conv2d(c, 1, 4, 1, 2))
+        self.stages = nn.ModuleList(stages)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        out = []
+        for stage in self.stages:
+            x = stage(x)
+            out.append(x)
+        return out
+
+
+class Discriminators(nn.Module):
+    def __init__(self, in_channels: int, adversary: Adversary) -> None:
+        super().__init__()
+        self.scales = nn.ModuleList(
+            PatchStages(in_channels, adversary.layers, adversary.width, adversary.norm) for _ in range(adversary.scales)
+        )
+
+    def forward(self, pair: torch.Tensor) -> list[list[torch.Tensor]]:
+        seen = []
+        for i, discriminator in enumerate(self.scales):
+            if i:
+                pair = F.avg_pool2d(pair, 3, stride=2, padding=1, count_include_pad=False)
+            seen.append(discriminator(pair))
+        return seen
+
+
+class TranslationTask(OneCycleTask):
+    """``adversary``: train the generator against discriminators (pix2pix, pix2pixHD), else on the L1
+    distance alone. ``unit``: (low, high) per target band, what PSNR and SSIM scale the target to 0..1 with."""
+
+    network: nn.Module
 
     def __init__(
         self,
-        network: Translator,
-        discriminator: nn.Module | None,
+        network: nn.Module,
+        encoder: nn.Module | None,
+        adversary: Adversary | None,
+        bands: int,
         lr: float,
         freeze: bool,
         target_norm: Normalization,
         unit: tuple[list[float], list[float]],
     ) -> None:
+        """``bands``: the input's and the target's together, what the discriminators read."""
         super().__init__()
         self.network = network
-        self.encoder = network.encoder
-        self.discriminator = discriminator
-        self.automatic_optimization = discriminator is None
+        self.adversary = adversary
+        self.discriminators = Discriminators(bands, adversary) if adversary is not None else None
+        self.automatic_optimization = adversary is None
         self.lr = lr
         self.channels_last = True
-        low, high = (torch.tensor(v, dtype=torch.float32)[:, None, None] for v in unit)
-        mean = torch.as_tensor(target_norm.mean / target_norm.scale, dtype=torch.float32)[:, None, None]
-        std = torch.as_tensor(target_norm.std / target_norm.scale, dtype=torch.float32)[:, None, None]
-        # normalized -> 0..1 in one multiply-add: (y * std + mean - low) / (high - low)
-        span = (high - low).clamp(min=1e-6)
-        self.register_buffer("unit_gain", std / span)
-        self.register_buffer("unit_offset", (mean - low) / span)
+        gain, offset = unit_scale(target_norm, unit)
+        self.register_buffer("unit_gain", gain)
+        self.register_buffer("unit_offset", offset)
         self.psnr = PeakSignalNoiseRatio(data_range=1.0)
         self.ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
         self.last_metrics: TranslationMetrics | None = None
-        if freeze:
-            freeze_except(network.encoder)
+        if freeze and encoder is not None:
+            freeze_except(encoder)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows, cols = x.shape[-2:]
@@ -155,40 +248,59 @@ class TranslationTask(OneCycleTask):
         return out[..., :rows, :cols]
 
     def configure_optimizers(self) -> Any:
-        if self.discriminator is None:
+        if self.discriminators is None:
             return super().configure_optimizers()
-        # each network its own Adam (pix2pix's betas) on the one-cycle schedule, stepped by hand below
+        # each side its own Adam (pix2pix's betas) on the one-cycle schedule, stepped by hand below
         return [
             self.one_cycle([p for p in self.network.parameters() if p.requires_grad], (0.5, 0.999)),
-            self.one_cycle(list(self.discriminator.parameters()), (0.5, 0.999)),
+            self.one_cycle(list(self.discriminators.parameters()), (0.5, 0.999)),
         ]
+
+    def _verdict(self, seen: torch.Tensor, real: bool) -> torch.Tensor:
+        assert self.adversary is not None
+        target = torch.full_like(seen, 1.0 if real else 0.0, dtype=torch.float)
+        if self.adversary.lsgan:
+            return F.mse_loss(seen.float(), target)
+        return F.binary_cross_entropy_with_logits(seen.float(), target)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
         x, y = batch
-        if self.discriminator is None:
+        if self.discriminators is None or self.adversary is None:
             loss = F.l1_loss(self(x).float(), y)
             self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(x), sync_dist=True)
             return loss
-        generator, discriminator = cast(list[LightningOptimizer], self.optimizers())
+        adversary, discriminators = self.adversary, self.discriminators
+        g_opt, d_opt = cast(list[LightningOptimizer], self.optimizers())
         fake = self(x)
-        real_verdict = self.discriminator(torch.cat([x, y], dim=1))
-        fake_verdict = self.discriminator(torch.cat([x, fake.detach()], dim=1))
-        d_loss = 0.5 * (
-            F.binary_cross_entropy_with_logits(real_verdict.float(), torch.ones_like(real_verdict, dtype=torch.float))
-            + F.binary_cross_entropy_with_logits(
-                fake_verdict.float(), torch.zeros_like(fake_verdict, dtype=torch.float)
-            )
+        real_pair = torch.cat([x, y], dim=1)
+        d_loss = 0.5 * sum(
+            (
+                self._verdict(real[-1], True) + self._verdict(made[-1], False)
+                for real, made in zip(
+                    discriminators(real_pair), discriminators(torch.cat([x, fake.detach()], dim=1)), strict=True
+                )
+            ),
+            torch.zeros((), device=x.device),
         )
-        discriminator.zero_grad()
+        d_opt.zero_grad()
         self.manual_backward(d_loss)
-        discriminator.step()
-        fooled = self.discriminator(torch.cat([x, fake], dim=1))
+        d_opt.step()
+        fooled = discriminators(torch.cat([x, fake], dim=1))
         l1 = F.l1_loss(fake.float(), y)
-        g_loss = F.binary_cross_entropy_with_logits(fooled.float(), torch.ones_like(fooled, dtype=torch.float))
-        g_loss = g_loss + L1_WEIGHT * l1
-        generator.zero_grad()
+        g_loss = adversary.l1_weight * l1
+        for seen in fooled:
+            g_loss = g_loss + self._verdict(seen[-1], True)
+        if adversary.feature_weight:
+            with torch.no_grad():
+                reals = discriminators(real_pair)
+            # pix2pixHD's weights: every stage but the verdict alike, every scale alike
+            share = adversary.feature_weight * 4.0 / (adversary.layers + 1) / adversary.scales
+            for seen, real in zip(fooled, reals, strict=True):
+                for made_stage, real_stage in zip(seen[:-1], real[:-1], strict=True):
+                    g_loss = g_loss + share * F.l1_loss(made_stage.float(), real_stage.float())
+        g_opt.zero_grad()
         self.manual_backward(g_loss)
-        generator.step()
+        g_opt.step()
         for schedule in self.lr_schedulers() or []:  # type: ignore[union-attr]
             schedule.step()
         # the part of the generator's loss that validation measures too, so the two curves compare
@@ -254,14 +366,38 @@ def train(job: Job) -> None:
         progress.info(f"Translating {scanned.num_bands} band(s) of images/ into {out_bands} band(s) of images2/.")
 
     arch = params.backbone.lower()
-    network = Translator(arch, scanned.num_bands, out_bands, residual=superres)
-    built = with_weights(network, network.encoder, arch, scanned.num_bands, params.weight_init_scheme)
-    freeze = job.announce_model(network, built.notes, built.pretrained_from is not None)
-    discriminator = None if superres else patch_discriminator(scanned.num_bands + out_bands)
+    generator: dict[str, Any] = {"out_channels": out_bands, "residual": superres}
+    encoder: nn.Module | None = None
+    freeze = False
+    if params.model_type == "PIX2PIXHD":
+        generator.update(hd_generator(params.arguments))
+        network: nn.Module = ResnetGenerator(
+            scanned.num_bands, out_bands, generator["gen_blocks"], generator["width"], generator["downsample"]
+        )
+        progress.info(
+            f"Generator: pix2pixHD's global generator ({generator['downsample']} times down, "
+            f"{generator['gen_blocks']} residual blocks, {generator['width']} filters first)."
+        )
+        if job.pretrained is not None:
+            job.announce_model(network, [], False)  # its weights, from the package to fine-tune
+        if params.argument("vgg_loss", False):
+            progress.warn(
+                "vgg_loss: the VGG feature loss needs VGG19's ImageNet weights, which geotrain does not use; the "
+                "generator learns from the L1 distance to the target instead (lambda_l1)."
+            )
+    else:
+        translator = Translator(arch, scanned.num_bands, out_bands, residual=superres)
+        built = with_weights(translator, translator.encoder, arch, scanned.num_bands, params.weight_init_scheme)
+        network, encoder = translator, translator.encoder
+        freeze = job.announce_model(network, built.notes, built.pretrained_from is not None)
+    adversary = None if superres else adversary_for(params.model_type, params.arguments)
     unit = (target_norm.band_min, target_norm.band_max)
-    task = TranslationTask(network, discriminator, params.learning_rate or GAN_RATE, freeze, target_norm, unit)
+    task = TranslationTask(
+        network, encoder, adversary, scanned.num_bands + out_bands, params.learning_rate or GAN_RATE,
+        freeze, target_norm, unit,
+    )  # fmt: skip
     options = job.fit_options(job.use_gpu(), scanned)
-    if discriminator is not None and params.learning_rate is None:
+    if adversary is not None and params.learning_rate is None:
         progress.info(
             f"Learning rate {GAN_RATE:g} (pix2pix's): the finder does not apply to a generator and its discriminator."
         )
@@ -273,7 +409,7 @@ def train(job: Job) -> None:
 
     m: TranslationMetrics = result.metrics
     emd = job.model_emd(MODEL_NAMES[params.model_type], MODEL_NAMES[params.model_type], scanned, chip_size, result)
-    emd["ModelParameters"].update({"out_channels": out_bands, "residual": superres})
+    emd["ModelParameters"].update(generator)
     emd.update(
         {
             "Classes": [],
@@ -292,7 +428,7 @@ def train(job: Job) -> None:
         pictures.translation_results(inputs, outputs, wanted),
         [
             ("Model", MODEL_NAMES[params.model_type]),
-            ("Backbone", arch),
+            ("Backbone" if encoder is not None else "Generator", arch if encoder is not None else "global"),
             ("Learning rate", f"{result.lr:.4e}"),
             ("PSNR (dB)", f"{m.psnr:.2f}"),
             ("SSIM", f"{m.ssim:.4f}"),

@@ -1,7 +1,8 @@
 """geotrain's networks rebuilt from their EMD with torch and torchvision only: the pixel classifiers (UNET,
-PSPNET, DEEPLAB; CHANGEDETECTOR, HED_EDGEDETECTOR and BDCN_EDGEDETECTOR, which geotrain builds from this file
-too), the image translators (SUPERRESOLUTION, PIX2PIX; built from here too), the object classifier
-(FEATURE_CLASSIFIER) and the detectors (FASTERRCNN, MASKRCNN, RETINANET, SSD, YOLOV3).
+PSPNET, DEEPLAB; CHANGEDETECTOR, HED_EDGEDETECTOR, BDCN_EDGEDETECTOR, MULTITASK_ROADEXTRACTOR and CONNECTNET,
+which geotrain builds from this file too), the image translators (SUPERRESOLUTION, PIX2PIX, PIX2PIXHD,
+CYCLEGAN; built from here too), the object classifier (FEATURE_CLASSIFIER) and the detectors (FASTERRCNN,
+MASKRCNN, RETINANET, SSD, YOLOV3).
 
 This file travels inside every .dlpk geotrain writes that has an inference function, beside it, so it must
 not import geotrain, segmentation-models-pytorch or timm: ArcGIS's Python is only sure to have torch,
@@ -521,6 +522,28 @@ class EdgeNet(nn.Module):
         return torch.cat([torch.zeros_like(edge), edge], dim=1)
 
 
+class RoadNet(nn.Module):
+    """Road extraction: a U-Net (LinkNet-like: a ResNet's levels joined back on the way up) with the road
+    classes' head and a second head trained beside it on what the road masks imply (MULTITASK_ROADEXTRACTOR:
+    each road pixel's direction, binned; CONNECTNET: whether each of 8 neighbours a few pixels away is road
+    too). The second head sharpens the shared features; the output is the classes' scores alone."""
+
+    def __init__(self, arch: str, bands: int, classes: int, aux_channels: int) -> None:
+        super().__init__()
+        self.encoder = Encoder(arch, bands)
+        self.decoder = UnetDecoder(_channels(self.encoder, bands), arch.startswith("vgg"))
+        self.segmentation_head = _head(UNET_DECODER[-1], classes, 3)
+        self.aux_head = _head(UNET_DECODER[-1], aux_channels, 3)
+
+    def both(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        shared = self.decoder(self.encoder(x))
+        return self.segmentation_head(shared), self.aux_head(shared)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.segmentation_head(self.decoder(self.encoder(x)))
+        return out
+
+
 class Translator(nn.Module):
     """Image to image: a U-Net over a torchvision backbone giving ``out_bands`` values a pixel.
     ``residual``: the output is added to the input (super-resolution restores what a coarse copy lost)."""
@@ -537,9 +560,58 @@ class Translator(nn.Module):
         return x + out if self.residual else out
 
 
-def translator(emd: dict[str, Any]) -> Translator:
-    """The generator a SuperResolution or Pix2Pix EMD of geotrain describes, with random weights."""
+class ResnetBlock(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.block = nn.Sequential(
+            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), nn.InstanceNorm2d(channels), nn.ReLU(True),
+            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), nn.InstanceNorm2d(channels),
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = x + self.block(x)
+        return out
+
+
+class ResnetGenerator(nn.Module):
+    """CycleGAN's generator (pix2pixHD's global one is the same with ``downsample`` 4): a 7x7 convolution,
+    ``downsample`` stride-2 convolutions, ``blocks`` residual blocks, as many transposed convolutions back up
+    and a 7x7 convolution out, instance-normalised."""
+
+    def __init__(self, in_bands: int, out_bands: int, blocks: int, width: int = 64, downsample: int = 2) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [
+            nn.ReflectionPad2d(3), nn.Conv2d(in_bands, width, 7), nn.InstanceNorm2d(width), nn.ReLU(True)
+        ]  # fmt: skip
+        c = width
+        for _ in range(downsample):
+            layers += [nn.Conv2d(c, 2 * c, 3, 2, 1), nn.InstanceNorm2d(2 * c), nn.ReLU(True)]
+            c *= 2
+        layers += [ResnetBlock(c) for _ in range(blocks)]
+        for _ in range(2):
+            layers += [
+                nn.ConvTranspose2d(c, c // 2, 3, 2, 1, output_padding=1),
+                nn.InstanceNorm2d(c // 2),
+                nn.ReLU(True),
+            ]
+            c //= 2
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(c, out_bands, 7)]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.model(x)
+        return out
+
+
+def translator(emd: dict[str, Any]) -> nn.Module:
+    """The generator a SuperResolution, Pix2Pix, Pix2PixHD or CycleGAN EMD of geotrain describes, with random
+    weights."""
     params = emd["ModelParameters"]
+    if params.get("generator") == "resnet_blocks":
+        return ResnetGenerator(
+            int(params["in_channels"]), int(params["out_channels"]), int(params["gen_blocks"]),
+            int(params.get("width", 64)), int(params.get("downsample", 2)),
+        )  # fmt: skip
     return Translator(
         str(params["backbone"]), int(params["in_channels"]), int(params["out_channels"]), bool(params["residual"])
     )
@@ -557,6 +629,8 @@ def pixel_classifier(emd: dict[str, Any]) -> nn.Module:
         return ChangeNet(arch, bands // 2, classes, str(params.get("attention_type", "PAM")))
     if kind in ("HED_EDGEDETECTOR", "BDCN_EDGEDETECTOR"):
         return EdgeNet(arch, bands, kind.split("_")[0])
+    if kind in ("MULTITASK_ROADEXTRACTOR", "CONNECTNET"):
+        return RoadNet(arch, bands, classes, int(params["aux_channels"]))
     if kind == "DEEPLAB" and not arch.startswith("resnet"):
         network = TrunkDeepLab(arch, bands, classes)
     elif kind == "DEEPLAB":

@@ -124,6 +124,12 @@ def _build(
         attention = str(arguments.get("attention_type", "PAM"))
         change = portable.ChangeNet(arch, bands // 2, num_classes, attention)
         return with_weights(change, change.encoder, arch, bands // 2, weight_init_scheme)
+    if model_type in ("MULTITASK_ROADEXTRACTOR", "CONNECTNET"):
+        from geotrain.training.roads import ORIENT_BIN_SIZE, aux_channels
+
+        extra = aux_channels(model_type, int(arguments.get("orient_bin_size", ORIENT_BIN_SIZE)))
+        roads = portable.RoadNet(arch, bands, num_classes, extra)
+        return with_weights(roads, roads.encoder, arch, bands, weight_init_scheme)
     if model_type in ("HED_EDGEDETECTOR", "BDCN_EDGEDETECTOR"):
         edges = portable.EdgeNet(arch, bands, model_type.split("_")[0])
         return with_weights(edges, edges.encoder, arch, bands, weight_init_scheme)
