@@ -50,23 +50,65 @@ def _chip(folder: Path, stem: str = "000000000000") -> np.ndarray:
     return pixels
 
 
-@pytest.mark.parametrize("attention", ["PAM"])
+SMALL_HD = {"n_blocks_global": "2", "n_gen_filters": "16", "n_downsample_global": "2", "n_dscr_filters": "16"}
+# model type -> (export folder, backbone, monitor, arguments) of the jobs the tests below look at
+JOBS: dict[str, tuple[str, str | None, str, dict[str, str]]] = {
+    "CHANGEDETECTOR": ("change", None, "F1_SCORE", {"attention_type": "PAM"}),
+    "HED_EDGEDETECTOR": ("edges", "VGG11", "F1_SCORE", {}),
+    "BDCN_EDGEDETECTOR": ("edges", "RESNET18", "F1_SCORE", {}),
+    "SUPERRESOLUTION": ("single", "RESNET18", "VALID_LOSS", {"downsample_factor": "2"}),
+    "PIX2PIX": ("paired", "RESNET18", "VALID_LOSS", {}),
+    "PIX2PIXHD": ("paired", None, "VALID_LOSS", {**SMALL_HD, "n_dscr": "2", "feat_loss": "True", "vgg_loss": "True"}),
+    "CYCLEGAN": ("unpaired", None, "VALID_LOSS", {"gen_blocks": "2", "lsgan": "True"}),
+    "MULTITASK_ROADEXTRACTOR": ("roads", "RESNET18", "DICE", {"orient_bin_size": "30", "mtl_model": "linknet"}),
+    "CONNECTNET": ("roads", "RESNET18", "DICE", {"orient_bin_size": "30"}),
+}
+
+
+@pytest.fixture(scope="module")
+def queued(server: Server) -> dict[str, str]:
+    """Every job of JOBS submitted at once, so that the worker trains one while a test runs the package of
+    another through its function: model type -> job id."""
+    from tests import formats
+
+    store = Path(server.stores["/fileShares/chips"])
+    # change: 3-band 8-bit, the two dates RGB twice (ImageNet statistics for each), class values 2 and 5
+    write_change_tiles(store / "change", ExportSpec(chips=6, bands=3, dtype="uint8", values=(2, 5), absent=None))
+    # edges: 4-band 16-bit chips whose labels hold class value 6 on the outlines of what the images show
+    write_edge_tiles(store / "edges", ExportSpec(chips=6, values=(6,), absent=None, seed=5))
+    # single: 4-band 16-bit chips alone; paired: 3-band 8-bit chips and their 1-band renderings
+    write_translation_tiles(store / "single", ExportSpec(chips=6, seed=6), second=False)
+    write_translation_tiles(store / "paired", ExportSpec(chips=6, bands=3, dtype="uint8"), second=True)
+    formats.cyclegan(store / "unpaired")  # A/ and B/ of 3-band chips
+    # roads: 3-band 8-bit chips with two straight roads each, class value 4
+    write_road_tiles(store / "roads", ExportSpec(chips=6, bands=3, dtype="uint8", values=(4,), absent=None, seed=7))
+    ids = {}
+    with httpx.Client(timeout=30) as client:
+        for model_type, (folder, backbone, monitor, arguments) in JOBS.items():
+            body = _submit(
+                client, server, in_folder=f"/fileShares/chips/{folder}", output_name=in_share(model_type.lower()),
+                model_type=model_type, backbone_model=backbone, max_epochs=1, learning_rate=0.003, batch_size=4,
+                monitor=monitor, arguments=arguments,
+            )  # fmt: skip
+            assert "jobId" in body, body
+            ids[model_type] = str(body["jobId"])
+    return ids
+
+
+def _messages(client: httpx.Client, server: Server, job_id: str) -> list[str]:
+    return [m["description"] for m in client.get(f"{server.url}/jobs/{job_id}?f=json").json()["messages"]]
+
+
 def test_changedetector_trains_and_its_function_classifies_the_two_dates_stacked(
-    server: Server, client: httpx.Client, tmp_path: Path, attention: str
+    server: Server, client: httpx.Client, tmp_path: Path, queued: dict[str, str]
 ) -> None:
     root = Path(server.stores["/fileShares/chips"]) / "change"
-    # 3-band 8-bit: the two dates are RGB twice (ImageNet statistics for each); class values 2 and 5
-    write_change_tiles(root, ExportSpec(chips=6, bands=3, dtype="uint8", values=(2, 5), absent=None, seed=4))
-    body = _submit(
-        client, server, in_folder="/fileShares/chips/change", output_name=in_share("change"),
-        model_type="CHANGEDETECTOR", max_epochs=1, learning_rate=0.003, batch_size=4, monitor="F1_SCORE",
-        arguments={"attention_type": attention},
-    )  # fmt: skip
-    package, emd = _package(client, server, str(body["jobId"]), tmp_path)
+    package, emd = _package(client, server, queued["CHANGEDETECTOR"], tmp_path)
     assert emd["ModelName"] == "ChangeDetector" and emd["ModelConfiguration"] == "geotrain.changedetector"
     assert emd["ExtractBands"] == [0, 1, 2, 3, 4, 5] and emd["IsImageNetNormalization"] is True
     assert [c["Value"] for c in emd["Classes"]] == [2, 5]  # type: ignore[attr-defined]
     assert {"precision", "recall", "f1", "monitored_f1_score"} <= set(emd)
+    assert emd["ModelParameters"]["attention_type"] == "PAM"  # type: ignore[index]
     # Detect Change Using Deep Learning: the earlier raster's bands, then the later one's
     pixels = np.concatenate([_chip(root / "images"), _chip(root / "images2")])
     output = verify.run_function(package, pixels, tmp_path / "run")
@@ -75,24 +117,15 @@ def test_changedetector_trains_and_its_function_classifies_the_two_dates_stacked
 
 @pytest.mark.parametrize("model_type", ["HED_EDGEDETECTOR", "BDCN_EDGEDETECTOR"])
 def test_edge_detectors_train_and_their_function_draws_edges(
-    server: Server, client: httpx.Client, tmp_path: Path, model_type: str
+    server: Server, client: httpx.Client, tmp_path: Path, queued: dict[str, str], model_type: str
 ) -> None:
-    root = Path(server.stores["/fileShares/chips"]) / "edges"
-    if not root.is_dir():
-        # 4-band 16-bit chips whose labels hold class value 6 on the outlines of what the images show
-        write_edge_tiles(root, ExportSpec(chips=6, values=(6,), absent=None, seed=5))
-    name = model_type.lower()
-    body = _submit(
-        client, server, in_folder="/fileShares/chips/edges", output_name=in_share(name), model_type=model_type,
-        backbone_model="VGG11" if model_type.startswith("HED") else "RESNET18", max_epochs=1, learning_rate=0.003,
-        batch_size=4, monitor="F1_SCORE",
-    )  # fmt: skip
-    package, emd = _package(client, server, str(body["jobId"]), tmp_path)
+    package, emd = _package(client, server, queued[model_type], tmp_path)
     assert emd["ModelType"] == "ImageClassification" and {"f1_score", "monitored_f1_score"} <= set(emd)
     assert emd["Classes"] == [{"Value": 1, "Name": "Class 6", "Color": [255, 255, 255]}]
-    messages = [m["description"] for m in client.get(f"{server.url}/jobs/{body['jobId']}?f=json").json()["messages"]]
+    messages = _messages(client, server, queued[model_type])
     assert any(m.startswith("Edges: ") and "of the labelled pixels" in m for m in messages)
     assert any("f1_score" in m for m in messages if m.startswith("Epoch 1/1"))
+    root = Path(server.stores["/fileShares/chips"]) / "edges"
     output = verify.run_function(package, _chip(root / "images"), tmp_path / "run")
     assert output.shape == (1, 32, 32) and set(np.unique(output)) <= {0, 1}
 
@@ -146,77 +179,42 @@ def test_a_model_type_not_trained_here_is_refused_at_submit_naming_it_and_why(
         assert "does not train yet" in text and "CHANGEDETECTOR" in text  # and what it does train
 
 
-SMALL_HD = {"n_blocks_global": "2", "n_gen_filters": "16", "n_downsample_global": "2", "n_dscr_filters": "16"}
-
-
 @pytest.mark.parametrize(
-    ("model_type", "layout", "bands_out", "arguments"),
-    [
-        ("SUPERRESOLUTION", "single", 4, {"downsample_factor": "2"}),
-        ("PIX2PIX", "paired", 1, {}),
-        ("PIX2PIXHD", "paired", 1, {**SMALL_HD, "n_dscr": "2", "feat_loss": "True", "vgg_loss": "True"}),
-        ("CYCLEGAN", "unpaired", 3, {"gen_blocks": "2", "lsgan": "True"}),
-    ],
+    ("model_type", "bands_out"), [("SUPERRESOLUTION", 4), ("PIX2PIX", 1), ("PIX2PIXHD", 1), ("CYCLEGAN", 3)]
 )
 def test_translators_train_and_their_function_gives_the_translated_image(
-    server: Server, client: httpx.Client, tmp_path: Path, model_type: str, layout: str, bands_out: int,
-    arguments: dict[str, str],
-) -> None:  # fmt: skip
-    from tests import formats
-
-    root = Path(server.stores["/fileShares/chips"]) / layout
-    if not root.is_dir():
-        # single: 4-band 16-bit chips alone; paired: 3-band 8-bit chips and their 1-band renderings; unpaired:
-        # a CycleGAN export, A/ and B/ of 3-band chips
-        if layout == "unpaired":
-            formats.cyclegan(root)
-        else:
-            spec = ExportSpec(chips=6, seed=6) if layout == "single" else ExportSpec(chips=6, bands=3, dtype="uint8")
-            write_translation_tiles(root, spec, second=layout == "paired")
-    name = model_type.lower()
-    body = _submit(
-        client, server, in_folder=f"/fileShares/chips/{layout}", output_name=in_share(name), model_type=model_type,
-        backbone_model="RESNET18" if model_type in ("SUPERRESOLUTION", "PIX2PIX") else None, max_epochs=1,
-        learning_rate=0.001, batch_size=4, arguments=arguments,
-    )  # fmt: skip
-    assert "jobId" in body, body
-    package, emd = _package(client, server, str(body["jobId"]), tmp_path)
+    server: Server, client: httpx.Client, tmp_path: Path, queued: dict[str, str], model_type: str, bands_out: int
+) -> None:
+    package, emd = _package(client, server, queued[model_type], tmp_path)
     assert emd["ModelType"] == emd["ModelName"] and emd["InferenceFunction"] == "GeotrainImageTranslator.py"
     assert emd["ModelParameters"]["out_channels"] == bands_out  # type: ignore[index]
     assert float(str(emd["psnr"])) > 0 and 0 < float(str(emd["ssim"])) <= 1
     if model_type == "SUPERRESOLUTION":
         assert emd["downsample_factor"] == 2
-    messages = [m["description"] for m in client.get(f"{server.url}/jobs/{body['jobId']}?f=json").json()["messages"]]
+    messages = _messages(client, server, queued[model_type])
     assert any("psnr" in m and "ssim" in m for m in messages if m.startswith("Epoch 1/1"))
     if model_type == "PIX2PIXHD":
         assert any(m.startswith("Generator: pix2pixHD's global generator (2 times down, 2 residual") for m in messages)
         assert any(m.startswith("vgg_loss: ") for m in messages)
-    chip = _chip(root / ("A/images" if layout == "unpaired" else "images"))
+    layout = JOBS[model_type][0]
+    chip = _chip(Path(server.stores["/fileShares/chips"]) / layout / ("A/images" if layout == "unpaired" else "images"))
     output = verify.run_function(package, chip, tmp_path / "run")
     assert output.shape == (bands_out, 32, 32) and output.dtype == np.float32 and np.isfinite(output).all()
 
 
 @pytest.mark.parametrize("model_type", ["MULTITASK_ROADEXTRACTOR", "CONNECTNET"])
 def test_road_extractors_train_and_their_function_classifies_road_pixels(
-    server: Server, client: httpx.Client, tmp_path: Path, model_type: str
+    server: Server, client: httpx.Client, tmp_path: Path, queued: dict[str, str], model_type: str
 ) -> None:
-    root = Path(server.stores["/fileShares/chips"]) / "roads"
-    if not root.is_dir():
-        # 3-band 8-bit chips with two straight roads each, class value 4
-        write_road_tiles(root, ExportSpec(chips=6, bands=3, dtype="uint8", values=(4,), absent=None, seed=7))
-    body = _submit(
-        client, server, in_folder="/fileShares/chips/roads", output_name=in_share(model_type.lower()),
-        model_type=model_type, backbone_model="RESNET18", max_epochs=1, learning_rate=0.003, batch_size=4,
-        monitor="DICE", arguments={"orient_bin_size": "30", "mtl_model": "linknet"},
-    )  # fmt: skip
-    package, emd = _package(client, server, str(body["jobId"]), tmp_path)
+    package, emd = _package(client, server, queued[model_type], tmp_path)
     parameters = emd["ModelParameters"]
     assert isinstance(parameters, dict) and parameters["mtl_model"] == "linknet"
     assert parameters["aux_channels"] == (7 if model_type == "MULTITASK_ROADEXTRACTOR" else 8)  # 6 bins + none
     assert "monitored_dice" in emd
-    messages = [m["description"] for m in client.get(f"{server.url}/jobs/{body['jobId']}?f=json").json()["messages"]]
+    messages = _messages(client, server, queued[model_type])
     assert any(m.startswith("Road extraction: ") for m in messages)
     assert any("dice" in m for m in messages if m.startswith("Epoch 1/1"))
+    root = Path(server.stores["/fileShares/chips"]) / "roads"
     output = verify.run_function(package, _chip(root / "images"), tmp_path / "run")
     assert output.shape == (1, 32, 32) and set(np.unique(output)) <= {0, 4}
 

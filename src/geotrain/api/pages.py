@@ -114,7 +114,7 @@ LIVE = """<script>
     });
     fetch(page.dataset.url + '/chart.svg' + q('&t=' + Date.now())).then(function (r) { return r.text(); })
       .then(function (svg) { document.getElementById('chart').innerHTML = svg; });
-  }, 2000);
+  }, 1000);
 })();
 </script>"""
 
