@@ -31,6 +31,21 @@ def run_function(package: Path, pixels: np.ndarray, workdir: Path) -> np.ndarray
     return output
 
 
+def run_functions(runs: list[tuple[Path, np.ndarray, Path]]) -> list[np.ndarray]:
+    """``run_function`` for several (package, pixels, work folder) at once: one interpreter runs them all, one
+    after the other, each package's function loaded from its own folder."""
+    manifest = []
+    for package, pixels, workdir in runs:
+        folder = workdir / "package"
+        emd = extract(package, folder)
+        np.save(workdir / "pixels.npy", pixels)
+        manifest.append([str(folder), str(emd), str(workdir / "pixels.npy"), str(workdir / "output.npy"), "{}"])
+    listed = runs[0][2].parent / "runs.json"
+    listed.write_text(json.dumps(manifest))
+    _interpret(["--many", str(listed)])
+    return [np.load(workdir / "output.npy") for _, _, workdir in runs]
+
+
 def run_detector(package: Path, pixels: np.ndarray, workdir: Path, scalars: dict[str, Any]) -> list[dict[str, Any]]:
     """The features ``vectorize`` gives for ``pixels``, the function configured with ``scalars`` (e.g.
     threshold, padding), run as ``run_function`` runs it."""
@@ -63,9 +78,13 @@ def _run(
         np.savez(stored, *pixels)
     else:
         np.save(stored, pixels)
+    _interpret([str(folder), str(emd), str(stored), str(output), json.dumps(scalars)])
+
+
+def _interpret(arguments: list[str]) -> None:
+    """run_function.py in an interpreter that sees only torch, torchvision and numpy beside the package."""
     script = resources.files("geotrain.dlpk.prf").joinpath("run_function.py")
-    command = [sys.executable, "-I", "-S", str(script), str(folder), str(emd), str(stored),
-               str(output), json.dumps(scalars), *libraries()]  # fmt: skip
+    command = [sys.executable, "-I", "-S", str(script), *arguments, *libraries()]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired as exc:

@@ -108,13 +108,40 @@ def _dilate(stage: nn.Module, rate: int) -> None:
             conv.padding = ((kh // 2) * rate, (kw // 2) * rate)
 
 
+# torchvision's layer plans of its VGGs
+VGG_PLANS = {"vgg11": "A", "vgg13": "B", "vgg16": "D", "vgg19": "E"}
+
+
+def backbone_body(arch: str) -> nn.Module:
+    """torchvision's ``arch`` with random weights, without what a backbone drops: a VGG is built as its
+    ``features`` alone, initialised as torchvision initialises them (building its classifier's 120 million
+    weights took a second, to be thrown away)."""
+    if not arch.startswith("vgg"):
+        network: nn.Module = getattr(torchvision.models, arch)(weights=None)
+        return network
+    from torchvision.models import vgg
+
+    features = vgg.make_layers(vgg.cfgs[VGG_PLANS[arch.removesuffix("_bn")]], batch_norm=arch.endswith("_bn"))
+    for m in features.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    body = nn.Module()
+    body.add_module("features", features)
+    return body
+
+
 class Encoder(nn.Module):
     """A torchvision ResNet, DenseNet or VGG without its classifier, giving the feature maps at strides
     1, 2, 4, 8, 16 and 32 (fewer with a smaller ``depth``)."""
 
     def __init__(self, arch: str, bands: int, depth: int = 5, output_stride: int = 32) -> None:
         super().__init__()
-        network = getattr(torchvision.models, arch)(weights=None)
+        network = backbone_body(arch)
         for name, child in network.named_children():
             if name not in ("fc", "avgpool", "classifier"):
                 self.add_module(name, child)
@@ -349,7 +376,7 @@ class TrunkDeepLab(nn.Module):
 
     def __init__(self, arch: str, bands: int, classes: int) -> None:
         super().__init__()
-        network = getattr(torchvision.models, arch)(weights=None)
+        network = backbone_body(arch)
         with_bands(network, bands)
         features: nn.Module = network.get_submodule("features")
         if arch.startswith("densenet"):
@@ -1140,7 +1167,7 @@ def detector(emd: dict[str, Any]) -> nn.Module:
             detections_per_img=DETECTIONS_PER_IMAGE,
         )  # fmt: skip
     elif kind == "SSD":
-        classifier = getattr(torchvision.models, arch)(weights=None)
+        classifier = backbone_body(arch)
         with_bands(classifier, bands)
         grids = [int(g) for g in emd["Grids"]]
         features = GridFeatures(make_trunk(trunk_features(classifier, arch), bands), grids, 0.0)

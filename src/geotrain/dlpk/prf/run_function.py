@@ -5,6 +5,7 @@ package and the folders holding torch, torchvision and numpy are importable, and
 so a function that leans on anything else is caught here rather than in ArcGIS.
 
     run_function.py <package folder> <emd file> <pixels .npy> <output file> <scalars JSON> <library folder>...
+    run_function.py --many <manifest: a JSON list of [folder, emd, pixels, output, scalars JSON]> <library folder>...
 
 The output file gets ``updatePixels``' output_pixels (.npy) for pixel classification, ``vectorize``'s
 output_vectors (JSON text) for detection and object classification. For object classification the pixels
@@ -30,8 +31,25 @@ class _NoGeotrain(importlib.abc.MetaPathFinder):
 
 
 def main(argv: list[str]) -> int:
+    if argv[0] == "--many":
+        # several packages, one after the other in this one interpreter (as one ArcGIS session runs them)
+        manifest, *libraries = argv[1:]
+        with open(manifest, encoding="utf-8") as f:
+            runs = json.load(f)
+        base = [p for p in sys.path if "site-packages" not in p]
+        for run in runs:
+            sys.path[:] = [run[0], *base]
+            code = _run([*run, *libraries])
+            if code:
+                return code
+        return 0
+    return _run(argv)
+
+
+def _run(argv: list[str]) -> int:
     folder, emd_path, pixels_path, output_path, scalars_json, *libraries = argv
-    sys.meta_path.insert(0, _NoGeotrain())
+    if not any(isinstance(finder, _NoGeotrain) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _NoGeotrain())
     sys.path[:] = [folder, *[p for p in sys.path if "site-packages" not in p], *libraries]
     import numpy as np
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torchvision
 from torch import nn
 
-from geotrain.dlpk.prf.geotrain_networks import Trunk, make_trunk, trunk_features, with_bands
+from geotrain.dlpk.prf.geotrain_networks import Trunk, backbone_body, make_trunk, trunk_features, with_bands
 from geotrain.training.models import pretrained
 
 __all__ = ["Trunk", "classifier", "trunk", "with_bands"]
@@ -22,5 +22,10 @@ def classifier(arch: str, bands: int, num_classes: int, scheme: str) -> tuple[nn
 
 
 def trunk(arch: str, bands: int, scheme: str) -> tuple[Trunk, pretrained.BackboneWeights]:
-    network, weights = classifier(arch, bands, 1000, scheme)
+    """``arch``'s feature layers (no head), ImageNet weights loaded when cached."""
+    network = backbone_body(arch)
+    with_bands(network, bands)
+    weights = pretrained.backbone_weights(arch, bands, scheme)
+    if weights.state is not None:
+        pretrained.load_into(network, weights, arch)
     return make_trunk(trunk_features(network, arch), bands), weights
