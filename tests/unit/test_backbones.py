@@ -19,8 +19,9 @@ from geotrain.training.models.detectors import build_detector
 from geotrain.training.models.registry import build, with_weights
 
 # model types in the order of what it costs to build one, cheapest first
-CHEAPEST_FIRST = ["FEATURE_CLASSIFIER", "UNET", "PSPNET", "DEEPLAB", "SSD", "RETINANET", "FASTERRCNN", "MASKRCNN",
-                  "YOLOV3"]  # fmt: skip
+# (HED_EDGEDETECTOR's VGGs are built without their classifier: the cheapest home for each VGG keyword)
+CHEAPEST_FIRST = ["FEATURE_CLASSIFIER", "UNET", "HED_EDGEDETECTOR", "PSPNET", "DEEPLAB", "SSD", "RETINANET",
+                  "FASTERRCNN", "MASKRCNN", "YOLOV3"]  # fmt: skip
 
 
 def _family(backbone: str) -> str:
