@@ -68,12 +68,8 @@ def _throttled(write: Callable[[float, str], None], seconds: float = 0.5) -> Cal
 
 
 def warm() -> int:
-    """Import what training needs, then run the job named on standard input (nothing at end of input).
-    It imports at a low priority, as it is started while another job trains on the same cores; the job it
-    then runs gets the normal priority back where the system allows it."""
+    """Import what training needs, then run the job named on standard input (nothing at end of input)."""
     _exit_with_parent()
-    before = os.getpriority(os.PRIO_PROCESS, 0)
-    os.setpriority(os.PRIO_PROCESS, 0, min(before + 10, 19))
     import geotrain.training.classification
     import geotrain.training.cyclegan
     import geotrain.training.detection
@@ -89,10 +85,6 @@ def warm() -> int:
     log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     for stream in (1, 2):
         os.dup2(log, stream)
-    try:
-        os.setpriority(os.PRIO_PROCESS, 0, before)
-    except PermissionError:
-        print("This training process keeps the low priority it was warmed at (raising it needs privileges).")
     return main(job_id, watch=False)
 
 

@@ -129,6 +129,9 @@ class Worker:
             self._supervise(job)
         finally:
             logs.job_id.reset(token)
+        if not self.stopping.is_set():
+            # warmed now, not when the job started: its seconds of imports would have slowed that job's start
+            self._warm_up()
 
     def _supervise(self, job: JobRecord) -> None:
         workdir = self.settings.jobs_dir / job.id
@@ -199,8 +202,6 @@ class Worker:
                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                     start_new_session=True,  # its own process group: a cancel ends its data loaders too
                 )  # fmt: skip
-        # the next job's process imports (at a low priority) while this one trains: the next job starts at once
-        self._warm_up()
         return started
 
     def _warm_up(self) -> None:
