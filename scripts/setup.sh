@@ -14,7 +14,7 @@ echo "Installing geotrain[${extras}] into .venv (the first time takes a few minu
 if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
-# pip (not uv/poetry): it takes the pinned torch wheels from this machine's disk
-.venv/bin/python -m pip install -qq --upgrade pip
+# pip (not uv/poetry): it takes the pinned torch wheels from this machine's disk. The venv's own pip (23.2)
+# does it; upgrading it first only cost a trip to the registry.
 .venv/bin/python -m pip install -qq -e ".[${extras}]"
 echo "$wanted" > "$stamp"

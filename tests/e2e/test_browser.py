@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
 
 CHROMIUM = os.environ.get("GEOTRAIN_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-EPOCHS = 5
+EPOCHS = 4
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_a_job_submitted_from_the_task_form_shows_its_chart_growing_while_it_tra
     server: Server, browser: Browser, store_root: Path, shots: Path, tmp_path: Path
 ) -> None:
     # enough chips that an epoch takes most of a second on 2 cores: the page polls every second
-    write_classified_tiles(store_root / "browser", ExportSpec(chips=32, size=64, bands=3, dtype="uint8", seed=3))
+    write_classified_tiles(store_root / "browser", ExportSpec(chips=24, size=64, bands=3, dtype="uint8", seed=3))
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.set_default_timeout(15_000)
     page.goto(f"{server.url}{TASK}")

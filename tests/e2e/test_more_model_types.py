@@ -89,7 +89,7 @@ def queued(server: Server) -> dict[str, str]:
         for model_type, (folder, backbone, monitor, arguments) in JOBS.items():
             body = _submit(
                 client, server, in_folder=f"/fileShares/chips/{folder}", output_name=in_share(model_type.lower()),
-                model_type=model_type, backbone_model=backbone, max_epochs=1, learning_rate=0.003, batch_size=4,
+                model_type=model_type, backbone_model=backbone, max_epochs=1, learning_rate=0.003, batch_size=8,
                 monitor=monitor, arguments=arguments,
             )  # fmt: skip
             assert "jobId" in body, body
