@@ -350,7 +350,7 @@ def test_a_job_resumes_where_it_was_after_a_kill_9_and_after_a_graceful_stop(
     assert first.process is not None
     first.process.kill()
     first.process.wait()
-    time.sleep(2.5)  # the orphan notices its parent is gone within a second
+    time.sleep(1.0)  # the orphan notices its parent is gone within 0.2 s
     assert not _alive(orphan)
 
     second = Server(home=home, stores=stores, extra_env=lease).start()
