@@ -1,11 +1,12 @@
-"""Time to first step: from a client's submitJob to the job's first optimizer step on a warm worker (its
-training process already started and holding the training stack), on SQLite and on PostgreSQL; and how long
-the API itself takes to start, and that it never imports torch.
+"""Time to first step: from a client's submitJob to the job's first optimizer step on a warm worker (its fork
+server started and holding the training stack), on SQLite and on PostgreSQL; and how long the API itself takes
+to start, and that it never imports torch. ``--gap 0`` submits each job as soon as the one before has ended
+(jobs back to back); the default waits 5 s between them.
 
 The first step's moment is the "first training step done" line the training process writes to the job's
 train.log (same machine, same clock). A UNET-ResNet18 job on 8 chips of 64 px.
 
-    .venv/bin/python bench/first_step.py [--jobs 3]
+    .venv/bin/python bench/first_step.py [--jobs 3] [--gap 5]
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def api_start(env: dict[str, str]) -> tuple[float, bool]:
     return float(seconds), torch == "True"
 
 
-def first_steps(env: dict[str, str], home: Path, jobs: int) -> list[float]:
+def first_steps(env: dict[str, str], home: Path, jobs: int, gap: float) -> list[float]:
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "geotrain.cli", "--log-level", "warning", "serve", "--port", str(port)],
@@ -60,8 +61,8 @@ def first_steps(env: dict[str, str], home: Path, jobs: int) -> list[float]:
                 except httpx.HTTPError:
                     time.sleep(0.1)
             seconds = []
-            for n in range(jobs + 1):  # the first job warms the worker's training process; it is not counted
-                time.sleep(5)  # the worker has a warm training process waiting
+            for n in range(jobs + 1):  # the first job starts the worker's fork server; it is not counted
+                time.sleep(gap)
                 form = arcgis_form(
                     in_folder="/fileShares/b/chips", output_name={"uri": f"/fileShares/b/out/m{n}"},
                     model_type="UNET", backbone_model="RESNET18", max_epochs=1, learning_rate=0.001,
@@ -85,8 +86,9 @@ def first_steps(env: dict[str, str], home: Path, jobs: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=3)
+    parser.add_argument("--gap", type=float, default=5.0, help="seconds between a job's end and the next submit")
     args = parser.parse_args()
-    print(f"command: .venv/bin/python bench/first_step.py --jobs {args.jobs}")
+    print(f"command: .venv/bin/python bench/first_step.py --jobs {args.jobs} --gap {args.gap:g}")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         write_classified_tiles(root / "b" / "chips", ExportSpec(chips=8, size=64, bands=3, dtype="uint8",
@@ -107,7 +109,7 @@ def main() -> None:
                     subprocess.run([sys.executable, "-m", "geotrain.cli", "migrate"], env=env, check=True,
                                    capture_output=True)  # fmt: skip
                 started, torch = api_start(env)
-                steps = first_steps(env, home, args.jobs)
+                steps = first_steps(env, home, args.jobs, args.gap)
                 shown = ", ".join(f"{s:.2f}" for s in steps)
                 print(
                     f"{name}: API import + app {started:.2f} s (torch imported: {torch}); submit -> first "

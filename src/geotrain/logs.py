@@ -68,7 +68,7 @@ def configure(level: str | int, fmt: LogFormat, **fixed: Any) -> None:
     logging.basicConfig(level=level.upper() if isinstance(level, str) else level, handlers=[handler], force=True)
     logging.captureWarnings(True)
     # Lightning gives its loggers a handler of their own, and stops them propagating, when imported before
-    # this (a warm training process imports it first): their lines come here instead
+    # this (the fork server imports it before any job configures logging): their lines come here instead
     for name in OWN_HANDLERS:
         own = logging.getLogger(name)
         for extra in list(own.handlers):

@@ -3,9 +3,9 @@
 It reads the job, trains, and leaves ``outcome.json`` in the job folder for its worker, which alone
 decides the job's final state. Messages and progress go straight to the job.
 
-``python -m geotrain.training.child --warm`` imports the training stack first and then waits for a line
-``<job_id>\t<log file>`` on its standard input: a worker keeps one ready, so that a job does not wait the
-seconds that importing torch and its libraries takes.
+``python -m geotrain.training.child --fork-server`` imports the training stack once and then forks a training
+process for each line ``<job_id>\t<log file>`` on its standard input (``worker.forkserver`` is the worker's
+side): a job does not wait the seconds that importing torch and its libraries takes.
 
 ``python -m geotrain.training.child --rank N <job_id>``: one more process of a job that trains on several
 (``training.distributed``), started by the job's first process, which watches it.
@@ -13,9 +13,11 @@ seconds that importing torch and its libraries takes.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
+import selectors
 import signal
 import subprocess
 import sys
@@ -39,9 +41,10 @@ OUTCOME = "outcome.json"
 HELPER_GRACE = 3.0
 
 
-def _exit_with_parent() -> None:
-    """A worker that dies (kill -9) leaves its job to another worker: this process must not train on."""
-    parent = os.getppid()
+def _exit_with_parent(parent: int | None = None) -> None:
+    """A worker that dies (kill -9) leaves its job to another worker: this process must not train on.
+    ``parent``: the process that started this one, where it may have died before this is called."""
+    parent = os.getppid() if parent is None else parent
 
     def watch() -> None:
         while True:
@@ -67,25 +70,86 @@ def _throttled(write: Callable[[float, str], None], seconds: float = 0.5) -> Cal
     return percent
 
 
-def warm() -> int:
-    """Import what training needs, then run the job named on standard input (nothing at end of input)."""
-    _exit_with_parent()
+def _import_stack() -> None:
+    """Import what training needs (seconds of it: torch, Lightning, the encoders' libraries)."""
     import geotrain.training.classification
     import geotrain.training.cyclegan
     import geotrain.training.detection
     import geotrain.training.edges
     import geotrain.training.run
     import geotrain.training.segmentation
-    import geotrain.training.translation  # noqa: F401  (imported for their import time, now rather than later)
+    import geotrain.training.translation  # noqa: F401
 
-    line = sys.stdin.readline().strip()
-    if not line:
-        return 0
-    job_id, log_path = line.split("\t", 1)
+
+def _reply(text: str) -> None:
+    # straight to the descriptor: a forked child must not inherit a buffer's lock held mid-write
+    os.write(1, text.encode() + b"\n")
+
+
+def fork_server() -> int:
+    """Fork a training process for each ``<job_id>\t<log file>`` line read, with the stack imported already.
+
+    Answers ``started <job_id> <pid>`` (or ``failed <job_id> <reason>``) at once and ``ended <pid> <returncode>``
+    when that process exits. One thread only, so a fork never copies a lock another thread holds. It ends when
+    its input does (its worker is gone), and its training processes follow it within their parent watch.
+    """
+    sys.stdout = sys.stderr  # a stray print must not land among the replies
+    _import_stack()
+    server = os.getpid()
+    children: dict[int, int] = {}  # pidfd -> pid
+    pending = b""
+    with selectors.DefaultSelector() as selector:
+        selector.register(0, selectors.EVENT_READ)
+        while True:
+            for key, _ in selector.select():
+                if key.fd in children:
+                    pid = children.pop(key.fd)
+                    selector.unregister(key.fd)
+                    os.close(key.fd)
+                    _, status = os.waitpid(pid, 0)
+                    _reply(f"ended {pid} {os.waitstatus_to_exitcode(status)}")
+                    continue
+                data = os.read(0, 65536)
+                if not data:
+                    return 0
+                pending += data
+                while b"\n" in pending:
+                    line, pending = pending.split(b"\n", 1)
+                    job_id, log_path = line.decode().split("\t", 1)
+                    ready, signal_ready = os.pipe()
+                    try:
+                        pid = os.fork()
+                    except OSError as exc:
+                        os.close(ready)
+                        os.close(signal_ready)
+                        _reply(f"failed {job_id} {exc}")
+                        continue
+                    if pid == 0:
+                        for fd in (ready, *children):
+                            os.close(fd)
+                        selector.close()
+                        os.setsid()  # its own process group: a cancel ends its data loaders with it
+                        os.close(signal_ready)
+                        _leave(functools.partial(_forked, job_id, log_path, server))
+                    os.close(signal_ready)
+                    os.read(ready, 1)  # end of file once the child leads its group (or died): killpg reaches it
+                    os.close(ready)
+                    pidfd = os.pidfd_open(pid)
+                    children[pidfd] = pid
+                    selector.register(pidfd, selectors.EVENT_READ)
+                    _reply(f"started {job_id} {pid}")
+
+
+def _forked(job_id: str, log_path: str, server: int) -> int:
+    """The job's training process, just forked: its output to the job's log, then the job."""
     log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     for stream in (1, 2):
         os.dup2(log, stream)
-    return main(job_id, watch=False)
+    os.close(log)
+    nothing = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(nothing, 0)
+    os.close(nothing)
+    return main(job_id, parent=server)
 
 
 def _last_line(path: Path) -> str:
@@ -177,9 +241,8 @@ def helper(rank: int, job_id: str) -> int:
     return 0
 
 
-def main(job_id: str, watch: bool = True) -> int:
-    if watch:
-        _exit_with_parent()
+def main(job_id: str, parent: int | None = None) -> int:
+    _exit_with_parent(parent)
     # SIGTERM (cancel) unwinds through finally blocks, so no half-written file is left behind
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     signal.signal(signal.SIGUSR1, handback.on_signal)
@@ -272,8 +335,8 @@ def _leave(run: Callable[[], int]) -> NoReturn:
 
 
 if __name__ == "__main__":
-    if sys.argv[1] == "--warm":
-        _leave(warm)
+    if sys.argv[1] == "--fork-server":
+        _leave(fork_server)
     if sys.argv[1] == "--rank":
         _leave(lambda: helper(int(sys.argv[2]), sys.argv[3]))
     _leave(lambda: main(sys.argv[1]))

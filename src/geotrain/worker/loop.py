@@ -23,9 +23,13 @@ from geotrain.jobs.queue import JobRecord, Queue
 from geotrain.jobs.retry import patient
 from geotrain.training.child import OUTCOME, read_outcome
 from geotrain.training.handback import HANDED_BACK
+from geotrain.worker.forkserver import Forked, ForkServer
 from geotrain.worker.gpus import gpu_memory
 
 log = logging.getLogger(__name__)
+
+# how long a job waits for the fork server's answer (it answers once it has imported the training stack)
+FORK_TIMEOUT = 120.0
 
 
 def new_worker_id() -> str:
@@ -40,8 +44,8 @@ class Worker:
         self.stopping = threading.Event()
         self._last_reap = 0.0
         self._last_clean = 0.0
-        # a training process that has imported the training stack and waits for its job
-        self._warm: subprocess.Popen[bytes] | None = None
+        # forks each job's training process from a process that has the training stack imported already
+        self._forks: ForkServer | None = None
         # set when a job is submitted or handed back (look at the queue now), or a cancel is requested
         self._work = threading.Event()
         self._cancel = threading.Event()
@@ -83,7 +87,8 @@ class Worker:
             except Exception:  # a database hiccup must not end the worker
                 log.exception("worker loop error; retrying")
                 self.stopping.wait(min(5.0, self.settings.poll_seconds * 4))
-        self._discard_warm()
+        if self._forks is not None:
+            self._forks.close()
         if self._listener is not None:
             self._listener.stop()
         with contextlib.suppress(Exception):
@@ -129,9 +134,9 @@ class Worker:
             self._supervise(job)
         finally:
             logs.job_id.reset(token)
-        if not self.stopping.is_set():
-            # warmed now, not when the job started: its seconds of imports would have slowed that job's start
-            self._warm_up()
+        if not self.stopping.is_set() and (self._forks is None or not self._forks.alive()):
+            # started (again) now, not during a job: its seconds of imports would slow that job
+            self._forks = ForkServer(self._child_environment())
 
     def _supervise(self, job: JobRecord) -> None:
         workdir = self.settings.jobs_dir / job.id
@@ -140,7 +145,7 @@ class Worker:
         child = self._start(job, workdir / "train.log")
         self.queue.set_child(job.id, child.pid)
         log.info("job %s: training process %d", job.id, child.pid)
-        interval = min(self.settings.heartbeat_seconds, self.settings.lease_seconds / 3)
+        interval = self._heartbeat_interval()
         while True:
             if self._wait_child(child, interval):
                 break
@@ -168,9 +173,19 @@ class Worker:
                     job.id, self.worker_id, f"The worker stopped; the job was {how}put back in the queue."
                 )
                 return
-        self._finish(job, child.returncode, workdir)
+        self._finish(job, child.wait(), workdir)  # it has ended: wait() only reads its exit code
 
-    def _wait_child(self, child: subprocess.Popen[bytes], seconds: float) -> bool:
+    def _heartbeat_interval(self) -> float:
+        return min(self.settings.heartbeat_seconds, self.settings.lease_seconds / 3)
+
+    def _keep_lease(self, job: JobRecord) -> None:
+        """A heartbeat whose answer waits: a cancel or a lost lease stays so until the next one reads it."""
+        try:
+            self.queue.heartbeat(job.id, self.worker_id, self.settings.lease_seconds)
+        except Exception:
+            log.exception("job %s: heartbeat failed; will retry", job.id)
+
+    def _wait_child(self, child: Forked | subprocess.Popen[bytes], seconds: float) -> bool:
         """Wait up to ``seconds`` for the training process to exit (True), returning early (False) when a
         cancel is requested somewhere or the worker is stopping."""
         deadline = time.monotonic() + seconds
@@ -182,46 +197,26 @@ class Worker:
                 continue
         return child.poll() is not None
 
-    def _start(self, job: JobRecord, log_path: Path) -> subprocess.Popen[bytes]:
-        """The job's training process: the warm one when it is alive, else one started for it."""
-        env = {**os.environ, **self.settings.child_environment()}
+    def _child_environment(self) -> dict[str, str]:
+        return {**os.environ, **self.settings.child_environment()}
+
+    def _start(self, job: JobRecord, log_path: Path) -> Forked | subprocess.Popen[bytes]:
+        """The job's training process: forked from the fork server, or started afresh if that cannot be."""
         log_path.touch()
-        child, self._warm = self._warm, None
-        started: subprocess.Popen[bytes] | None = None
-        if child is not None and child.poll() is None and child.stdin is not None:
-            try:
-                child.stdin.write(f"{job.id}\t{log_path}\n".encode())
-                child.stdin.close()
-                started = child
-            except OSError:
-                log.warning("job %s: the warm training process was gone; starting one", job.id)
-        if started is None:
-            with open(log_path, "ab") as logfile:
-                started = subprocess.Popen(
-                    [sys.executable, "-m", "geotrain.training.child", job.id], env=env, stdout=logfile,
-                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    start_new_session=True,  # its own process group: a cancel ends its data loaders too
-                )  # fmt: skip
-        return started
-
-    def _warm_up(self) -> None:
-        """Start a training process that imports the training stack and waits for the next job."""
-        if self._warm is not None and self._warm.poll() is None:
-            return
-        env = {**os.environ, **self.settings.child_environment()}
-        self._warm = subprocess.Popen(
-            [sys.executable, "-m", "geotrain.training.child", "--warm"], env=env, stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
-
-    def _discard_warm(self) -> None:
-        child, self._warm = self._warm, None
-        if child is None:
-            return
-        child.kill()  # it holds no job: nothing to finish
-        child.wait()
-        if child.stdin is not None:
-            child.stdin.close()
+        if self._forks is None or not self._forks.alive():
+            self._forks = ForkServer(self._child_environment())
+        forked = self._forks.start(
+            job.id, log_path, FORK_TIMEOUT, lambda: self._keep_lease(job), self._heartbeat_interval()
+        )
+        if forked is not None:
+            return forked
+        log.warning("job %s: starting its training process afresh", job.id)
+        with open(log_path, "ab") as logfile:
+            return subprocess.Popen(
+                [sys.executable, "-m", "geotrain.training.child", job.id], env=self._child_environment(),
+                stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,  # its own process group: a cancel ends its data loaders too
+            )  # fmt: skip
 
     def _finish(self, job: JobRecord, returncode: int, workdir: Path) -> None:
         outcome = read_outcome(workdir)
@@ -240,7 +235,7 @@ class Worker:
             f"The training process {how} without a result (out of memory?). See {workdir / 'train.log'}.",
         )
 
-    def _hand_back(self, child: subprocess.Popen[bytes]) -> bool:
+    def _hand_back(self, child: Forked | subprocess.Popen[bytes]) -> bool:
         """Ask the training process to checkpoint and exit (SIGUSR1, to it alone: its data loaders would
         die of it); end it if it does not in time. True when it handed the job back."""
         with contextlib.suppress(ProcessLookupError):
@@ -253,7 +248,7 @@ class Worker:
             os.killpg(child.pid, signal.SIGKILL)  # data loaders it left behind
         return child.returncode == HANDED_BACK
 
-    def _end(self, child: subprocess.Popen[bytes]) -> None:
+    def _end(self, child: Forked | subprocess.Popen[bytes]) -> None:
         """Stop the training process and everything it started; SIGKILL if it ignores SIGTERM."""
         for sig, wait in ((signal.SIGTERM, self.settings.kill_grace_seconds), (signal.SIGKILL, 10.0)):
             with contextlib.suppress(ProcessLookupError):
