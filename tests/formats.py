@@ -119,6 +119,37 @@ def labeled_tiles(root: Path, multi: bool = False, chips: int = 4) -> Path:
     return root
 
 
+CAPTIONS = (
+    ("a red field, beside a narrow road", "red crops by a road"),
+    ("dense green trees around a pond",),
+)
+
+
+def captions(root: Path, chips: int = 8, size: int = 32, bands: int = 3, dtype: str = "uint8") -> Path:
+    """MultiLabeled_Tiles exported with the caption field (EMD SingleLabelFieldFound "Caption", no classes):
+    each label's <object><name> is a caption, commas and all; some chips have two. The caption follows the
+    brighter band, so a few steps can learn it."""
+    rng = np.random.default_rng(6)
+    lines = []
+    for i in range(chips):
+        stem = f"{i:012d}"
+        image = _image(rng, bands, size, dtype) // 3
+        image[i % 2] += 160 if dtype == "uint8" else 2600
+        raster(root / "images" / f"{stem}.tif", image)
+        objects = "".join(
+            f"<object><name>{text}</name><bndbox><xmin>0</xmin><ymin>0</ymin><xmax>{size}</xmax><ymax>{size}</ymax>"
+            "</bndbox></object>"
+            for text in CAPTIONS[i % 2][: 1 + (i % 3 == 0)]
+        )
+        (root / "labels").mkdir(exist_ok=True)
+        (root / "labels" / f"{stem}.xml").write_text(f"<annotation>{objects}</annotation>")
+        lines.append(f"images\\{stem}.tif labels\\{stem}.xml")
+    metadata(root, "MultiLabeled_Tiles", bands, size, chips, classes=[],
+             emd_extra={"MetaDataMode": "MultiLabeled_Tiles", "SingleLabelFieldFound": "Caption"})  # fmt: skip
+    map_txt(root, lines)
+    return root
+
+
 def imagenet(root: Path) -> Path:
     """images/<class>/<chip>; map.txt lines hold only the image."""
     rng = np.random.default_rng(4)

@@ -64,7 +64,12 @@ JOBS: dict[str, tuple[str, str | None, str, dict[str, str]]] = {
     "CYCLEGAN": ("unpaired", None, "VALID_LOSS", {"gen_blocks": "2", "lsgan": "True"}),
     "MULTITASK_ROADEXTRACTOR": ("roads", "RESNET18", "DICE", {"orient_bin_size": "30", "mtl_model": "linknet"}),
     "CONNECTNET": ("roads", "RESNET18", "DICE", {"orient_bin_size": "30"}),
-}
+    # decode_params as Pro's value table passes it: a dictionary's text
+    "IMAGECAPTIONER": (
+        "captions", "RESNET18", "CORPUS_BLEU",
+        {"decode_params": "{'embed_size': 32, 'hidden_size': 32, 'attention_size': 16, 'teacher_forcing': 0.8}"},
+    ),
+}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +87,7 @@ def queued(server: Server) -> dict[str, str]:
     write_translation_tiles(store / "single", ExportSpec(chips=6, seed=6), second=False)
     write_translation_tiles(store / "paired", ExportSpec(chips=6, bands=3, dtype="uint8"), second=True)
     formats.cyclegan(store / "unpaired")  # A/ and B/ of 3-band chips
+    formats.captions(store / "captions")  # MultiLabeled_Tiles with the caption field: 3-band chips, 1-2 captions
     # roads: 3-band 8-bit chips with two straight roads each, class value 4
     write_road_tiles(store / "roads", ExportSpec(chips=6, bands=3, dtype="uint8", values=(4,), absent=None, seed=7))
     ids = {}
@@ -105,12 +111,18 @@ def _messages(client: httpx.Client, server: Server, job_id: str) -> list[str]:
 class Trained:
     emd: dict[str, Any]
     messages: list[str]
-    output: np.ndarray  # updatePixels' output for a chip of the export, from the package's own function
+    # updatePixels' output for a chip of the export, or vectorize's features for blocks of it, from the
+    # package's own function
+    output: Any
 
 
-def _function_input(store: Path, model_type: str) -> np.ndarray:
+def _function_input(store: Path, model_type: str) -> np.ndarray | list[np.ndarray]:
     """A chip as the ArcGIS tool hands it to the package's function."""
     folder = store / JOBS[model_type][0]
+    if model_type == "IMAGECAPTIONER":
+        # Classify Objects Using Deep Learning: a block per feature, of the feature's size
+        chip = _chip(folder / "images")
+        return [chip, np.ascontiguousarray(_chip(folder / "images", "000000000001")[:, 3:23, 5:29])]
     if model_type == "CHANGEDETECTOR":
         # Detect Change Using Deep Learning: the earlier raster's bands, then the later one's
         return np.concatenate([_chip(folder / "images"), _chip(folder / "images2")])
@@ -243,3 +255,48 @@ def test_the_stacked_hourglass_is_refused_at_submit_as_not_built(server: Server,
     )  # fmt: skip
     error = body["error"]
     assert isinstance(error, dict) and "hourglass, is not built yet" in " ".join(error["details"])
+
+
+def test_imagecaptioner_trains_and_its_function_captions_each_object_in_words_of_its_vocabulary(
+    trained: dict[str, Trained],
+) -> None:
+    emd, messages, features = trained["IMAGECAPTIONER"].emd, trained["IMAGECAPTIONER"].messages, trained[
+        "IMAGECAPTIONER"
+    ].output  # fmt: skip
+    assert emd["ModelType"] == emd["ModelName"] == "ImageCaptioner"
+    assert emd["InferenceFunction"] == "GeotrainImageCaptioner.py" and emd["SingleLabelFieldFound"] == "Caption"
+    words = emd["Vocabulary"]
+    assert words[:4] == ["<pad>", "<bos>", "<eos>", "<unk>"] and {"red", "road", "pond", "trees"} <= set(words)
+    assert "," not in words  # punctuation is not a word; the commas inside captions were read as text
+    parameters = emd["ModelParameters"]
+    assert (parameters["embed_size"], parameters["hidden_size"], parameters["attention_size"]) == (32, 32, 16)
+    assert parameters["teacher_forcing"] == 0.8 and parameters["max_words"] == 7  # "a red field, beside a narrow road"
+    assert 0 <= float(emd["corpus_bleu"]) <= 1 and 0 <= float(emd["accuracy"]) <= 1 and "monitored_corpus_bleu" in emd
+    assert any(m.startswith("Captions: ") and "words in the vocabulary" in m for m in messages)
+    assert any("corpus_bleu" in m for m in messages if m.startswith("Epoch 1/1"))
+    assert len(features) == 2
+    for feature in features:
+        attributes = feature["attributes"]
+        assert attributes["Class"] == attributes["Label"] and isinstance(attributes["Class"], str)
+        assert set(attributes["Class"].split()) <= set(words[4:]) and 0 < attributes["Confidence"] <= 100
+    assert features[1]["geometry"]["rings"][0][2] == [24.0, 20.0]  # the block's own size
+
+
+def test_a_caption_export_is_refused_for_the_feature_classifier_and_pretrained_embeddings_are_refused(
+    server: Server, client: httpx.Client, queued: dict[str, str]
+) -> None:
+    """``queued`` wrote the caption export."""
+    body = _submit(
+        client, server, in_folder="/fileShares/chips/captions", output_name=in_share("notclasses"),
+        model_type="FEATURE_CLASSIFIER",
+    )  # fmt: skip
+    error = body["error"]
+    assert isinstance(error, dict) and error["code"] == 400, body
+    assert "labelled with classes (a caption export trains IMAGECAPTIONER)" in " ".join(error["details"])
+    body = _submit(
+        client, server, in_folder="/fileShares/chips/captions", output_name=in_share("embeddings"),
+        model_type="IMAGECAPTIONER", arguments={"decode_params": "{'pretrained_emb': True}"},
+    )  # fmt: skip
+    error = body["error"]
+    assert isinstance(error, dict) and error["code"] == 400, body
+    assert "'decode_params'" in " ".join(error["details"]) and "cannot be downloaded here" in " ".join(error["details"])

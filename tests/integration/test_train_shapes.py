@@ -16,6 +16,7 @@ from geotrain.config import Settings
 from geotrain.task import submission
 from geotrain.task.params import parse
 from geotrain.training.run import Progress, train
+from tests import formats
 from tests.conftest import in_share, in_share_json
 from tests.exports import ExportSpec, write_classified_tiles
 
@@ -275,3 +276,18 @@ def test_maskrcnn_trains_on_rcnn_masks_and_scores_masks(tmp_path: Path) -> None:
     assert "Augmentation from augmentation_parameters: training rotate, flip_lr; validation none." in infos
     assert emd["MaskRCNNkwargs"] == {"box_detections_per_img": 20, "rpn_nms_thresh": 0.6}
     assert np.isfinite(float(emd["mAP"]))
+
+
+def test_an_image_captioner_on_16_bit_4_band_chips_passes_its_package_check(tmp_path: Path) -> None:
+    """The package's function, run apart from geotrain, captions validation chips word for word as the trained
+    network does, with the same confidence."""
+    formats.captions(tmp_path / "chips" / "captions", chips=8, bands=4, dtype="uint16")
+    emd, messages = _train(
+        tmp_path,
+        {"in_folder": "/fileShares/c/captions", "output_name": json.dumps({"uri": "/fileShares/geotrain/m/cap"}),
+         "model_type": "IMAGECAPTIONER", "backbone_model": "RESNET18", "max_epochs": "2", "learning_rate": "0.003",
+         "validation_percent": "25"},
+        check_packages=True,
+    )  # fmt: skip
+    assert emd["ExtractBands"] == [0, 1, 2, 3] and emd["IsMultispectral"] is True
+    assert any(m.startswith("Checked the package: its inference function") for m in messages), messages

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from geotrain.dlpk.prf.geotrain_networks import Translator
+from geotrain.dlpk.prf.geotrain_networks import CaptionNet, Translator
 from geotrain.task import catalog
 from geotrain.training.classification import build_classifier
 from geotrain.training.models.detectors import build_detector
@@ -71,6 +71,13 @@ def test_backbone_builds_and_runs_forward(model_type: str, backbone: str) -> Non
             out = built.network([torch.randn(4, 32, 32)])
             expected = {"boxes", "labels", "scores"} | ({"masks"} if model_type == "MASKRCNN" else set())
             assert set(out[0]) == expected
+        elif family == "image_captioning":
+            captioner = CaptionNet(backbone.lower(), 5, 12, 16, 16, 8)
+            built = with_weights(captioner, captioner.encoder, backbone.lower(), 5, "RANDOM")
+            built.network.eval()
+            assert captioner(torch.randn(2, 5, 64, 64), torch.randint(0, 12, (2, 6))).shape == (2, 5, 12)
+            ids, chances = captioner.caption(torch.randn(2, 5, 64, 64), 4)
+            assert ids.shape == chances.shape and ids.shape[0] == 2 and ids.shape[1] <= 4
         elif family == "image_translation":
             network = Translator(backbone.lower(), 5, 2, residual=False)
             built = with_weights(network, network.encoder, backbone.lower(), 5, "RANDOM")

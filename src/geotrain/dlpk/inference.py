@@ -12,6 +12,8 @@ FUNCTIONS = {
     "ObjectDetection": ("GeotrainObjectDetector.py", BESIDE),
     "InstanceDetection": ("GeotrainObjectDetector.py", BESIDE),
     "ObjectClassification": ("GeotrainObjectClassifier.py", BESIDE),
+    # the object classifier's function with a captioning network
+    "ImageCaptioner": ("GeotrainImageCaptioner.py", (*BESIDE, "GeotrainObjectClassifier.py")),
     "SuperResolution": ("GeotrainImageTranslator.py", BESIDE),
     "Pix2Pix": ("GeotrainImageTranslator.py", BESIDE),
     "CycleGAN": ("GeotrainImageTranslator.py", BESIDE),

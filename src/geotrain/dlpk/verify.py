@@ -31,19 +31,27 @@ def run_function(package: Path, pixels: np.ndarray, workdir: Path) -> np.ndarray
     return output
 
 
-def run_functions(runs: list[tuple[Path, np.ndarray, Path]]) -> list[np.ndarray]:
+def run_functions(runs: list[tuple[Path, np.ndarray | list[np.ndarray], Path]]) -> list[Any]:
     """``run_function`` for several (package, pixels, work folder) at once: one interpreter runs them all, one
-    after the other, each package's function loaded from its own folder."""
+    after the other, each package's function loaded from its own folder. Pixels as one array give
+    ``updatePixels``' output array; as a list of blocks (one per object), ``vectorize``'s features."""
     manifest = []
+    outputs = []
     for package, pixels, workdir in runs:
         folder = workdir / "package"
         emd = extract(package, folder)
-        np.save(workdir / "pixels.npy", pixels)
-        manifest.append([str(folder), str(emd), str(workdir / "pixels.npy"), str(workdir / "output.npy"), "{}"])
+        if isinstance(pixels, list):
+            stored, output = workdir / "pixels.npz", workdir / "output.json"
+            np.savez(stored, *pixels)
+        else:
+            stored, output = workdir / "pixels.npy", workdir / "output.npy"
+            np.save(stored, pixels)
+        outputs.append(output)
+        manifest.append([str(folder), str(emd), str(stored), str(output), "{}"])
     listed = runs[0][2].parent / "runs.json"
     listed.write_text(json.dumps(manifest))
     _interpret(["--many", str(listed)])
-    return [np.load(workdir / "output.npy") for _, _, workdir in runs]
+    return [json.loads(o.read_text())["features"] if o.suffix == ".json" else np.load(o) for o in outputs]
 
 
 def run_detector(package: Path, pixels: np.ndarray, workdir: Path, scalars: dict[str, Any]) -> list[dict[str, Any]]:

@@ -69,6 +69,17 @@ class ModelTypeInfo:
         return tuple(b for b in self.backbones if b not in self.backbones_not_yet)
 
 
+# arcgis.learn's ImageCaptioner decoder settings and their defaults
+DECODE_DEFAULTS = {
+    "embed_size": 100, "hidden_size": 100, "attention_size": 100, "teacher_forcing": 1, "dropout": 0.1,
+    "pretrained_emb": False,
+}  # fmt: skip
+DECODE_PARAMS = (
+    "a dictionary of embed_size, hidden_size, attention_size (whole numbers from 8 to 2048; 100 each), "
+    "teacher_forcing (0 to 1; 1), dropout (0 to 0.9; 0.1) and pretrained_emb (False: pretrained word embeddings "
+    "cannot be downloaded here)"
+)
+
 _SEGMENTATION_ARGUMENTS = {
     "class_balancing": "True or False",
     "mixup": "True or False",
@@ -195,6 +206,22 @@ BUILT: dict[str, ModelTypeInfo] = {
             "chip_size": "an integer chip size in pixels",
             "monitor": "valid_loss or accuracy",
         },
+        data_kinds=("Labeled_Tiles", "MultiLabeled_Tiles", "Imagenet"),
+    ),
+    "IMAGECAPTIONER": ModelTypeInfo(
+        keyword="IMAGECAPTIONER",
+        family="image_captioning",
+        formats=("MultiLabeled_Tiles",),
+        backbones=RESNETS,
+        default_backbone="RESNET34",
+        monitors=("VALID_LOSS", "ACCURACY", "CORPUS_BLEU"),
+        arguments={
+            "decode_params": DECODE_PARAMS,
+            "decoder_params": DECODE_PARAMS,
+            "chip_size": "an integer chip size in pixels",
+            "monitor": "valid_loss, accuracy or corpus_bleu",
+        },
+        data_kinds=("ImageCaptioning",),
     ),
     "FASTERRCNN": ModelTypeInfo(
         keyword="FASTERRCNN",

@@ -400,7 +400,7 @@ class TrainParams(BaseModel):
 MONITOR_ARGUMENTS = {
     "valid_loss": "VALID_LOSS", "accuracy": "ACCURACY", "valid_miou": "MIOU", "miou": "MIOU",
     "average_precision": "AVERAGE_PRECISION", "precision": "PRECISION", "recall": "RECALL", "f1": "F1_SCORE",
-    "f1_score": "F1_SCORE", "dice": "DICE",
+    "f1_score": "F1_SCORE", "dice": "DICE", "corpus_bleu": "CORPUS_BLEU",
 }  # fmt: skip
 
 
@@ -410,6 +410,19 @@ def _number(value: Any, low: float, high: float) -> bool:
 
 def _numbers(value: Any, low: float, high: float) -> bool:
     return isinstance(value, list | tuple) and len(value) > 0 and all(_number(v, low, high) for v in value)
+
+
+def _decode_params(value: Any) -> bool:
+    if not isinstance(value, dict) or not set(value) <= set(catalog.DECODE_DEFAULTS):
+        return False
+    sizes = [value.get(k, 100) for k in ("embed_size", "hidden_size", "attention_size")]
+    whole = all(isinstance(v, int) and not isinstance(v, bool) and 8 <= v <= 2048 for v in sizes)
+    return (
+        whole
+        and _number(value.get("teacher_forcing", 1), 0, 1)
+        and _number(value.get("dropout", 0.1), 0, 0.9)
+        and value.get("pretrained_emb", False) is False
+    )
 
 
 def _check_argument(info: catalog.ModelTypeInfo, name: str, value: Any) -> None:
@@ -490,6 +503,8 @@ def _check_argument(info: catalog.ModelTypeInfo, name: str, value: Any) -> None:
             ok = isinstance(value, int) and not isinstance(value, bool) and 2 <= value <= 16
         case "attention_type":
             ok = value in ("PAM", "BAM")
+        case "decode_params" | "decoder_params":
+            ok = _decode_params(value)
         case "ignore_classes":
             ok = isinstance(value, list | tuple) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
         case "chip_size":

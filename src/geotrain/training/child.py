@@ -72,6 +72,7 @@ def _throttled(write: Callable[[float, str], None], seconds: float = 0.5) -> Cal
 
 def _import_stack() -> None:
     """Import what training needs (seconds of it: torch, Lightning, the encoders' libraries)."""
+    import geotrain.training.captions
     import geotrain.training.classification
     import geotrain.training.cyclegan
     import geotrain.training.detection

@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from pytorch_lightning.core.optimizer import LightningOptimizer
 from torch import nn
 from torch.utils.data import Dataset
-from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from geotrain.dlpk import emd as emd_writer
 from geotrain.dlpk import pictures
@@ -26,7 +25,7 @@ from geotrain.training.data.readers import reader_for
 from geotrain.training.data.scan import Normalization, Scan, scan, split
 from geotrain.training.fit import SEED, OneCycleTask, fit
 from geotrain.training.job import Job, normalization_stats
-from geotrain.training.translation import GAN_RATE, patch_discriminator, unit_scale
+from geotrain.training.translation import GAN_RATE, ImageQuality, TranslationMetrics, patch_discriminator
 
 GEN_BLOCKS = 9  # arcgis.learn's default
 CYCLE_WEIGHT = 10.0
@@ -78,12 +77,8 @@ class CycleTask(OneCycleTask):
         self.d_a, self.d_b = patch_discriminator(bands[0]), patch_discriminator(bands[1])
         self.automatic_optimization = False
         self.lr, self.lsgan, self.identity = lr, lsgan, bands[0] == bands[1]
-        gain, offset = unit_scale(norm_a, (norm_a.band_min, norm_a.band_max))
-        self.register_buffer("unit_gain", gain)
-        self.register_buffer("unit_offset", offset)
-        self.psnr = PeakSignalNoiseRatio(data_range=1.0)
-        self.ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
-        self.last_metrics: tuple[float, float] | None = None  # PSNR, SSIM of the round trip
+        self.quality = ImageQuality(norm_a, (norm_a.band_min, norm_a.band_max))
+        self.last_metrics: TranslationMetrics | None = None  # of the round trip
 
     @staticmethod
     def _run(network: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -134,8 +129,7 @@ class CycleTask(OneCycleTask):
         self.log("discriminator_loss", d_loss, on_step=False, on_epoch=True, batch_size=len(a), sync_dist=True)
 
     def on_validation_epoch_start(self) -> None:
-        self.psnr.reset()
-        self.ssim.reset()
+        self.quality.reset()
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         a, b = batch
@@ -143,17 +137,12 @@ class CycleTask(OneCycleTask):
         round_b = self._run(self.network, self._run(self.b_to_a, b)).float()
         loss = F.l1_loss(round_a, a) + F.l1_loss(round_b, b)
         self.log("valid_loss", loss, on_step=False, on_epoch=True, batch_size=len(a), sync_dist=True)
-        gain: torch.Tensor = self.unit_gain  # type: ignore[assignment]  # registered buffers
-        offset: torch.Tensor = self.unit_offset  # type: ignore[assignment]
-        self.psnr.update((round_a * gain + offset).clamp(0, 1), (a * gain + offset).clamp(0, 1))
-        self.ssim.update((round_a * gain + offset).clamp(0, 1), (a * gain + offset).clamp(0, 1))
+        self.quality.update(round_a, a)
 
     def on_validation_epoch_end(self) -> None:
-        ssim = self.ssim.compute()
-        assert isinstance(ssim, torch.Tensor)
-        self.last_metrics = (float(self.psnr.compute()), float(ssim))
-        self.log("psnr", self.last_metrics[0])
-        self.log("ssim", self.last_metrics[1])
+        self.last_metrics = self.quality.compute()
+        self.log("psnr", self.last_metrics.psnr)
+        self.log("ssim", self.last_metrics.ssim)
 
 
 def train(job: Job) -> None:
@@ -189,7 +178,7 @@ def train(job: Job) -> None:
     if not job.leader:
         return  # the package is rank 0's to write
 
-    psnr, ssim = result.metrics
+    psnr, ssim = result.metrics.psnr, result.metrics.ssim
     emd = job.model_emd("CycleGAN", "CycleGAN", scan_a, size, result)
     emd["ModelParameters"].update(
         {"generator": "resnet_blocks", "gen_blocks": blocks, "out_channels": bands[1], "residual": False}
@@ -233,10 +222,7 @@ def _through(network: nn.Module, raw: np.ndarray, norm: Normalization) -> torch.
 
 
 def _raw(normalized: torch.Tensor, norm: Normalization) -> np.ndarray:
-    values: np.ndarray = (
-        normalized.numpy() * (norm.std / norm.scale)[:, None, None] + (norm.mean / norm.scale)[:, None, None]
-    )
-    return values
+    return norm.revert(normalized.numpy())
 
 
 def _samples(

@@ -12,14 +12,13 @@ import torch.nn.functional as F
 from torchmetrics.aggregation import SumMetric
 
 from geotrain.dlpk import emd as emd_writer
-from geotrain.dlpk import pictures
 from geotrain.dlpk.prf.geotrain_networks import EdgeNet, pad_to_stride
 from geotrain.errors import TrainingError
 from geotrain.training.data.classified_tiles import ClassMap, SegmentationChips, scan_segmentation
 from geotrain.training.fit import OneCycleTask, fit, freeze_except
 from geotrain.training.job import Job
 from geotrain.training.models.registry import build
-from geotrain.training.segmentation import first_size, package_check
+from geotrain.training.segmentation import first_size, package_check, show_results
 
 MODEL_NAMES = {"HED_EDGEDETECTOR": "HEDEdgeDetector", "BDCN_EDGEDETECTOR": "BDCNEdgeDetector"}
 # a predicted edge this many pixels from a true one (and the other way round) counts as found, as arcgis.learn
@@ -168,7 +167,12 @@ def train(job: Job) -> None:
         emd,
         built.network.state_dict(),
         result,
-        _show_results(task, valid_set),
+        show_results(
+            task,
+            valid_set,
+            np.array([(0, 0, 0), (255, 255, 255)], dtype=np.float64),
+            truth=lambda y: (y > 0).astype(np.int64),  # every labelled pixel is edge
+        ),
         [
             ("Model", MODEL_NAMES[params.model_type]),
             ("Backbone", params.backbone.lower()),
@@ -183,17 +187,3 @@ def train(job: Job) -> None:
         f"accuracy {m.accuracy:.4f}, edge F1 {m.f1:.4f}",
     )
     job.check_package(*package_check(task, valid_set, ClassMap([1])))
-
-
-def _show_results(task: EdgeTask, valid_set: SegmentationChips) -> bytes:
-    task.eval()
-    images, truths, preds = [], [], []
-    device = next(task.parameters()).device
-    with torch.no_grad():
-        for i in range(min(4, len(valid_set))):
-            x, y = valid_set[i]
-            raw, _ = valid_set.crop(*valid_set.raw(i))
-            images.append(raw)
-            truths.append((y.numpy() > 0).astype(np.int64))
-            preds.append(task(x.unsqueeze(0).to(device)).argmax(dim=1)[0].cpu().numpy())
-    return pictures.show_results(images, truths, preds, np.array([(0, 0, 0), (255, 255, 255)], dtype=np.float64))

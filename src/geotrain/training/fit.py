@@ -41,6 +41,7 @@ MONITOR_KEYS = {
     "RECALL": ("recall", "max"),
     "F1_SCORE": ("f1_score", "max"),
     "DICE": ("dice", "max"),
+    "CORPUS_BLEU": ("corpus_bleu", "max"),
 }
 LOSSES = ("train_loss", "valid_loss")
 # every random choice a job makes (its network's start, its split of chips into steps) comes from this seed:

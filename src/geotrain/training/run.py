@@ -132,6 +132,10 @@ def _train_family(job: Job) -> None:
             from geotrain.training.edges import train as train_edges
 
             train_edges(job)
+        case "image_captioning":
+            from geotrain.training.captions import train as train_captions
+
+            train_captions(job)
         case "object_classification":
             from geotrain.training.classification import train as train_classification
 

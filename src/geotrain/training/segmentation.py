@@ -3,6 +3,7 @@ on Classified_Tiles with images2/: the two dates' bands stacked, one pixel class
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,7 @@ from geotrain.dlpk.prf.geotrain_networks import RoadNet
 from geotrain.task.params import TrainParams
 from geotrain.training.data.classified_tiles import ClassMap, SegmentationChips, scan_segmentation
 from geotrain.training.data.scan import Scan
-from geotrain.training.fit import LossOptions, SegmentationTask, fit
+from geotrain.training.fit import LossOptions, OneCycleTask, SegmentationTask, fit
 from geotrain.training.job import Job, class_colors
 from geotrain.training.models.pointrend import PointRend
 from geotrain.training.models.registry import PYRAMID_SIZES, build, deeplab_output_stride
@@ -121,7 +122,7 @@ def train(job: Job) -> None:
         emd,
         built.network.state_dict(),
         result,
-        _show_results(task, valid_set, np.array([(0, 0, 0), *colors], dtype=np.float64), paired),
+        show_results(task, valid_set, np.array([(0, 0, 0), *colors], dtype=np.float64), paired),
         [
             ("Model", MODEL_NAMES[params.model_type]),
             ("Backbone", params.backbone.lower()),
@@ -195,8 +196,15 @@ def _loss_options(params: TrainParams, class_map: ClassMap, pixels: np.ndarray) 
     )
 
 
-def _show_results(task: SegmentationTask, valid_set: SegmentationChips, colors: np.ndarray, paired: bool) -> bytes:
-    """``paired``: the chips hold two dates; the picture shows the later one."""
+def show_results(
+    task: OneCycleTask,
+    valid_set: SegmentationChips,
+    colors: np.ndarray,
+    paired: bool = False,
+    truth: Callable[[np.ndarray], np.ndarray] = lambda y: y,
+) -> bytes:
+    """The sample-results picture: up to four validation chips, their truth (``truth`` of the labels) and the
+    network's argmax. ``paired``: the chips hold two dates; the picture shows the later one."""
     task.eval()
     images, truths, preds = [], [], []
     device = next(task.parameters()).device
@@ -206,6 +214,6 @@ def _show_results(task: SegmentationTask, valid_set: SegmentationChips, colors: 
             raw, _ = valid_set.crop(*valid_set.raw(i))
             pred = task(x.unsqueeze(0).to(device)).argmax(dim=1)[0].cpu().numpy()
             images.append(raw[raw.shape[0] // 2 :] if paired else raw)
-            truths.append(y.numpy())
+            truths.append(truth(y.numpy()))
             preds.append(pred)
     return pictures.show_results(images, truths, preds, colors)

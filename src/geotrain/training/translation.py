@@ -127,14 +127,41 @@ def adversary_for(model_type: str, arguments: dict[str, Any]) -> Adversary:
     )
 
 
-def unit_scale(norm: Normalization, unit: tuple[list[float], list[float]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(gain, offset) per band taking ``norm``-normalized values to 0..1 between ``unit``'s (low, high) values
-    in one multiply-add: (y * std + mean - low) / (high - low). PSNR and SSIM are scored on that scale."""
-    low, high = (torch.tensor(v, dtype=torch.float32)[:, None, None] for v in unit)
-    mean = torch.as_tensor(norm.mean / norm.scale, dtype=torch.float32)[:, None, None]
-    std = torch.as_tensor(norm.std / norm.scale, dtype=torch.float32)[:, None, None]
-    span = (high - low).clamp(min=1e-6)
-    return std / span, (mean - low) / span
+class ImageQuality(nn.Module):
+    """PSNR and SSIM over a validation pass, scored on 0..1 between ``unit``'s per-band (low, high) values.
+    Images come ``norm``-normalized; one multiply-add per pixel, (y * std + mean - low) / (high - low), brings
+    them to that scale."""
+
+    def __init__(self, norm: Normalization, unit: tuple[list[float], list[float]]) -> None:
+        super().__init__()
+        low, high = (torch.tensor(v, dtype=torch.float32)[:, None, None] for v in unit)
+        mean = torch.as_tensor(norm.mean / norm.scale, dtype=torch.float32)[:, None, None]
+        std = torch.as_tensor(norm.std / norm.scale, dtype=torch.float32)[:, None, None]
+        span = (high - low).clamp(min=1e-6)
+        # derived from the data each run: kept out of checkpoints
+        self.register_buffer("gain", std / span, persistent=False)
+        self.register_buffer("offset", (mean - low) / span, persistent=False)
+        self.psnr = PeakSignalNoiseRatio(data_range=1.0)
+        self.ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
+
+    def to_unit(self, y: torch.Tensor) -> torch.Tensor:
+        gain: torch.Tensor = self.gain  # type: ignore[assignment]  # registered buffers
+        offset: torch.Tensor = self.offset  # type: ignore[assignment]
+        return (y.float() * gain + offset).clamp(0, 1)
+
+    def reset(self) -> None:
+        self.psnr.reset()
+        self.ssim.reset()
+
+    def update(self, made: torch.Tensor, wanted: torch.Tensor) -> None:
+        made, wanted = self.to_unit(made), self.to_unit(wanted)
+        self.psnr.update(made, wanted)
+        self.ssim.update(made, wanted)
+
+    def compute(self) -> TranslationMetrics:
+        ssim = self.ssim.compute()
+        assert isinstance(ssim, torch.Tensor)  # one figure: no contrast-sensitivity maps asked for
+        return TranslationMetrics(float(self.psnr.compute()), float(ssim))
 
 
 def patch_discriminator(in_channels: int, width: int = 64) -> nn.Sequential:
@@ -232,11 +259,7 @@ class TranslationTask(OneCycleTask):
         self.automatic_optimization = adversary is None
         self.lr = lr
         self.channels_last = True
-        gain, offset = unit_scale(target_norm, unit)
-        self.register_buffer("unit_gain", gain)
-        self.register_buffer("unit_offset", offset)
-        self.psnr = PeakSignalNoiseRatio(data_range=1.0)
-        self.ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
+        self.quality = ImageQuality(target_norm, unit)
         self.last_metrics: TranslationMetrics | None = None
         if freeze and encoder is not None:
             freeze_except(encoder)
@@ -309,26 +332,16 @@ class TranslationTask(OneCycleTask):
         return None
 
     def on_validation_epoch_start(self) -> None:
-        self.psnr.reset()
-        self.ssim.reset()
-
-    def to_unit(self, y: torch.Tensor) -> torch.Tensor:
-        gain: torch.Tensor = self.unit_gain  # type: ignore[assignment]  # registered buffers
-        offset: torch.Tensor = self.unit_offset  # type: ignore[assignment]
-        return (y.float() * gain + offset).clamp(0, 1)
+        self.quality.reset()
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
         out = self(x).float()
         self.log("valid_loss", F.l1_loss(out, y), on_step=False, on_epoch=True, batch_size=len(x), sync_dist=True)
-        made, wanted = self.to_unit(out), self.to_unit(y)
-        self.psnr.update(made, wanted)
-        self.ssim.update(made, wanted)
+        self.quality.update(out, y)
 
     def on_validation_epoch_end(self) -> None:
-        ssim = self.ssim.compute()
-        assert isinstance(ssim, torch.Tensor)  # one figure: no contrast-sensitivity maps asked for
-        self.last_metrics = TranslationMetrics(float(self.psnr.compute()), float(ssim))
+        self.last_metrics = self.quality.compute()
         self.log("psnr", self.last_metrics.psnr)
         self.log("ssim", self.last_metrics.ssim)
 
@@ -441,23 +454,10 @@ def train(job: Job) -> None:
     if superres:
         # the function gets what ArcGIS gives it: a raster resampled to the finer cell size
         x, _ = valid_set[0]
-        raw_input = (x.numpy() * (target_norm.std / target_norm.scale)[:, None, None]
-                     + (target_norm.mean / target_norm.scale)[:, None, None])  # fmt: skip
-    job.check_translator(raw_input, _translate(task, raw_input, scanned.normalization, target_norm))
-
-
-def _translate(task: TranslationTask, raw: np.ndarray, norm: Normalization, target_norm: Normalization) -> np.ndarray:
-    """What the trained network makes of raw input pixels, in the target's values."""
-    task.eval()
-    device = next(task.parameters()).device
-    x = torch.from_numpy(norm.apply(raw)).to(device)
-    with torch.no_grad():
-        out = task(x[None])[0].float().cpu().numpy()
-    result: np.ndarray = (
-        out * (target_norm.std / target_norm.scale)[:, None, None]
-        + (target_norm.mean / target_norm.scale)[:, None, None]
+        raw_input = target_norm.revert(x.numpy())
+    job.check_translator(
+        raw_input, _translate(task, torch.from_numpy(scanned.normalization.apply(raw_input)), target_norm)
     )
-    return result
 
 
 def _samples(task: TranslationTask, valid_set: TranslationChips) -> tuple[list[np.ndarray], ...]:
@@ -467,18 +467,15 @@ def _samples(task: TranslationTask, valid_set: TranslationChips) -> tuple[list[n
         _, target = valid_set.raw(i)
         given = x.numpy()
         norm = valid_set.target_norm if valid_set.factor is not None else valid_set.scanned.normalization
-        inputs.append(given * (norm.std / norm.scale)[:, None, None] + (norm.mean / norm.scale)[:, None, None])
-        outputs.append(_translate_normalized(task, x, valid_set.target_norm))
+        inputs.append(norm.revert(given))
+        outputs.append(_translate(task, x, valid_set.target_norm))
         targets.append(target)
     return inputs, outputs, targets
 
 
-def _translate_normalized(task: TranslationTask, x: torch.Tensor, target_norm: Normalization) -> np.ndarray:
+def _translate(task: TranslationTask, x: torch.Tensor, target_norm: Normalization) -> np.ndarray:
+    """What the trained network makes of normalized input, in the target's values."""
     task.eval()
     with torch.no_grad():
         out = task(x[None].to(next(task.parameters()).device))[0].float().cpu().numpy()
-    result: np.ndarray = (
-        out * (target_norm.std / target_norm.scale)[:, None, None]
-        + (target_norm.mean / target_norm.scale)[:, None, None]
-    )
-    return result
+    return target_norm.revert(out)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import runpy
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -107,11 +108,10 @@ class GeotrainObjectClassifier:
     def getGeometryType(self) -> int:
         return POLYGON
 
-    def classify(self, blocks: list[np.ndarray]) -> np.ndarray:
-        """Per block (bands x rows x cols, raw pixels): the probability of each class (softmax, or one
-        sigmoid per class for a multi-label model)."""
+    def batches(self, blocks: list[np.ndarray]) -> Iterator[torch.Tensor]:
+        """The blocks (bands x rows x cols, raw pixels) normalized and resized as training chips were, in
+        batches."""
         size = (int(self.emd["ImageHeight"]), int(self.emd["ImageWidth"]))
-        out = []
         for start in range(0, len(blocks), self.batch_size):
             batch = []
             for pixels in blocks[start : start + self.batch_size]:
@@ -119,10 +119,21 @@ class GeotrainObjectClassifier:
                 if x.shape[-2:] != size:
                     x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
                 batch.append(x)
+            yield torch.cat(batch)
+
+    def classify(self, blocks: list[np.ndarray]) -> np.ndarray:
+        """Per block: the probability of each class (softmax, or one sigmoid per class for a multi-label
+        model)."""
+        out = []
+        for batch in self.batches(blocks):
             with torch.no_grad():
-                logits = self.network(torch.cat(batch)).float()
+                logits = self.network(batch).float()
             out.append((logits.sigmoid() if self.multi_label else logits.softmax(1)).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.names)), dtype=np.float32)
+
+    def labels(self, blocks: list[np.ndarray]) -> list[tuple[str, str | float]]:
+        """Each block's (label, confidence in percent)."""
+        return [describe(p, self.names, self.multi_label, self.threshold) for p in self.classify(blocks)]
 
     def vectorize(self, **pixelBlocks: Any) -> dict[str, str]:
         masks = pixelBlocks.get("rasters_mask")
@@ -132,11 +143,9 @@ class GeotrainObjectClassifier:
             if masks is not None:
                 pixels[np.asarray(masks[i]) == 0] = 0  # no data reads as zero, as in training exports
             blocks.append(pixels)
-        probabilities = self.classify(blocks)
         features = []
-        for i, (pixels, p) in enumerate(zip(blocks, probabilities, strict=True)):
+        for i, (pixels, (label, confidence)) in enumerate(zip(blocks, self.labels(blocks), strict=True)):
             rows, cols = pixels.shape[-2:]
-            label, confidence = describe(p, self.names, self.multi_label, self.threshold)
             ring = [[0.0, 0.0], [float(cols), 0.0], [float(cols), float(rows)], [0.0, float(rows)], [0.0, 0.0]]
             features.append(
                 {

@@ -630,6 +630,101 @@ class ResnetGenerator(nn.Module):
         return out
 
 
+# a caption vocabulary's first four words
+PAD, BOS, EOS, UNK = 0, 1, 2, 3
+SPECIAL_WORDS = ("<pad>", "<bos>", "<eos>", "<unk>")
+
+
+class CaptionNet(nn.Module):
+    """Show, attend and tell: a ResNet's deepest feature map, read by an LSTM that attends over its cells
+    before each word (arcgis.learn's ImageCaptioner has this shape, with its sizes)."""
+
+    def __init__(
+        self, arch: str, bands: int, words: int, embed: int = 100, hidden: int = 100, attention: int = 100,
+        dropout: float = 0.1, teacher_forcing: float = 1.0,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        self.encoder = Encoder(arch, bands)
+        channels = _channels(self.encoder, bands)[-1]
+        self.teacher_forcing = teacher_forcing
+        self.embed = nn.Embedding(words, embed, padding_idx=PAD)
+        self.start_h, self.start_c = nn.Linear(channels, hidden), nn.Linear(channels, hidden)
+        self.keys, self.query = nn.Linear(channels, attention), nn.Linear(hidden, attention)
+        self.score = nn.Linear(attention, 1)
+        self.cell = nn.LSTMCell(embed + channels, hidden)
+        self.drop = nn.Dropout(dropout)
+        self.words = nn.Linear(hidden, words)
+
+    def _cells(self, x: torch.Tensor) -> torch.Tensor:
+        deepest: torch.Tensor = self.encoder(x)[-1]
+        return deepest.flatten(2).transpose(1, 2).float()  # batch x cells x channels
+
+    def _step(
+        self, cells: torch.Tensor, keys: torch.Tensor, word: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        weights = self.score(torch.tanh(keys + self.query(state[0])[:, None])).squeeze(-1).softmax(1)
+        context = (weights[..., None] * cells).sum(1)
+        h, c = self.cell(torch.cat([self.embed(word), context], 1), state)
+        return self.words(self.drop(h)), (h, c)
+
+    def _start(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        cells = self._cells(x)
+        mean = cells.mean(1)
+        return cells, self.keys(cells), (torch.tanh(self.start_h(mean)), torch.tanh(self.start_c(mean)))
+
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Each next word's logits (batch x steps x words) given the caption so far: ``tokens`` from <bos>;
+        in training a word is the true one with the teacher_forcing chance, else the network's own guess."""
+        cells, keys, state = self._start(x)
+        word, out = tokens[:, 0], []
+        for t in range(tokens.shape[1] - 1):
+            logits, state = self._step(cells, keys, word, state)
+            out.append(logits)
+            word = tokens[:, t + 1]
+            if self.training and self.teacher_forcing < 1:
+                own = torch.rand(word.shape, device=word.device) >= self.teacher_forcing
+                word = torch.where(own, logits.argmax(1), word)
+        return torch.stack(out, 1)
+
+    @torch.no_grad()
+    def caption(self, x: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Greedy captions: word ids (batch x steps, <eos> and after as <pad>) and each word's probability."""
+        cells, keys, state = self._start(x)
+        word = torch.full((len(x),), BOS, dtype=torch.long, device=x.device)
+        ended = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        ids, chances = [], []
+        for _ in range(steps):
+            logits, state = self._step(cells, keys, word, state)
+            chance, word = logits.float().softmax(1).max(1)
+            word = torch.where(ended, torch.full_like(word, PAD), word)
+            ended |= word == EOS
+            ids.append(torch.where(word == EOS, torch.full_like(word, PAD), word))
+            chances.append(chance)
+            if bool(ended.all()):
+                break
+        return torch.stack(ids, 1), torch.stack(chances, 1)
+
+
+def describe_captions(network: CaptionNet, x: torch.Tensor, steps: int, words: list[str]) -> list[tuple[str, float]]:
+    """Each image's greedy caption and the mean probability of its words (its end included) in percent."""
+    ids, chances = network.caption(x, steps)
+    found = []
+    for row, chance in zip(ids.tolist(), chances.float().cpu(), strict=True):
+        said = [i for i in row if i >= UNK]
+        confidence = 100 * float(chance[: len(said) + 1].mean())
+        found.append((" ".join(words[i] for i in said), round(confidence, 2)))
+    return found
+
+
+def image_captioner(emd: dict[str, Any]) -> CaptionNet:
+    """The network an ImageCaptioner EMD of geotrain describes, with random weights."""
+    params = emd["ModelParameters"]
+    return CaptionNet(
+        str(params["backbone"]), int(params["in_channels"]), len(emd["Vocabulary"]), int(params["embed_size"]),
+        int(params["hidden_size"]), int(params["attention_size"]), float(params["dropout"]),
+    )  # fmt: skip
+
+
 def translator(emd: dict[str, Any]) -> nn.Module:
     """The generator a SuperResolution, Pix2Pix, Pix2PixHD or CycleGAN EMD of geotrain describes, with random
     weights."""

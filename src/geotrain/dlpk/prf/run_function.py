@@ -65,11 +65,12 @@ def _run(argv: list[str]) -> int:
     function.initialize(model=emd_path, device=-1)
     kind = emd.get("ModelType")
     names = [p["name"] for p in function.getParameterInfo()]
-    first = "rasters" if kind == "ObjectClassification" else "raster"
+    per_object = kind in ("ObjectClassification", "ImageCaptioner")  # a block per feature
+    first = "rasters" if per_object else "raster"
     if names[:2] != [first, "model"]:
         raise ValueError(f"getParameterInfo must begin with {first} and model, not {names[:2]}")
     configuration = function.getConfiguration(**{"padding": 0, **json.loads(scalars_json)})
-    if kind == "ObjectClassification":
+    if per_object:
         with np.load(pixels_path) as stored:
             blocks = [stored[f"arr_{i}"] for i in range(len(stored.files))]
         masks = [np.ones_like(b, dtype=np.uint8) for b in blocks]

@@ -76,6 +76,8 @@ class ExportInfo:
     max_cell_size: Any = None
     # the folder's transforms.json (data_augmentation FILE), when it holds one
     transforms_file: Path | None = None
+    # the EMD's SingleLabelFieldFound: the field the labels came from ("Caption" for captioning exports)
+    label_field: str | None = None
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -289,6 +291,7 @@ def read_export(folder: Path) -> ExportInfo:
         min_cell_size=emd.get("MinCellSize"),
         max_cell_size=emd.get("MaxCellSize"),
         transforms_file=folder / TRANSFORMS_FILE if (folder / TRANSFORMS_FILE).is_file() else None,
+        label_field=str(emd["SingleLabelFieldFound"]) if emd.get("SingleLabelFieldFound") else None,
     )
     if (info.tile_size is None or info.num_bands is None) and items:
         _fill_from_first_chip(info)
@@ -307,6 +310,11 @@ def _read_cyclegan(folder: Path) -> ExportInfo:
 
 # what a data kind needs of an export, as a refusal names it
 KIND_NEEDS = {
+    "ImageCaptioning": "MultiLabeled_Tiles chips labelled with captions (exported with the caption field: the "
+    'export\'s EMD says SingleLabelFieldFound "Caption")',
+    "MultiLabeled_Tiles": "MultiLabeled_Tiles chips labelled with classes (a caption export trains IMAGECAPTIONER)",
+    "Labeled_Tiles": "Labeled_Tiles chips",
+    "Imagenet": "Imagenet chips",
     "Pix2Pix": "Export_Tiles chips whose translation is in images2/ (images/ the input, images2/ the target)",
     "ChangeDetection": "Classified_Tiles chips whose later image of the same place is in images2/ (the export "
     "of a change detection: images/ before, images2/ after, labels/ the change classes)",
@@ -323,6 +331,8 @@ def data_kind(export: ExportInfo) -> str:
             return "Pix2Pix"
         case "Export_Tiles":
             return "SuperResolution"
+        case "MultiLabeled_Tiles" if (export.label_field or "").lower() == "caption":
+            return "ImageCaptioning"
         case fmt:
             return fmt
 
@@ -372,4 +382,5 @@ def merge_exports(exports: list[ExportInfo]) -> ExportInfo:
         min_cell_size=first.min_cell_size,
         max_cell_size=first.max_cell_size,
         transforms_file=next((e.transforms_file for e in exports if e.transforms_file), None),
+        label_field=first.label_field,
     )

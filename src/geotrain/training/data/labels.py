@@ -75,6 +75,12 @@ def read_object_names(path: Path) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+def read_captions(path: Path) -> list[str]:
+    """A caption export's label: every object's name is a caption of the whole chip (free text, commas kept)."""
+    texts = ((obj.findtext("name") or "").strip() for obj in _xml_root(path).iter("object"))
+    return [" ".join(text.split()) for text in texts if text]
+
+
 class ClassLookup:
     """Labels name a class by its value (as text) or by its name: both map to the class's index 1..K."""
 

@@ -15,7 +15,14 @@ import numpy as np
 
 from geotrain.training.data.chips import ChipReadError, read_chip, read_label, select_bands
 from geotrain.training.data.export import ChipItem, ExportInfo, data_kind
-from geotrain.training.data.labels import Box, ClassLookup, read_kitti, read_object_names, read_pascal_voc
+from geotrain.training.data.labels import (
+    Box,
+    ClassLookup,
+    read_captions,
+    read_kitti,
+    read_object_names,
+    read_pascal_voc,
+)
 
 Target = Any
 Loader = Callable[[ChipItem], tuple[np.ndarray, Target]]
@@ -80,6 +87,16 @@ def _labeled_reader(lookup: ClassLookup, multi: bool) -> Loader:
             hot[indices] = 1.0
             return image, hot
         return image, np.int64(indices[0])
+
+    return load
+
+
+def _caption_reader() -> Loader:
+    def load(item: ChipItem) -> tuple[np.ndarray, list[str]]:
+        captions = read_captions(_need_label(item))
+        if not captions:
+            raise ChipReadError(item.label or item.image, "it holds no caption")
+        return read_chip(item.image), captions
 
     return load
 
@@ -220,6 +237,8 @@ def _reader_for(export: ExportInfo) -> Reader:
             return Reader(kind, _box_reader(lookup, read_kitti), lambda t: _count_labels(t["labels"]))
         case "Labeled_Tiles" | "Imagenet":
             return Reader(kind, _labeled_reader(lookup, multi=False), lambda t: Counter({int(t) + 1: 1}))
+        case "ImageCaptioning":
+            return Reader(kind, _caption_reader(), lambda t: Counter())
         case "MultiLabeled_Tiles":
             return Reader(
                 kind, _labeled_reader(lookup, multi=True), lambda t: Counter({int(i) + 1: 1 for i in np.flatnonzero(t)})

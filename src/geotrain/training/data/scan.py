@@ -45,6 +45,13 @@ class Normalization:
         out += offset
         return out
 
+    def revert(self, normalized: np.ndarray) -> np.ndarray:
+        """Pixel values back from normalized ones (what `apply` undone gives: image values, as float32)."""
+        std = (self.std / self.scale).astype(np.float32)[:, None, None]
+        mean = (self.mean / self.scale).astype(np.float32)[:, None, None]
+        values: np.ndarray = normalized.astype(np.float32) * std + mean
+        return values
+
 
 @dataclass
 class Scan(Generic[T]):
