@@ -163,6 +163,27 @@ def imagenet(root: Path) -> Path:
     return root
 
 
+IDENTITIES = [(1, "car 1"), (2, "car 2"), (3, "truck 7")]
+
+
+def identities(root: Path, crops: int = 4, size: int = 32, bands: int = 3) -> Path:
+    """An Imagenet export of object crops for DEEPSORT: images/<identity value>/<chip>, a few crops of each
+    tracked object; each has its own colour and place of a bright patch, so a few steps tell them apart."""
+    rng = np.random.default_rng(7)
+    lines = []
+    for k, (value, _) in enumerate(IDENTITIES):
+        name = str(value)
+        for j in range(crops):
+            stem = f"{k * crops + j:012d}"
+            image = _image(rng, bands, size) // 4
+            image[k % bands, 4 + 6 * k : 14 + 6 * k, 2 : size - 2] += 180
+            raster(root / "images" / name / f"{stem}.tif", image)
+            lines.append(f"images\\{name}\\{stem}.tif")
+    metadata(root, "Imagenet", bands, size, len(lines), classes=IDENTITIES)
+    map_txt(root, lines)
+    return root
+
+
 def rcnn_masks(root: Path, chips: int = 3, size: int = 32) -> Path:
     """labels/<class name>/<stem>.tif with instance ids; a second band holds an overlapping instance."""
     rng = np.random.default_rng(5)

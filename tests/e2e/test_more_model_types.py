@@ -64,6 +64,7 @@ JOBS: dict[str, tuple[str, str | None, str, dict[str, str]]] = {
     "CYCLEGAN": ("unpaired", None, "VALID_LOSS", {"gen_blocks": "2", "lsgan": "True"}),
     "MULTITASK_ROADEXTRACTOR": ("roads", "RESNET18", "DICE", {"orient_bin_size": "30", "mtl_model": "linknet"}),
     "CONNECTNET": ("roads", "RESNET18", "DICE", {"orient_bin_size": "30"}),
+    "DEEPSORT": ("identities", "REID_V1", "ACCURACY", {}),
     # decode_params as Pro's value table passes it: a dictionary's text
     "IMAGECAPTIONER": (
         "captions", "RESNET18", "CORPUS_BLEU",
@@ -88,6 +89,7 @@ def queued(server: Server) -> dict[str, str]:
     write_translation_tiles(store / "paired", ExportSpec(chips=6, bands=3, dtype="uint8"), second=True)
     formats.cyclegan(store / "unpaired")  # A/ and B/ of 3-band chips
     formats.captions(store / "captions")  # MultiLabeled_Tiles with the caption field: 3-band chips, 1-2 captions
+    formats.identities(store / "identities")  # Imagenet crops of three tracked objects, four each
     # roads: 3-band 8-bit chips with two straight roads each, class value 4
     write_road_tiles(store / "roads", ExportSpec(chips=6, bands=3, dtype="uint8", values=(4,), absent=None, seed=7))
     ids = {}
@@ -119,6 +121,12 @@ class Trained:
 def _function_input(store: Path, model_type: str) -> np.ndarray | list[np.ndarray]:
     """A chip as the ArcGIS tool hands it to the package's function."""
     folder = store / JOBS[model_type][0]
+    if model_type == "DEEPSORT":
+        # Track Objects hands the re-identification network one crop per detected object
+        return [
+            _chip(folder / "images" / "2", "000000000004"),
+            _chip(folder / "images" / "3", "000000000009")[:, 2:30, :20],
+        ]
     if model_type == "IMAGECAPTIONER":
         # Classify Objects Using Deep Learning: a block per feature, of the feature's size
         chip = _chip(folder / "images")
@@ -300,3 +308,20 @@ def test_a_caption_export_is_refused_for_the_feature_classifier_and_pretrained_e
     error = body["error"]
     assert isinstance(error, dict) and error["code"] == 400, body
     assert "'decode_params'" in " ".join(error["details"]) and "cannot be downloaded here" in " ".join(error["details"])
+
+
+def test_deepsort_trains_its_reid_network_and_its_function_gives_each_crop_an_identity_and_a_descriptor(
+    trained: dict[str, Trained],
+) -> None:
+    emd, messages, features = trained["DEEPSORT"].emd, trained["DEEPSORT"].messages, trained["DEEPSORT"].output
+    assert (emd["ModelType"], emd["ModelName"]) == ("ObjectTracking", "DeepSort")
+    assert emd["InferenceFunction"] == "GeotrainObjectClassifier.py" and emd["ModelParameters"]["backbone"] == "reid_v1"
+    assert [c["Name"] for c in emd["Classes"]] == ["car 1", "car 2", "truck 7"] and emd["EmbeddingSize"] == 128
+    assert any("re-identification network starts from random initialisation" in m for m in messages)
+    assert len(features) == 2
+    descriptors = []
+    for feature in features:
+        attributes = feature["attributes"]
+        assert attributes["Class"] in ("car 1", "car 2", "truck 7") and 0 < attributes["Confidence"] <= 100
+        descriptors.append(np.array([float(v) for v in attributes["Embedding"].split(",")]))
+    assert all(d.shape == (128,) and abs(np.linalg.norm(d) - 1) < 1e-3 for d in descriptors)

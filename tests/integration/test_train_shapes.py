@@ -291,3 +291,18 @@ def test_an_image_captioner_on_16_bit_4_band_chips_passes_its_package_check(tmp_
     )  # fmt: skip
     assert emd["ExtractBands"] == [0, 1, 2, 3] and emd["IsMultispectral"] is True
     assert any(m.startswith("Checked the package: its inference function") for m in messages), messages
+
+
+def test_deepsort_with_reid_v2_on_4_band_crops_passes_its_package_check(tmp_path: Path) -> None:
+    """The wider re-identification network on crops of four bands; the package's function, run apart from
+    geotrain, re-identifies validation crops as the trained network does."""
+    formats.identities(tmp_path / "chips" / "ids", crops=3, bands=4)
+    emd, messages = _train(
+        tmp_path,
+        {"in_folder": "/fileShares/c/ids", "output_name": json.dumps({"uri": "/fileShares/geotrain/m/ids"}),
+         "model_type": "DEEPSORT", "backbone_model": "REID_V2", "max_epochs": "1", "learning_rate": "0.003",
+         "validation_percent": "34"},
+        check_packages=True,
+    )  # fmt: skip
+    assert emd["ModelType"] == "ObjectTracking" and emd["EmbeddingSize"] == 512
+    assert any(m.startswith("Checked the package: its inference function") for m in messages), messages

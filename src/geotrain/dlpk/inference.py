@@ -12,6 +12,8 @@ FUNCTIONS = {
     "ObjectDetection": ("GeotrainObjectDetector.py", BESIDE),
     "InstanceDetection": ("GeotrainObjectDetector.py", BESIDE),
     "ObjectClassification": ("GeotrainObjectClassifier.py", BESIDE),
+    # DEEPSORT's re-identification network: each crop's identity, and its appearance descriptor
+    "ObjectTracking": ("GeotrainObjectClassifier.py", BESIDE),
     # the object classifier's function with a captioning network
     "ImageCaptioner": ("GeotrainImageCaptioner.py", (*BESIDE, "GeotrainObjectClassifier.py")),
     "SuperResolution": ("GeotrainImageTranslator.py", BESIDE),

@@ -208,6 +208,15 @@ BUILT: dict[str, ModelTypeInfo] = {
         },
         data_kinds=("Labeled_Tiles", "MultiLabeled_Tiles", "Imagenet"),
     ),
+    "DEEPSORT": ModelTypeInfo(
+        keyword="DEEPSORT",
+        family="object_classification",
+        formats=("Imagenet",),
+        backbones=("REID_V1", "REID_V2"),
+        default_backbone="REID_V1",
+        monitors=("VALID_LOSS", "ACCURACY"),
+        arguments={"chip_size": "an integer chip size in pixels", "monitor": "valid_loss or accuracy"},
+    ),
     "IMAGECAPTIONER": ModelTypeInfo(
         keyword="IMAGECAPTIONER",
         family="image_captioning",

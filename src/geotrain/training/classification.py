@@ -14,6 +14,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix, MultilabelSta
 
 from geotrain.dlpk import emd as emd_writer
 from geotrain.dlpk import pictures
+from geotrain.dlpk.prf.geotrain_networks import REID_PLANS, ReidNet
 from geotrain.dlpk.prf.GeotrainObjectClassifier import THRESHOLD, describe
 from geotrain.training.data.augment import Augmenter
 from geotrain.training.data.scan import Scan
@@ -23,7 +24,9 @@ from geotrain.training.metrics import SegmentationMetrics, from_confusion
 from geotrain.training.models import trunks
 from geotrain.training.models.registry import BuiltModel
 
-MODEL_NAMES = {"FEATURE_CLASSIFIER": "FeatureClassifier"}
+MODEL_NAMES = {"FEATURE_CLASSIFIER": "FeatureClassifier", "DEEPSORT": "DeepSort"}
+# the EMD's ModelType: DEEPSORT's crops are re-identified (tracking), not classified
+MODEL_KINDS = {"FEATURE_CLASSIFIER": "ObjectClassification", "DEEPSORT": "ObjectTracking"}
 
 
 class ClassificationChips(Dataset[tuple[torch.Tensor, torch.Tensor]]):
@@ -74,6 +77,10 @@ def _oversampling_weights(
 
 
 def build_classifier(backbone: str, bands: int, num_classes: int, scheme: str) -> BuiltModel:
+    if backbone.lower() in REID_PLANS:
+        reid = ReidNet(backbone.lower(), bands, num_classes)
+        note = f"{backbone} has no ImageNet weights: the re-identification network starts from random initialisation."
+        return BuiltModel(reid, reid.classifier, None, [note])
     network, weights = trunks.classifier(backbone.lower(), bands, num_classes, scheme)
     head = network.get_submodule("fc" if hasattr(network, "fc") else "classifier")
     return BuiltModel(network, head, weights.source, weights.notes)
@@ -193,7 +200,7 @@ def train(job: Job) -> None:
         c.name: {"precision": p, "recall": r, "f1": f}
         for c, p, r, f in zip(foreground, m.precision, m.recall, m.f1, strict=True)
     }
-    emd = job.model_emd("ObjectClassification", MODEL_NAMES[params.model_type], scanned, size, result)
+    emd = job.model_emd(MODEL_KINDS[params.model_type], MODEL_NAMES[params.model_type], scanned, size, result)
     emd.update(
         {
             "accuracy": emd_writer.metric_text(m.accuracy),
@@ -203,6 +210,9 @@ def train(job: Job) -> None:
             "CropSizeFixed": 0 if any(s != (size, size) for s in _sizes(scanned)) else 1,
         }
     )
+    if isinstance(built.network, ReidNet):
+        # what a tracker reads beside each object: its identity among these and its appearance descriptor
+        emd["EmbeddingSize"] = REID_PLANS[params.backbone.lower()][2]
     job.write_package(
         emd,
         built.network.state_dict(),

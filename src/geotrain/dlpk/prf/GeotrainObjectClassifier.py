@@ -45,6 +45,7 @@ class GeotrainObjectClassifier:
         self.description = "Classifies objects with a network trained by geotrain."
         self.emd: dict[str, Any] = {}
         self.threshold, self.batch_size = THRESHOLD, 4
+        self.reid = False
 
     def initialize(self, **kwargs: Any) -> None:
         if "model" not in kwargs:
@@ -58,6 +59,8 @@ class GeotrainObjectClassifier:
         self.normalize = runtime.Normalizer(self.emd)
         self.names = [str(c["Name"]) for c in self.emd["Classes"]]
         self.multi_label = bool(self.emd.get("IsMultiLabel", False))
+        # DEEPSORT's re-identification network: each object also gets its appearance descriptor
+        self.reid = hasattr(self.network, "embed")
         self.batch_size = int(self.emd.get("BatchSize", self.batch_size))
 
     def getParameterInfo(self) -> list[dict[str, Any]]:
@@ -100,6 +103,7 @@ class GeotrainObjectClassifier:
             {"name": "Confidence", "type": confidence, "alias": "Confidence"},
             {"name": "Shape", "type": "esriFieldTypeGeometry", "alias": "Shape"},
             {"name": "Label", "type": "esriFieldTypeString", "alias": "Label"},
+            *([{"name": "Embedding", "type": "esriFieldTypeString", "alias": "Embedding"}] if self.reid else []),
         ]
 
     def getFields(self) -> str:
@@ -131,6 +135,15 @@ class GeotrainObjectClassifier:
             out.append((logits.sigmoid() if self.multi_label else logits.softmax(1)).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.names)), dtype=np.float32)
 
+    def embeddings(self, blocks: list[np.ndarray]) -> list[str]:
+        """A re-identification network's unit-length descriptor of each block, as comma-separated numbers:
+        a tracker matches objects across frames by the cosine of two."""
+        out = []
+        for batch in self.batches(blocks):
+            with torch.no_grad():
+                out += [",".join(f"{v:.5f}" for v in row) for row in self.network.embed(batch).float().cpu().tolist()]
+        return out
+
     def labels(self, blocks: list[np.ndarray]) -> list[tuple[str, str | float]]:
         """Each block's (label, confidence in percent)."""
         return [describe(p, self.names, self.multi_label, self.threshold) for p in self.classify(blocks)]
@@ -144,12 +157,19 @@ class GeotrainObjectClassifier:
                 pixels[np.asarray(masks[i]) == 0] = 0  # no data reads as zero, as in training exports
             blocks.append(pixels)
         features = []
+        described = self.embeddings(blocks) if self.reid else None
         for i, (pixels, (label, confidence)) in enumerate(zip(blocks, self.labels(blocks), strict=True)):
             rows, cols = pixels.shape[-2:]
             ring = [[0.0, 0.0], [float(cols), 0.0], [float(cols), float(rows)], [0.0, float(rows)], [0.0, 0.0]]
             features.append(
                 {
-                    "attributes": {"OID": i + 1, "Class": label, "Label": label, "Confidence": confidence},
+                    "attributes": {
+                        "OID": i + 1,
+                        "Class": label,
+                        "Label": label,
+                        "Confidence": confidence,
+                        **({"Embedding": described[i]} if described is not None else {}),
+                    },
                     "geometry": {"rings": [ring]},
                 }
             )

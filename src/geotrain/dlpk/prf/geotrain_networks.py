@@ -780,10 +780,65 @@ def pixel_classifier(emd: dict[str, Any]) -> nn.Module:
     return network
 
 
+class _ReidBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+            nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout),
+        )  # fmt: skip
+        self.skip = (
+            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            if stride != 1 or cin != cout
+            else nn.Identity()
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = torch.relu(self.body(x) + self.skip(x))
+        return out
+
+
+# the re-identification networks of DEEPSORT: (stem width, stage widths, embedding size)
+REID_PLANS = {
+    "reid_v1": (32, (32, 64, 128), 128),  # deep SORT's small wide residual network
+    "reid_v2": (64, (64, 128, 256, 512), 512),  # its deeper, wider successor
+}
+
+
+class ReidNet(nn.Module):
+    """Deep SORT's appearance descriptor: residual stages, an L2-normalized embedding of each crop, and a
+    classifier over the training identities on top (what trains the embedding)."""
+
+    def __init__(self, version: str, bands: int, identities: int) -> None:
+        super().__init__()
+        stem, widths, size = REID_PLANS[version]
+        layers: list[nn.Module] = [
+            nn.Conv2d(bands, stem, 3, 1, 1, bias=False), nn.BatchNorm2d(stem), nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, 2, 1),
+        ]  # fmt: skip
+        cin = stem
+        for i, width in enumerate(widths):
+            layers += [_ReidBlock(cin, width, 1 if i == 0 else 2), _ReidBlock(width, width, 1)]
+            cin = width
+        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.embedding = nn.Sequential(nn.Linear(cin, size), nn.BatchNorm1d(size))
+        self.classifier = nn.Linear(size, identities)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Each crop's appearance descriptor, unit length: similar crops of one object lie close together."""
+        return F.normalize(self.embedding(self.features(x)), dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.classifier(torch.relu(self.embedding(self.features(x))))
+        return out
+
+
 def feature_classifier(emd: dict[str, Any]) -> nn.Module:
-    """The network an ObjectClassification EMD of geotrain describes (torchvision's classifier on the EMD's
-    band count, one output per class), with random weights."""
+    """The network an ObjectClassification (or DeepSort ObjectTracking) EMD of geotrain describes (torchvision's
+    classifier on the EMD's band count, one output per class), with random weights."""
     params = emd["ModelParameters"]
+    if str(params["backbone"]) in REID_PLANS:
+        return ReidNet(str(params["backbone"]), int(params["in_channels"]), len(emd["Classes"]))
     network: nn.Module = getattr(torchvision.models, str(params["backbone"]))(
         weights=None, num_classes=len(emd["Classes"])
     )

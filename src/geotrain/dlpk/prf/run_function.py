@@ -65,7 +65,7 @@ def _run(argv: list[str]) -> int:
     function.initialize(model=emd_path, device=-1)
     kind = emd.get("ModelType")
     names = [p["name"] for p in function.getParameterInfo()]
-    per_object = kind in ("ObjectClassification", "ImageCaptioner")  # a block per feature
+    per_object = kind in ("ObjectClassification", "ObjectTracking", "ImageCaptioner")  # a block per feature
     first = "rasters" if per_object else "raster"
     if names[:2] != [first, "model"]:
         raise ValueError(f"getParameterInfo must begin with {first} and model, not {names[:2]}")
