@@ -248,21 +248,26 @@ def test_road_extractors_train_and_their_function_classifies_road_pixels(
     trained: dict[str, Trained], model_type: str
 ) -> None:
     emd, messages, output = trained[model_type].emd, trained[model_type].messages, trained[model_type].output
-    assert emd["ModelParameters"]["mtl_model"] == "linknet"
+    # CONNECTNET's job names no mtl_model: arcgis.learn's default, the stacked hourglass (its backbone unused)
+    hourglass = model_type == "CONNECTNET"
+    assert emd["ModelParameters"]["mtl_model"] == ("hourglass" if hourglass else "linknet")
+    said = "two stacked hourglasses" if hourglass else "a LinkNet-style U-Net on RESNET18"
+    assert any(m.startswith(f"Road extraction: {said}") for m in messages), messages
     assert emd["ModelParameters"]["aux_channels"] == (7 if model_type == "MULTITASK_ROADEXTRACTOR" else 8)  # 6 bins
     assert "monitored_dice" in emd
-    assert any(m.startswith("Road extraction: ") for m in messages)
     assert any("dice" in m for m in messages if m.startswith("Epoch 1/1"))
     assert output.shape == (1, 32, 32) and set(np.unique(output)) <= {0, 4}
 
 
-def test_the_stacked_hourglass_is_refused_at_submit_as_not_built(server: Server, client: httpx.Client) -> None:
+def test_an_mtl_model_other_than_hourglass_or_linknet_is_refused_at_submit(
+    server: Server, client: httpx.Client
+) -> None:
     body = _submit(
         client, server, in_folder="/fileShares/chips/uint16_4band", output_name=in_share("hourglass"),
-        model_type="MULTITASK_ROADEXTRACTOR", arguments={"mtl_model": "hourglass"},
+        model_type="MULTITASK_ROADEXTRACTOR", arguments={"mtl_model": "stacked"},
     )  # fmt: skip
     error = body["error"]
-    assert isinstance(error, dict) and "hourglass, is not built yet" in " ".join(error["details"])
+    assert isinstance(error, dict) and "'hourglass' (stacked hourglasses" in " ".join(error["details"])
 
 
 def test_imagecaptioner_trains_and_its_function_captions_each_object_in_words_of_its_vocabulary(

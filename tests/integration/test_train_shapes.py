@@ -18,7 +18,7 @@ from geotrain.task.params import parse
 from geotrain.training.run import Progress, train
 from tests import formats
 from tests.conftest import in_share, in_share_json
-from tests.exports import ExportSpec, write_classified_tiles
+from tests.exports import ExportSpec, write_classified_tiles, write_road_tiles
 
 
 def _to_jpeg_and_png(root: Path) -> None:
@@ -306,3 +306,18 @@ def test_deepsort_with_reid_v2_on_4_band_crops_passes_its_package_check(tmp_path
     )  # fmt: skip
     assert emd["ModelType"] == "ObjectTracking" and emd["EmbeddingSize"] == 512
     assert any(m.startswith("Checked the package: its inference function") for m in messages), messages
+
+
+def test_the_stacked_hourglass_road_extractor_on_48_px_chips_passes_its_package_check(tmp_path: Path) -> None:
+    """arcgis.learn's default road network (no mtl_model given), on 4-band 16-bit chips whose size is no
+    multiple of 32: the package's function classifies every pixel as the trained network does."""
+    write_road_tiles(tmp_path / "chips" / "roads", ExportSpec(chips=6, size=48, values=(4,), absent=None, seed=7))
+    emd, messages = _train(
+        tmp_path,
+        {"in_folder": "/fileShares/c/roads", "output_name": json.dumps({"uri": "/fileShares/geotrain/m/roads"}),
+         "model_type": "MULTITASK_ROADEXTRACTOR", "max_epochs": "1", "learning_rate": "0.003"},
+        check_packages=True,
+    )  # fmt: skip
+    assert emd["ModelParameters"]["mtl_model"] == "hourglass"
+    assert any(m.startswith("Road extraction: two stacked hourglasses") for m in messages), messages
+    assert any(m.startswith("Checked the package") for m in messages), messages

@@ -112,7 +112,7 @@ _MASKRCNN_ARGUMENTS = {
 }  # fmt: skip
 
 _ROAD_ARGUMENTS = {
-    "mtl_model": "'linknet' (arcgis.learn's default, the stacked hourglass, is not built yet)",
+    "mtl_model": "'hourglass' (stacked hourglasses, arcgis.learn's default) or 'linknet' (a U-Net on the backbone)",
     "orient_bin_size": "a whole number of degrees from 1 to 90, the width of a direction bin (20)",
     "gaussian_thresh": "a number from 0 to 1 (accepted; geotrain trains on the masks as they are, so it has no effect)",
     "orient_theta": "a whole number from 1 to 64 (accepted; directions come from the masks' structure, so it has no "

@@ -474,7 +474,7 @@ def _check_argument(info: catalog.ModelTypeInfo, name: str, value: Any) -> None:
         case "dice_loss_average":
             ok = value in ("micro", "macro")
         case "mtl_model":
-            ok = value == "linknet"
+            ok = value in ("hourglass", "linknet")
         case "orient_bin_size":
             ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 90
         case "gaussian_thresh":

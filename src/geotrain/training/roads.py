@@ -13,7 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from geotrain.dlpk.prf.geotrain_networks import RoadNet, pad_to_stride
+from geotrain.dlpk.prf.geotrain_networks import HourglassRoadNet, RoadNet, pad_to_stride
 from geotrain.training.fit import PADDING_LABEL, LossOptions, SegmentationTask
 
 ROADS = ("MULTITASK_ROADEXTRACTOR", "CONNECTNET")
@@ -22,6 +22,7 @@ ORIENT_BIN_SIZE = 20  # degrees, arcgis.learn's default
 REACH = 3  # pixels: how far apart two road pixels a connectivity channel links
 DIRECTIONS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
 AUX_WEIGHT = 0.5  # the second task's share of the loss
+MTL_MODEL = "hourglass"  # arcgis.learn's default network
 COHERENT = 0.3  # a road pixel's structure tensor must be at least this one-directional to have a direction
 
 
@@ -72,11 +73,11 @@ def connectivity_target(labels: torch.Tensor) -> torch.Tensor:
 
 
 class RoadTask(SegmentationTask):
-    network: RoadNet
+    network: RoadNet | HourglassRoadNet
 
     def __init__(
         self,
-        network: RoadNet,
+        network: RoadNet | HourglassRoadNet,
         num_classes: int,
         lr: float,
         loss: LossOptions,
@@ -84,7 +85,8 @@ class RoadTask(SegmentationTask):
         model_type: str,
         bin_size: int,
     ) -> None:
-        super().__init__(network, network.encoder, num_classes, lr, loss, freeze)
+        encoder = network.encoder if isinstance(network, RoadNet) else network.stem
+        super().__init__(network, encoder, num_classes, lr, loss, freeze)
         self.model_type, self.bin_size = model_type, bin_size
 
     def _aux_loss(self, aux: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

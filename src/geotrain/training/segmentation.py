@@ -11,7 +11,7 @@ import torch
 
 from geotrain.dlpk import emd as emd_writer
 from geotrain.dlpk import pictures
-from geotrain.dlpk.prf.geotrain_networks import RoadNet
+from geotrain.dlpk.prf.geotrain_networks import HourglassRoadNet, RoadNet
 from geotrain.task.params import TrainParams
 from geotrain.training.data.classified_tiles import ClassMap, SegmentationChips, scan_segmentation
 from geotrain.training.data.scan import Scan
@@ -68,7 +68,7 @@ def train(job: Job) -> None:
     lr = params.learning_rate or 1e-3
     task: SegmentationTask
     if params.model_type in ROADS:
-        assert isinstance(built.network, RoadNet)
+        assert isinstance(built.network, RoadNet | HourglassRoadNet)
         bin_size = int(params.argument("orient_bin_size", ORIENT_BIN_SIZE))
         task = RoadTask(built.network, class_map.num_classes, lr, loss, freeze, params.model_type, bin_size)
         second = (
@@ -76,10 +76,13 @@ def train(job: Job) -> None:
             if params.model_type == "MULTITASK_ROADEXTRACTOR"
             else f"whether the pixels {REACH} px away in 8 directions are road too"
         )
-        progress.info(
-            f"Road extraction: a LinkNet-style U-Net (mtl_model linknet; the stacked hourglass is not built) "
-            f"learning the road classes and, beside them, {second}."
+        hourglass = isinstance(built.network, HourglassRoadNet)
+        network = (
+            "two stacked hourglasses (mtl_model hourglass, the default; backbone_model does not apply to it)"
+            if hourglass
+            else f"a LinkNet-style U-Net on {params.backbone} (mtl_model linknet)"
         )
+        progress.info(f"Road extraction: {network} learning the road classes and, beside them, {second}.")
     else:
         task = SegmentationTask(built.network, built.encoder, class_map.num_classes, lr, loss, freeze, paired)
     result = fit(
@@ -162,7 +165,11 @@ def network_parameters(model_type: str, arguments: dict[str, Any], network: torc
         out["attention_type"] = str(arguments.get("attention_type", "PAM"))
     if model_type in ROADS:
         bin_size = int(arguments.get("orient_bin_size", ORIENT_BIN_SIZE))
-        out.update(mtl_model="linknet", orient_bin_size=bin_size, aux_channels=aux_channels(model_type, bin_size))
+        out.update(
+            mtl_model="hourglass" if isinstance(network, HourglassRoadNet) else "linknet",
+            orient_bin_size=bin_size,
+            aux_channels=aux_channels(model_type, bin_size),
+        )
     if model_type == "DEEPLAB":
         out["output_stride"] = deeplab_output_stride(arguments)
         out["keep_dilation"] = bool(arguments.get("keep_dilation", False))

@@ -571,6 +571,59 @@ class RoadNet(nn.Module):
         return out
 
 
+class _Hourglass(nn.Module):
+    """One hourglass: halve, recurse ``depth`` times, come back up and add what was kept at each scale."""
+
+    def __init__(self, depth: int, width: int) -> None:
+        super().__init__()
+        self.keep, self.down = _ReidBlock(width, width, 1), _ReidBlock(width, width, 2)
+        self.inner: nn.Module = _Hourglass(depth - 1, width) if depth > 1 else _ReidBlock(width, width, 1)
+        self.after = _ReidBlock(width, width, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        low = self.after(self.inner(self.down(x)))
+        out: torch.Tensor = self.keep(x) + F.interpolate(low, size=x.shape[-2:], mode="nearest")
+        return out
+
+
+def _full_head(width: int, channels: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(width, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(inplace=True),
+        nn.Upsample(scale_factor=4, mode="bilinear", align_corners=False), nn.Conv2d(32, channels, 3, padding=1),
+    )  # fmt: skip
+
+
+class HourglassRoadNet(nn.Module):
+    """Road extraction with stacked hourglasses (arcgis.learn's default ``mtl_model``, after Batra et al.'s
+    orientation-and-segmentation network): a stem to a quarter of the size, ``stacks`` hourglasses each
+    refining the last one's output, and the two heads of `RoadNet` upsampled back. Its own layers: no backbone."""
+
+    def __init__(self, bands: int, classes: int, aux_channels: int, stacks: int = 2, width: int = 128) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(bands, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
+            _ReidBlock(64, width, 2),
+        )  # fmt: skip
+        self.stacks = nn.ModuleList(_Hourglass(3, width) for _ in range(stacks))
+        self.merges = nn.ModuleList(nn.Conv2d(width, width, 1) for _ in range(stacks - 1))
+        self.segmentation_head, self.aux_head = _full_head(width, classes), _full_head(width, aux_channels)
+
+    def _shared(self, x: torch.Tensor) -> torch.Tensor:
+        y: torch.Tensor = self.stem(x)
+        for i, hourglass in enumerate(self.stacks):
+            out: torch.Tensor = hourglass(y)
+            y = y + self.merges[i](out) if i < len(self.merges) else out
+        return y
+
+    def both(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        shared, size = self._shared(x), x.shape[-2:]
+        seg = F.interpolate(self.segmentation_head(shared), size=size, mode="bilinear", align_corners=False)
+        return seg, F.interpolate(self.aux_head(shared), size=size, mode="bilinear", align_corners=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.both(x)[0]
+
+
 class Translator(nn.Module):
     """Image to image: a U-Net over a torchvision backbone giving ``out_bands`` values a pixel.
     ``residual``: the output is added to the input (super-resolution restores what a coarse copy lost)."""
@@ -752,6 +805,8 @@ def pixel_classifier(emd: dict[str, Any]) -> nn.Module:
     if kind in ("HED_EDGEDETECTOR", "BDCN_EDGEDETECTOR"):
         return EdgeNet(arch, bands, kind.split("_")[0])
     if kind in ("MULTITASK_ROADEXTRACTOR", "CONNECTNET"):
+        if params.get("mtl_model") == "hourglass":
+            return HourglassRoadNet(bands, classes, int(params["aux_channels"]))
         return RoadNet(arch, bands, classes, int(params["aux_channels"]))
     if kind == "DEEPLAB" and not arch.startswith("resnet"):
         network = TrunkDeepLab(arch, bands, classes)

@@ -125,9 +125,13 @@ def _build(
         change = portable.ChangeNet(arch, bands // 2, num_classes, attention)
         return with_weights(change, change.encoder, arch, bands // 2, weight_init_scheme)
     if model_type in ("MULTITASK_ROADEXTRACTOR", "CONNECTNET"):
-        from geotrain.training.roads import ORIENT_BIN_SIZE, aux_channels
+        from geotrain.training.roads import MTL_MODEL, ORIENT_BIN_SIZE, aux_channels
 
         extra = aux_channels(model_type, int(arguments.get("orient_bin_size", ORIENT_BIN_SIZE)))
+        if arguments.get("mtl_model", MTL_MODEL) == "hourglass":
+            hourglass = portable.HourglassRoadNet(bands, num_classes, extra)
+            note = "The stacked hourglass has layers of its own (no backbone): it starts from random initialisation."
+            return BuiltModel(hourglass, hourglass.stem, None, [note])
         roads = portable.RoadNet(arch, bands, num_classes, extra)
         return with_weights(roads, roads.encoder, arch, bands, weight_init_scheme)
     if model_type in ("HED_EDGEDETECTOR", "BDCN_EDGEDETECTOR"):
