@@ -36,3 +36,25 @@ def test_fine_tuning_starts_where_the_package_left_off(tmp_path: Path) -> None:
     )
     assert any(m.startswith(f"Fine-tuning from '{package}'") for m in tuned)
     assert _first_train_loss(tuned) < 0.6 * _first_train_loss(fresh), (tuned, fresh)
+
+
+def test_a_captioner_fine_tuned_on_new_captions_keeps_the_packages_words_and_adds_the_new_ones(tmp_path: Path) -> None:
+    from tests import formats
+
+    formats.captions(tmp_path / "chips" / "captions", chips=6)
+    form = {"in_folder": "/fileShares/c/captions", "model_type": "IMAGECAPTIONER", "backbone_model": "RESNET18",
+            "learning_rate": "0.003", "max_epochs": "1"}  # fmt: skip
+    first, _ = _train(tmp_path, {**form, "output_name": in_share_json("captioner")})
+    # the same chips captioned anew: one caption changes its words
+    label = tmp_path / "chips" / "captions" / "labels" / "000000000001.xml"
+    label.write_text(label.read_text().replace("dense green trees around a pond", "tall green reeds around a pond"))
+    package = "/fileShares/geotrain/models/captioner/captioner.dlpk"
+    tuned, messages = _train(
+        tmp_path, {**form, "output_name": in_share_json("tuned"), "pretrained_model": f'{{"uri": "{package}"}}'}
+    )
+    known = first["Vocabulary"]
+    assert tuned["Vocabulary"][: len(known)] == known and {"tall", "reeds"} <= set(tuned["Vocabulary"][len(known) :])
+    assert any(
+        m.startswith(f"Fine-tuning keeps the package's {len(known) - 4} words in their places and adds")
+        for m in messages
+    )

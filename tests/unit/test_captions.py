@@ -35,3 +35,11 @@ def test_the_vocabulary_lists_training_words_by_frequency_and_encodes_unknown_wo
     assert ids == [BOS, index["a"], index["red"], UNK, EOS, PAD, PAD]
     # a caption longer than the steps keeps room for its end
     assert vocabulary.encode("a red road a red road", steps=3).tolist() == [BOS, index["a"], index["red"], EOS]
+
+
+def test_a_fine_tuned_vocabulary_keeps_the_packages_words_in_their_places_and_adds_new_ones_after() -> None:
+    known = ["<pad>", "<bos>", "<eos>", "<unk>", "road", "a"]
+    vocabulary = Vocabulary.of(["a wide road", "a river", "a river"], known)
+    assert vocabulary.words == [*known, "river", "wide"]
+    # a list that is not a geotrain vocabulary is not trusted
+    assert Vocabulary.of(["a road"], ["road", "a"]).words == ["<pad>", "<bos>", "<eos>", "<unk>", "a", "road"]

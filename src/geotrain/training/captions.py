@@ -48,9 +48,13 @@ class Vocabulary:
     words: list[str]  # the special words first, then the training captions' words, most frequent first
 
     @classmethod
-    def of(cls, captions: Sequence[str]) -> Vocabulary:
+    def of(cls, captions: Sequence[str], known: Sequence[str] = ()) -> Vocabulary:
+        """``known``: a fine-tuned package's words, kept at their places (its word layers still mean them),
+        the captions' new words after them."""
         counts = Counter(w for caption in captions for w in words_of(caption))
-        return cls([*SPECIAL_WORDS, *sorted(counts, key=lambda w: (-counts[w], w))])
+        start = list(known) if list(known[: len(SPECIAL_WORDS)]) == list(SPECIAL_WORDS) else list(SPECIAL_WORDS)
+        seen = set(start)
+        return cls([*start, *sorted((w for w in counts if w not in seen), key=lambda w: (-counts[w], w))])
 
     @cached_property
     def index(self) -> dict[str, int]:
@@ -164,7 +168,14 @@ def train(job: Job) -> None:
     scanned = job.checked(scan(export, reader_for(export).load, job.reading))
     train_idx, valid_idx = job.split(scanned)
     train_captions = [c for i in train_idx for c in scanned.sample(i)[1]]
-    vocabulary = Vocabulary.of(train_captions)
+    known = [str(w) for w in job.pretrained.emd.get("Vocabulary", [])] if job.pretrained is not None else []
+    vocabulary = Vocabulary.of(train_captions, known)
+    if known:
+        added = len(vocabulary.words) - len(known)
+        progress.info(
+            f"Fine-tuning keeps the package's {len(known) - len(SPECIAL_WORDS)} words in their places"
+            + (f" and adds {added} new ones (the word layers then start afresh)." if added else ".")
+        )
     if len(vocabulary.words) == len(SPECIAL_WORDS):
         raise TrainingError("The training chips' captions hold no words.", ["Export captions with text in them."])
     steps = min(MAX_WORDS, max(len(words_of(c)) for c in train_captions)) + 1  # and the end
@@ -174,6 +185,11 @@ def train(job: Job) -> None:
     )
     first, _ = scanned.sample(0)
     size = job.crop_size() or (min(export.tile_size) if export.tile_size else min(first.shape[1:]))
+    if params.data_augmentation in ("CUSTOM", "FILE"):
+        progress.warn(
+            f"IMAGECAPTIONER trains with flips and quarter turns; {params.data_augmentation} augmentation is not "
+            "applied to captioned chips yet."
+        )
     augment = params.data_augmentation != "NONE"
     train_set = CaptionChips(scanned, train_idx, size, augment, vocabulary, steps)
     valid_set = CaptionChips(scanned, valid_idx, size, False, vocabulary, steps)
