@@ -253,17 +253,26 @@ def cyclegan(root: Path) -> Path:
 
 
 def panoptic(root: Path, chips: int = 2, size: int = 32) -> Path:
+    """A semantic label (stuff class 5 in a strip, Palm 1 under its instances) and Palm's instance masks in
+    labels2/Palm/; the image is bright under each (band 1 for the strip, band 0 for palms), so it can be
+    learnt. Odd chips hold a second palm."""
     rng = np.random.default_rng(9)
     lines = []
     for i in range(chips):
         stem = f"{i:012d}"
-        raster(root / "images" / f"{stem}.tif", _image(rng, 3, size))
+        image = _image(rng, 3, size) // 4
         semantic = np.zeros((size, size), np.uint8)
         semantic[:, :8] = 5  # stuff class
-        semantic[10:20, 10:20] = 1
-        raster(root / "labels" / f"{stem}.tif", semantic)
+        image[1, :, :8] += 150
         inst = np.zeros((size, size), np.uint8)
-        inst[10:20, 10:20] = 1
+        shift = i % 3
+        places = [(10 + shift, 10 + shift)] + ([(22, 20)] if i % 2 else [])
+        for n, (r, c) in enumerate(places, start=1):
+            semantic[r : r + 8, c : c + 8] = 1
+            inst[r : r + 8, c : c + 8] = n
+            image[0, r : r + 8, c : c + 8] += 180
+        raster(root / "images" / f"{stem}.tif", image)
+        raster(root / "labels" / f"{stem}.tif", semantic)
         raster(root / "labels2" / "Palm" / f"{stem}.tif", inst)
         lines.append(f"images\\{stem}.tif labels\\{stem}.tif")
     metadata(root, "Panoptic_Segmentation", 3, size, chips,

@@ -65,6 +65,7 @@ JOBS: dict[str, tuple[str, str | None, str, dict[str, str]]] = {
     "MULTITASK_ROADEXTRACTOR": ("roads", "RESNET18", "DICE", {"orient_bin_size": "30", "mtl_model": "linknet"}),
     "CONNECTNET": ("roads", "RESNET18", "DICE", {"orient_bin_size": "30"}),
     "DEEPSORT": ("identities", "REID_V1", "ACCURACY", {}),
+    "MAXDEEPLAB": ("panoptic", "RESNET18", "VALID_LOSS", {"n_masks": "10"}),
     # decode_params as Pro's value table passes it: a dictionary's text
     "IMAGECAPTIONER": (
         "captions", "RESNET18", "CORPUS_BLEU",
@@ -90,6 +91,7 @@ def queued(server: Server) -> dict[str, str]:
     formats.cyclegan(store / "unpaired")  # A/ and B/ of 3-band chips
     formats.captions(store / "captions")  # MultiLabeled_Tiles with the caption field: 3-band chips, 1-2 captions
     formats.identities(store / "identities")  # Imagenet crops of three tracked objects, four each
+    formats.panoptic(store / "panoptic", chips=6)  # stuff class 5, things of class 1 (Palm) in labels2/Palm/
     # roads: 3-band 8-bit chips with two straight roads each, class value 4
     write_road_tiles(store / "roads", ExportSpec(chips=6, bands=3, dtype="uint8", values=(4,), absent=None, seed=7))
     ids = {}
@@ -330,3 +332,16 @@ def test_deepsort_trains_its_reid_network_and_its_function_gives_each_crop_an_id
         assert attributes["Class"] in ("car 1", "car 2", "truck 7") and 0 < attributes["Confidence"] <= 100
         descriptors.append(np.array([float(v) for v in attributes["Embedding"].split(",")]))
     assert all(d.shape == (128,) and abs(np.linalg.norm(d) - 1) < 1e-3 for d in descriptors)
+
+
+def test_maxdeeplab_trains_and_its_function_gives_class_values_and_segment_numbers(trained: dict[str, Trained]) -> None:
+    emd, messages, output = trained["MAXDEEPLAB"].emd, trained["MAXDEEPLAB"].messages, trained["MAXDEEPLAB"].output
+    assert (emd["ModelType"], emd["ModelName"]) == ("PanopticSegmenter", "MaXDeepLab")
+    assert emd["InferenceFunction"] == "GeotrainPanopticSegmenter.py" and emd["ModelParameters"]["n_masks"] == 10
+    assert emd["Panoptic_Segmentation_Instance_Classes"] == [{"Value": 1, "Name": "Palm"}]
+    assert 0 <= float(emd["panoptic_quality"]) <= 1
+    assert any(m.startswith("Panoptic segments: instances of Palm") for m in messages)
+    assert any("panoptic_quality" in m for m in messages if m.startswith("Epoch 1/1"))
+    # band 1: class values (0 where no segment claims a pixel); band 2: segment numbers, one per query at most
+    assert output.shape == (2, 32, 32) and set(np.unique(output[0])) <= {0, 1, 5}
+    assert output[1].min() >= 0 and output[1].max() <= 10

@@ -321,3 +321,17 @@ def test_the_stacked_hourglass_road_extractor_on_48_px_chips_passes_its_package_
     assert emd["ModelParameters"]["mtl_model"] == "hourglass"
     assert any(m.startswith("Road extraction: two stacked hourglasses") for m in messages), messages
     assert any(m.startswith("Checked the package") for m in messages), messages
+
+
+def test_maxdeeplab_passes_its_package_check(tmp_path: Path) -> None:
+    """The package's function, run apart from geotrain, gives every pixel the class value and segment number
+    the trained network gives it."""
+    formats.panoptic(tmp_path / "chips" / "pan", chips=6)
+    emd, messages = _train(
+        tmp_path,
+        {"in_folder": "/fileShares/c/pan", "output_name": json.dumps({"uri": "/fileShares/geotrain/m/pan"}),
+         "model_type": "MAXDEEPLAB", "backbone_model": "RESNET18", "max_epochs": "1", "learning_rate": "0.003"},
+        check_packages=True,
+    )  # fmt: skip
+    assert emd["ModelParameters"]["n_masks"] == 30
+    assert any(m.startswith("Checked the package") and "100.0%" in m for m in messages), messages

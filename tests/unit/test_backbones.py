@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from geotrain.dlpk.prf.geotrain_networks import CaptionNet, Translator
+from geotrain.dlpk.prf.geotrain_networks import CaptionNet, MaskNet, Translator
 from geotrain.task import catalog
 from geotrain.training.classification import build_classifier
 from geotrain.training.models.detectors import build_detector
@@ -78,6 +78,11 @@ def test_backbone_builds_and_runs_forward(model_type: str, backbone: str) -> Non
             assert captioner(torch.randn(2, 5, 64, 64), torch.randint(0, 12, (2, 6))).shape == (2, 5, 12)
             ids, chances = captioner.caption(torch.randn(2, 5, 64, 64), 4)
             assert ids.shape == chances.shape and ids.shape[0] == 2 and ids.shape[1] <= 4
+        elif family == "panoptic_segmentation":
+            masker = MaskNet(backbone.lower(), 5, 3, queries=4)
+            built = with_weights(masker, masker.encoder, backbone.lower(), 5, "RANDOM")
+            built.network.eval()
+            assert masker(torch.randn(1, 5, 40, 40)).shape == (1, 2, 40, 40)  # class index and segment per pixel
         elif family == "image_translation":
             network = Translator(backbone.lower(), 5, 2, residual=False)
             built = with_weights(network, network.encoder, backbone.lower(), 5, "RANDOM")

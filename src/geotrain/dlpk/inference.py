@@ -14,6 +14,8 @@ FUNCTIONS = {
     "ObjectClassification": ("GeotrainObjectClassifier.py", BESIDE),
     # DEEPSORT's re-identification network: each crop's identity, and its appearance descriptor
     "ObjectTracking": ("GeotrainObjectClassifier.py", BESIDE),
+    # the pixel classifier's function giving class values and segment numbers
+    "PanopticSegmenter": ("GeotrainPanopticSegmenter.py", (*BESIDE, "GeotrainPixelClassifier.py")),
     # the object classifier's function with a captioning network
     "ImageCaptioner": ("GeotrainImageCaptioner.py", (*BESIDE, "GeotrainObjectClassifier.py")),
     "SuperResolution": ("GeotrainImageTranslator.py", BESIDE),

@@ -217,6 +217,18 @@ BUILT: dict[str, ModelTypeInfo] = {
         monitors=("VALID_LOSS", "ACCURACY"),
         arguments={"chip_size": "an integer chip size in pixels", "monitor": "valid_loss or accuracy"},
     ),
+    "MAXDEEPLAB": ModelTypeInfo(
+        keyword="MAXDEEPLAB",
+        family="panoptic_segmentation",
+        formats=("Panoptic_Segmentation",),
+        backbones=RESNETS,
+        default_backbone="RESNET34",
+        monitors=("VALID_LOSS",),
+        arguments={
+            "n_masks": "a whole number of mask queries from 1 to 200 (30), at least the segments a chip holds",
+            "monitor": "valid_loss",
+        },
+    ),
     "IMAGECAPTIONER": ModelTypeInfo(
         keyword="IMAGECAPTIONER",
         family="image_captioning",

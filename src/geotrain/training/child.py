@@ -77,6 +77,7 @@ def _import_stack() -> None:
     import geotrain.training.cyclegan
     import geotrain.training.detection
     import geotrain.training.edges
+    import geotrain.training.panoptic
     import geotrain.training.run
     import geotrain.training.segmentation
     import geotrain.training.translation  # noqa: F401

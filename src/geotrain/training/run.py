@@ -132,6 +132,10 @@ def _train_family(job: Job) -> None:
             from geotrain.training.edges import train as train_edges
 
             train_edges(job)
+        case "panoptic_segmentation":
+            from geotrain.training.panoptic import train as train_panoptic
+
+            train_panoptic(job)
         case "image_captioning":
             from geotrain.training.captions import train as train_captions
 

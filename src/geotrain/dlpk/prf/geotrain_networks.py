@@ -571,6 +571,53 @@ class RoadNet(nn.Module):
         return out
 
 
+class MaskNet(nn.Module):
+    """Panoptic segmentation as MaX-DeepLab frames it: ``queries`` learned mask queries, refined by a transformer
+    decoder reading the backbone's deepest map, each predicting a class (or none) and a mask as its dot product
+    with every pixel's embedding from a U-Net decoder. Smaller than MaX-DeepLab (no dual-path transformer
+    inside the backbone): the same outputs, trained the same way (each query matched to a segment)."""
+
+    def __init__(self, arch: str, bands: int, classes: int, queries: int = 30, dim: int = 64, layers: int = 2) -> None:
+        super().__init__()
+        self.encoder = Encoder(arch, bands)
+        channels = _channels(self.encoder, bands)
+        self.decoder = UnetDecoder(channels, arch.startswith("vgg"))
+        self.pixels = nn.Conv2d(UNET_DECODER[-1], dim, 1)
+        self.memory = nn.Conv2d(channels[-1], dim, 1)
+        self.queries = nn.Embedding(queries, dim)
+        layer = nn.TransformerDecoderLayer(dim, 4, dim * 4, dropout=0.0, batch_first=True)
+        self.transformer = nn.TransformerDecoder(layer, layers)
+        self.classify = nn.Linear(dim, classes + 1)  # the classes 1..K at 0..K-1, then "no segment"
+
+    def both(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each query's class logits (batch x queries x classes + 1) and mask logits (batch x queries x rows x
+        cols); ``x`` padded to a multiple of 32."""
+        features = self.encoder(x)
+        pixels = self.pixels(self.decoder(features)).float()
+        memory = self.memory(features[-1]).flatten(2).transpose(1, 2).float()
+        queries = self.transformer(self.queries.weight[None].expand(len(x), -1, -1).float(), memory)
+        return self.classify(queries), torch.einsum("bqd,bdhw->bqhw", queries, pixels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Each pixel's class index (0: no segment) and segment (0: none), as two channels of longs."""
+        rows, cols = x.shape[-2:]
+        padded, _, _ = pad_to_stride(x)
+        logits, masks = self.both(padded)
+        return panoptic_maps(logits, masks[..., :rows, :cols])
+
+
+def panoptic_maps(logits: torch.Tensor, masks: torch.Tensor, least: float = 0.5) -> torch.Tensor:
+    """MaX-DeepLab's reading of the queries: each pixel goes to the query whose class certainty times mask
+    probability is highest there, taking that query's class and its number (query + 1) as the segment;
+    pixels whose best score is under ``least`` and queries that predict "no segment" give 0."""
+    chance, label = logits.float().softmax(-1)[..., :-1].max(-1)  # batch x queries (the best real class)
+    score = chance[..., None, None] * masks.float().sigmoid()
+    best, query = score.max(1)  # batch x rows x cols
+    classes = torch.gather(label + 1, 1, query.flatten(1)).view_as(query)
+    keep = best >= least
+    return torch.stack([torch.where(keep, classes, 0), torch.where(keep, query + 1, 0)], 1)
+
+
 class _Hourglass(nn.Module):
     """One hourglass: halve, recurse ``depth`` times, come back up and add what was kept at each scale."""
 
@@ -800,6 +847,8 @@ def pixel_classifier(emd: dict[str, Any]) -> nn.Module:
     classes = len(emd["Classes"]) + 1  # and NoData
     kind = str(emd["ModelConfiguration"]).removeprefix("geotrain.").upper()
     network: nn.Module
+    if kind == "MAXDEEPLAB":
+        return MaskNet(arch, bands, len(emd["Classes"]), int(params["n_masks"]))
     if kind == "CHANGEDETECTOR":
         return ChangeNet(arch, bands // 2, classes, str(params.get("attention_type", "PAM")))
     if kind in ("HED_EDGEDETECTOR", "BDCN_EDGEDETECTOR"):
