@@ -66,6 +66,7 @@ JOBS: dict[str, tuple[str, str | None, str, dict[str, str]]] = {
     "CONNECTNET": ("roads", "RESNET18", "DICE", {"orient_bin_size": "30"}),
     "DEEPSORT": ("identities", "REID_V1", "ACCURACY", {}),
     "MAXDEEPLAB": ("panoptic", "RESNET18", "VALID_LOSS", {"n_masks": "10"}),
+    "DETREG": ("voc", "RESNET18", "AVERAGE_PRECISION", {"queries": "20"}),
     # decode_params as Pro's value table passes it: a dictionary's text
     "IMAGECAPTIONER": (
         "captions", "RESNET18", "CORPUS_BLEU",
@@ -92,6 +93,7 @@ def queued(server: Server) -> dict[str, str]:
     formats.captions(store / "captions")  # MultiLabeled_Tiles with the caption field: 3-band chips, 1-2 captions
     formats.identities(store / "identities")  # Imagenet crops of three tracked objects, four each
     formats.panoptic(store / "panoptic", chips=6)  # stuff class 5, things of class 1 (Palm) in labels2/Palm/
+    formats.pascal_voc(store / "voc", chips=6, size=48)  # RGB JPEG chips, boxes of classes 1 and 2
     # roads: 3-band 8-bit chips with two straight roads each, class value 4
     write_road_tiles(store / "roads", ExportSpec(chips=6, bands=3, dtype="uint8", values=(4,), absent=None, seed=7))
     ids = {}
@@ -136,6 +138,10 @@ def _function_input(store: Path, model_type: str) -> np.ndarray | list[np.ndarra
     if model_type == "CHANGEDETECTOR":
         # Detect Change Using Deep Learning: the earlier raster's bands, then the later one's
         return np.concatenate([_chip(folder / "images"), _chip(folder / "images2")])
+    if model_type == "DETREG":
+        with rasterio.open(folder / "images" / "000000000000.jpg") as src:
+            jpeg: np.ndarray = src.read()
+        return jpeg
     return _chip(folder / ("A/images" if model_type == "CYCLEGAN" else "images"))
 
 
@@ -345,3 +351,19 @@ def test_maxdeeplab_trains_and_its_function_gives_class_values_and_segment_numbe
     # band 1: class values (0 where no segment claims a pixel); band 2: segment numbers, one per query at most
     assert output.shape == (2, 32, 32) and set(np.unique(output[0])) <= {0, 1, 5}
     assert output[1].min() >= 0 and output[1].max() <= 10
+
+
+def test_detreg_trains_a_detection_transformer_and_its_function_gives_boxes(trained: dict[str, Trained]) -> None:
+    emd, messages, features = trained["DETREG"].emd, trained["DETREG"].messages, trained["DETREG"].output
+    assert (emd["ModelType"], emd["ModelName"]) == ("ObjectDetection", "DETReg")
+    assert emd["InferenceFunction"] == "GeotrainObjectDetector.py" and emd["ModelParameters"]["queries"] == 20
+    assert emd["ModelParameters"]["input_size"] % 32 == 0 and "average_precision_score" in emd
+    assert any("average_precision" in m for m in messages if m.startswith("Epoch 1/1"))
+    assert len(features) <= 20  # a box per query at most
+    for feature in features:
+        assert (
+            feature["attributes"]["Class"] in {c["Name"] for c in emd["Classes"]}
+            and 0 < feature["attributes"]["Confidence"] <= 100
+        )
+        ring = feature["geometry"]["rings"][0]
+        assert all(0 <= x <= 48 and 0 <= y <= 48 for x, y in ring)

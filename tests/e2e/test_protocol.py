@@ -175,8 +175,8 @@ def test_bad_parameter_gets_the_envelope_naming_it(server: Server, client: httpx
 
 
 def test_unbuilt_model_type_lists_the_ones_that_are_built(server: Server, client: httpx.Client) -> None:
-    error = _error(client, server, model_type="MAXDEEPLAB")
-    assert "MAXDEEPLAB" in str(error["details"]) and (f"available: {', '.join(sorted(catalog.BUILT))}") in str(
+    error = _error(client, server, model_type="SIAMMASK")
+    assert "SIAMMASK" in str(error["details"]) and (f"available: {', '.join(sorted(catalog.BUILT))}") in str(
         error["details"]
     )
     assert "UNET" in sorted(catalog.BUILT)

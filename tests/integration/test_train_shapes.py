@@ -228,6 +228,7 @@ def test_a_few_unreadable_chips_warn_and_the_job_goes_on(tmp_path: Path) -> None
                               ' "location_loss_factor": "0.6", "focal_loss": "True", "bias": "-3"}'},
          "SingleShotDetector"),
         # YOLOV3 (pretrained_backbone False, COCO anchors for too few boxes) trains over HTTP in tests/e2e
+        ("DETREG", {"arguments": '{"queries": "12"}'}, "DETReg"),
     ],
 )  # fmt: skip
 def test_other_detectors_train_on_pascal_voc(
@@ -244,13 +245,16 @@ def test_other_detectors_train_on_pascal_voc(
          **extra},
         # RetinaNet gives many detections above the check's threshold after one epoch: the package's own
         # function, apart from geotrain, must give the same ones
-        check_packages=model_type == "RETINANET",
+        check_packages=model_type in ("RETINANET", "DETREG"),
     )  # fmt: skip
     assert emd["ModelType"] == "ObjectDetection" and emd["ModelName"] == model_name
     assert any(i.startswith("Epoch 1/1: train_loss") and "average_precision" in i for i in infos)
     assert set(emd["average_precision_score"]) == {"Palm", "Pine", "Oak"}
     if model_type == "SSD":
         assert emd["Grids"] == [4, 2] and emd["Zooms"] == [0.7, 1.0] and emd["Ratios"] == [[1.0, 1.0], [1.0, 0.5]]
+    elif model_type == "DETREG":
+        assert emd["ModelParameters"]["queries"] == 12 and emd["ModelParameters"]["input_size"] == 128
+        assert any(i.startswith("Checked the package") for i in infos), infos
     else:
         assert (
             emd["ModelParameters"]["scales"] == [1, 0.8, 0.63]

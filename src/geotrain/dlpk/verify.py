@@ -31,20 +31,25 @@ def run_function(package: Path, pixels: np.ndarray, workdir: Path) -> np.ndarray
     return output
 
 
+VECTOR_KINDS = ("ObjectDetection", "InstanceDetection")
+
+
 def run_functions(runs: list[tuple[Path, np.ndarray | list[np.ndarray], Path]]) -> list[Any]:
     """``run_function`` for several (package, pixels, work folder) at once: one interpreter runs them all, one
-    after the other, each package's function loaded from its own folder. Pixels as one array give
-    ``updatePixels``' output array; as a list of blocks (one per object), ``vectorize``'s features."""
+    after the other, each package's function loaded from its own folder. Each gives ``updatePixels``' output
+    array, or ``vectorize``'s features (detectors; pixels as a list of blocks, one per object)."""
     manifest = []
     outputs = []
     for package, pixels, workdir in runs:
         folder = workdir / "package"
         emd = extract(package, folder)
+        kind = json.loads(Path(emd).read_text(encoding="utf-8-sig")).get("ModelType")
+        output = workdir / ("output.json" if isinstance(pixels, list) or kind in VECTOR_KINDS else "output.npy")
         if isinstance(pixels, list):
-            stored, output = workdir / "pixels.npz", workdir / "output.json"
+            stored = workdir / "pixels.npz"
             np.savez(stored, *pixels)
         else:
-            stored, output = workdir / "pixels.npy", workdir / "output.npy"
+            stored = workdir / "pixels.npy"
             np.save(stored, pixels)
         outputs.append(output)
         manifest.append([str(folder), str(emd), str(stored), str(output), "{}"])

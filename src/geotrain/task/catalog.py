@@ -217,6 +217,19 @@ BUILT: dict[str, ModelTypeInfo] = {
         monitors=("VALID_LOSS", "ACCURACY"),
         arguments={"chip_size": "an integer chip size in pixels", "monitor": "valid_loss or accuracy"},
     ),
+    "DETREG": ModelTypeInfo(
+        keyword="DETREG",
+        family="object_detection",
+        formats=("PASCAL_VOC_rectangles", "KITTI_rectangles"),
+        backbones=RESNETS,
+        default_backbone="RESNET50",
+        monitors=("VALID_LOSS", "AVERAGE_PRECISION"),
+        arguments={
+            "queries": "a whole number of object queries from 1 to 300 (50), more than the boxes a chip holds",
+            "chip_size": "an integer chip size in pixels",
+            "monitor": "valid_loss or average_precision",
+        },
+    ),
     "MAXDEEPLAB": ModelTypeInfo(
         keyword="MAXDEEPLAB",
         family="panoptic_segmentation",

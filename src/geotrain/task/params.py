@@ -503,6 +503,8 @@ def _check_argument(info: catalog.ModelTypeInfo, name: str, value: Any) -> None:
             ok = isinstance(value, int) and not isinstance(value, bool) and 2 <= value <= 16
         case "attention_type":
             ok = value in ("PAM", "BAM")
+        case "queries":
+            ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 300
         case "n_masks":
             ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 200
         case "decode_params" | "decoder_params":

@@ -1,4 +1,4 @@
-"""Object detection (FASTERRCNN, RETINANET, SSD, YOLOV3) on PASCAL_VOC_rectangles and KITTI_rectangles, and
+"""Object detection (FASTERRCNN, RETINANET, SSD, YOLOV3, DETREG) on PASCAL_VOC_rectangles and KITTI_rectangles, and
 instance segmentation (MASKRCNN) on RCNN_Masks: torchvision's detectors, one training loop."""
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from geotrain.training.models import detectors, yolo
 
 Target = dict[str, np.ndarray]
 MODEL_NAMES = {"FASTERRCNN": "FasterRCNN", "RETINANET": "RetinaNet", "SSD": "SingleShotDetector",
-               "MASKRCNN": "MaskRCNN", "YOLOV3": "YOLOv3"}  # fmt: skip
+               "MASKRCNN": "MaskRCNN", "YOLOV3": "YOLOv3", "DETREG": "DETReg"}  # fmt: skip
 # One-stage detectors trained from scratch blow up in their first epochs without a cap on the gradient
 # norm; 35 is what mmdetection's RetinaNet and YOLOv3 recipes use.
-CLIPPED = {"RETINANET": 35.0, "YOLOV3": 35.0}
+CLIPPED = {"RETINANET": 35.0, "YOLOV3": 35.0, "DETREG": 0.1}  # DETR's own recipe clips at 0.1
 # Small chips are enlarged to this many pixels before the network: the FPN's coarsest level needs room.
 MIN_INPUT = 128
 
@@ -196,6 +196,8 @@ def train(job: Job) -> None:
     chip_size = job.crop_size() or min(tile)
     input_size = params.resize_to or max(chip_size, MIN_INPUT)
     arguments = dict(params.arguments)
+    if params.model_type == "DETREG":
+        input_size = detectors.detr_input_size(input_size)
     if params.model_type == "YOLOV3":
         input_size = detectors.yolo_input_size(input_size)
         if not arguments.get("anchors"):
@@ -252,6 +254,8 @@ def train(job: Job) -> None:
         emd["ModelParameters"]["ratios"] = params.argument("ratios", detectors.RETINANET_RATIOS)
     if masks:
         emd["ModelParameters"]["pointrend"] = bool(params.argument("pointrend", False))
+    if params.model_type == "DETREG":
+        emd["ModelParameters"]["queries"] = int(arguments.get("queries", detectors.DETR_QUERIES))
     if params.model_type == "YOLOV3":
         emd["ModelParameters"]["anchors"] = [list(a) for a in arguments["anchors"]]
         emd["ModelParameters"]["n_bands"] = scanned.num_bands

@@ -22,6 +22,7 @@ from torchmetrics import Metric
 from geotrain.dlpk import emd as emd_writer
 from geotrain.dlpk import pictures
 from geotrain.dlpk.prf.geotrain_networks import MaskNet, pad_to_stride, panoptic_maps
+from geotrain.dlpk.prf.geotrain_networks import greedy_match as match
 from geotrain.errors import TrainingError
 from geotrain.training.data.readers import reader_for
 from geotrain.training.data.scan import Scan, scan
@@ -82,18 +83,6 @@ def collate(batch: list[Sample]) -> tuple[torch.Tensor, list[torch.Tensor], list
         [b[2] for b in batch],
         torch.stack([b[3] for b in batch]),
     )
-
-
-def match(cost: torch.Tensor) -> tuple[list[int], list[int]]:
-    """One query per segment, cheapest pairs first (queries x segments costs)."""
-    cost = cost.detach().float().clone()
-    queries, found = [], []
-    for _ in range(min(cost.shape)):
-        q, s = divmod(int(cost.argmin()), cost.shape[1])
-        queries.append(q)
-        found.append(s)
-        cost[q, :], cost[:, s] = float("inf"), float("inf")
-    return queries, found
 
 
 def _dice_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -32,7 +32,7 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.models.detection.ssd import SSD
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead
-from torchvision.ops import batched_nms
+from torchvision.ops import batched_nms, box_convert, generalized_box_iou
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 # inputs are padded to a multiple of this, and to at least twice it
@@ -1396,6 +1396,103 @@ class YOLOv3(nn.Module):
         return results
 
 
+def greedy_match(cost: torch.Tensor) -> tuple[list[int], list[int]]:
+    """One row (query) per column (target), the cheapest pairs first."""
+    cost = cost.detach().float().clone()
+    rows, cols = [], []
+    for _ in range(min(cost.shape)):
+        r, c = divmod(int(cost.argmin()), cost.shape[1])
+        rows.append(r)
+        cols.append(c)
+        cost[r, :], cost[:, c] = float("inf"), float("inf")
+    return rows, cols
+
+
+class DetectionTransformer(nn.Module):
+    """DETR, the detector DETReg trains: a ResNet's deepest map read as a sequence by a transformer encoder,
+    ``queries`` object queries decoded against it, each predicting a class (or "no object") and a box; trained
+    by matching queries one to one to the boxes (class certainty, L1 and generalized IoU of the boxes). Takes
+    and gives what torchvision's detectors take and give (``labels`` 1-based, boxes in input pixels)."""
+
+    def __init__(
+        self, arch: str, bands: int, num_classes: int, input_size: int, queries: int = 50, dim: int = 128,
+        layers: int = 2, score_thresh: float = 0.05, detections_per_img: int = 100,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        self.encoder = Encoder(arch, bands)
+        self.num_classes, self.input_size = num_classes, input_size
+        self.score_thresh, self.detections_per_img = score_thresh, detections_per_img
+        self.project = nn.Conv2d(_channels(self.encoder, bands)[-1], dim, 1)
+        cells = (input_size // 32) ** 2
+        self.position = nn.Parameter(torch.randn(1, cells, dim) * 0.02)
+        self.transformer = nn.Transformer(dim, 4, layers, layers, dim * 4, dropout=0.0, batch_first=True)
+        self.queries = nn.Embedding(queries, dim)
+        self.classify = nn.Linear(dim, num_classes + 1)  # the classes, then "no object"
+        self.box = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(inplace=True), nn.Linear(dim, 4))
+
+    def _raw(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each query's class logits and box (centre x, centre y, width, height as shares of the input)."""
+        memory = self.project(self.encoder(x)[-1]).flatten(2).transpose(1, 2).float() + self.position
+        decoded = self.transformer(memory, self.queries.weight[None].expand(len(x), -1, -1).float())
+        return self.classify(decoded), self.box(decoded).sigmoid()
+
+    def forward(
+        self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]] | None = None
+    ) -> dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]:
+        size = self.input_size
+        x = torch.stack(
+            [F.interpolate(im[None], size=(size, size), mode="bilinear", align_corners=False)[0] for im in images]
+        )
+        scales = [torch.tensor([size / im.shape[-1], size / im.shape[-2]] * 2, device=x.device) for im in images]
+        logits, boxes = self._raw(x)
+        if self.training:
+            assert targets is not None, "training needs targets"
+            return self._loss(logits.float(), boxes.float(), targets, scales)
+        return self._predict(logits.float(), boxes.float(), images, scales)
+
+    def _loss(
+        self, logits: torch.Tensor, boxes: torch.Tensor, targets: list[dict[str, torch.Tensor]],
+        scales: list[torch.Tensor],
+    ) -> dict[str, torch.Tensor]:  # fmt: skip
+        weights = torch.ones(self.num_classes + 1, device=logits.device)
+        weights[-1] = 0.1  # "no object", as DETR weighs it
+        cls, l1, giou = logits.new_zeros(()), logits.new_zeros(()), logits.new_zeros(())
+        count = max(1, sum(len(t["boxes"]) for t in targets))
+        for b, (target, scale) in enumerate(zip(targets, scales, strict=True)):
+            wanted = torch.full((logits.shape[1],), self.num_classes, dtype=torch.long, device=logits.device)
+            if len(target["boxes"]):
+                truth = box_convert(target["boxes"] * scale / self.input_size, "xyxy", "cxcywh")
+                made = box_convert(boxes[b], "cxcywh", "xyxy")
+                overlap = generalized_box_iou(made, box_convert(truth, "cxcywh", "xyxy"))
+                cost = (
+                    -logits[b].softmax(-1)[:, target["labels"] - 1]
+                    + 5 * torch.cdist(boxes[b], truth, p=1)
+                    - 2 * overlap
+                )
+                q, t = greedy_match(cost)
+                wanted[q] = target["labels"][t] - 1
+                l1 = l1 + F.l1_loss(boxes[b][q], truth[t], reduction="sum")
+                giou = giou + (1 - torch.diag(overlap[q][:, t])).sum()
+            cls = cls + F.cross_entropy(logits[b], wanted, weight=weights)
+        n = len(targets)
+        return {"classification": cls / n, "bbox_regression": 5 * l1 / count, "giou": 2 * giou / count}
+
+    def _predict(
+        self, logits: torch.Tensor, boxes: torch.Tensor, images: list[torch.Tensor], scales: list[torch.Tensor]
+    ) -> list[dict[str, torch.Tensor]]:
+        results = []
+        for b, (image, scale) in enumerate(zip(images, scales, strict=True)):
+            scores, labels = logits[b].softmax(-1)[:, :-1].max(-1)
+            keep = (scores > self.score_thresh).nonzero().flatten()
+            keep = keep[scores[keep].argsort(descending=True)][: self.detections_per_img]
+            rows, cols = image.shape[-2:]
+            found = box_convert(boxes[b][keep], "cxcywh", "xyxy") * self.input_size / scale
+            found[:, 0::2] = found[:, 0::2].clamp(0, cols)
+            found[:, 1::2] = found[:, 1::2].clamp(0, rows)
+            results.append({"boxes": found, "scores": scores[keep], "labels": labels[keep] + 1})
+        return results
+
+
 def detector(emd: dict[str, Any]) -> nn.Module:
     """The network an ObjectDetection or InstanceDetection EMD of geotrain describes, with random weights.
     It takes images normalised with the EMD's statistics, as torchvision detectors take them."""
@@ -1430,6 +1527,10 @@ def detector(emd: dict[str, Any]) -> nn.Module:
         )
         network = SSD(
             features, anchors_ssd, (size, size), num_classes, **plain, detections_per_img=DETECTIONS_PER_IMAGE
+        )
+    elif kind == "DETREG":
+        network = DetectionTransformer(
+            arch, bands, num_classes - 1, size, int(params["queries"]), detections_per_img=DETECTIONS_PER_IMAGE
         )
     elif kind == "YOLOV3":
         anchors_yolo = [(float(w), float(h)) for w, h in params["anchors"]]

@@ -92,6 +92,14 @@ def _class_prior(network: SSD, bias: float) -> None:
             conv.bias.view(-1, network.head.classification_head.num_columns)[:, 1:] = bias
 
 
+DETR_QUERIES = 50  # object queries: a chip holds far fewer boxes than DETR's 100 for photographs
+
+
+def detr_input_size(input_size: int) -> int:
+    """DETR reads the stride-32 map, whose cells it learns a position for: a side that is a multiple of 32."""
+    return -(-input_size // 32) * 32
+
+
 def yolo_input_size(input_size: int) -> int:
     """YOLOv3 sees images whose side is a multiple of its coarsest stride."""
     return -(-input_size // yolo.STRIDE) * yolo.STRIDE
@@ -181,6 +189,14 @@ def build_detector(
             )
             _class_prior(network, float(arguments.get("bias", SSD_BIAS)))
             encoder = trunk
+        case "DETREG":
+            size = detr_input_size(input_size)
+            queries = int(arguments.get("queries", DETR_QUERIES))
+            detr = portable.DetectionTransformer(arch, bands, num_classes - 1, size, queries)
+            weights = pretrained.backbone_weights(arch, bands, scheme)
+            if weights.state is not None:
+                pretrained.load_into(detr.encoder, weights, arch)
+            network, encoder = detr, detr.encoder
         case "YOLOV3":
             network, encoder, weights = _yolo(arch, bands, num_classes - 1, scheme, input_size, freeze, arguments)
         case _:
