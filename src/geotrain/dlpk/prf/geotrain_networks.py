@@ -1260,6 +1260,15 @@ def _yolo_neck(c_in: int, c: int) -> nn.Sequential:
     return nn.Sequential(_yolo_block(c_in, c, 1), _yolo_block(c, 2 * c, 3), _yolo_block(2 * c, c, 1))
 
 
+def resized(images: list[torch.Tensor], size: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Images of any size as one batch of ``size`` x ``size``, and per image the factors (x, y, x, y) that take
+    its pixels to the batch's."""
+    x = torch.stack(
+        [F.interpolate(im[None], size=(size, size), mode="bilinear", align_corners=False)[0] for im in images]
+    )
+    return x, [torch.tensor([size / im.shape[-1], size / im.shape[-2]] * 2, device=x.device) for im in images]
+
+
 class YOLOv3(nn.Module):
     """``backbone`` gives feature maps at strides 8, 16 and 32 with ``channels``; ``anchors`` are nine
     (width, height) pairs in input pixels, smallest first, three per stride; ``num_classes`` excludes the
@@ -1315,12 +1324,7 @@ class YOLOv3(nn.Module):
     def forward(
         self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]] | None = None
     ) -> dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]:
-        size = self.input_size
-        x = torch.stack(
-            [F.interpolate(im[None], size=(size, size), mode="bilinear", align_corners=False)[0] for im in images]
-        )
-        # image pixels -> network pixels, per image: (x, y, x, y)
-        scales = [torch.tensor([size / im.shape[-1], size / im.shape[-2]] * 2, device=x.device) for im in images]
+        x, scales = resized(images, self.input_size)
         raw = self._raw(x)
         if self.training:
             assert targets is not None, "training needs targets"
@@ -1439,11 +1443,7 @@ class DetectionTransformer(nn.Module):
     def forward(
         self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]] | None = None
     ) -> dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]:
-        size = self.input_size
-        x = torch.stack(
-            [F.interpolate(im[None], size=(size, size), mode="bilinear", align_corners=False)[0] for im in images]
-        )
-        scales = [torch.tensor([size / im.shape[-1], size / im.shape[-2]] * 2, device=x.device) for im in images]
+        x, scales = resized(images, self.input_size)
         logits, boxes = self._raw(x)
         if self.training:
             assert targets is not None, "training needs targets"
