@@ -218,12 +218,18 @@ class PanopticTask(OneCycleTask):
 
 def train(job: Job) -> None:
     params, export, progress = job.params, job.export, job.progress
-    scanned = job.checked(scan(export, reader_for(export).load, job.reading))
+    sizes: set[tuple[int, ...]] = set()
+    things: set[int] = set()
+
+    def observe(image: np.ndarray, target: dict[str, np.ndarray]) -> None:
+        # while the chips are read once: their sizes, and the classes that have instances (the things)
+        sizes.add(tuple(image.shape[1:]))
+        things.update(int(label) for label in target["labels"])
+
+    scanned = job.checked(scan(export, reader_for(export).load, job.reading, observe=observe))
     foreground = [c for c in export.classes if c.value != 0]
-    sizes = {tuple(scanned.sample(i)[0].shape[1:]) for i in range(min(len(scanned.items), 50))}
     if len(sizes) > 1:
         raise TrainingError(f"MAXDEEPLAB trains on chips of one size; this export holds {sorted(sizes)}.")
-    things = {int(label) for i in range(len(scanned.items)) for label in scanned.sample(i)[1]["labels"]}
     if not things:
         raise TrainingError("The export has no instance in labels2/: MAXDEEPLAB needs things to segment.")
     names = [c.name for i, c in enumerate(foreground, start=1) if i in things]

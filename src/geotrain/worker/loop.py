@@ -79,6 +79,8 @@ class Worker:
         log.info("worker %s started", self.worker_id)
         if self._listener is not None:
             self._listener.start()
+        # ready before the first job arrives: its seconds of imports overlap the wait for one
+        self._forks = ForkServer(self._child_environment())
         while not self.stopping.is_set():
             try:
                 self._work.clear()  # before looking: a submit from now on wakes the wait below
