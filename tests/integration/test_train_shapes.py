@@ -284,8 +284,10 @@ def test_maskrcnn_trains_on_rcnn_masks_and_scores_masks(tmp_path: Path) -> None:
 
 def test_an_image_captioner_on_16_bit_4_band_chips_passes_its_package_check(tmp_path: Path) -> None:
     """The package's function, run apart from geotrain, captions validation chips word for word as the trained
-    network does, with the same confidence."""
-    formats.captions(tmp_path / "chips" / "captions", chips=8, bands=4, dtype="uint16")
+    network does, with the same confidence; a tile without a caption is left out, not counted unreadable."""
+    root = formats.captions(tmp_path / "chips" / "captions", chips=8, bands=4, dtype="uint16")
+    # a tile exported without a feature (ALL_TILES): no caption, left out
+    (root / "labels" / "000000000007.xml").write_text("<annotation></annotation>")
     emd, messages = _train(
         tmp_path,
         {"in_folder": "/fileShares/c/captions", "output_name": json.dumps({"uri": "/fileShares/geotrain/m/cap"}),
@@ -294,6 +296,7 @@ def test_an_image_captioner_on_16_bit_4_band_chips_passes_its_package_check(tmp_
         check_packages=True,
     )  # fmt: skip
     assert emd["ExtractBands"] == [0, 1, 2, 3] and emd["IsMultispectral"] is True
+    assert "1 chip(s) without a caption (tiles with no feature) are left out." in messages
     assert any(m.startswith("Checked the package: its inference function") for m in messages), messages
 
 

@@ -43,3 +43,12 @@ def test_a_fine_tuned_vocabulary_keeps_the_packages_words_in_their_places_and_ad
     assert vocabulary.words == [*known, "river", "wide"]
     # a list that is not a geotrain vocabulary is not trusted
     assert Vocabulary.of(["a road"], ["road", "a"]).words == ["<pad>", "<bos>", "<eos>", "<unk>", "a", "road"]
+
+
+def test_a_tile_without_a_caption_is_read_with_none_rather_than_as_unreadable(tmp_path: Path) -> None:
+    root = formats.captions(tmp_path / "captions", chips=4)
+    (root / "labels" / "000000000003.xml").write_text("<annotation><filename>000000000003.tif</filename></annotation>")
+    export = read_export(root)
+    item = next(item for item in export.items if item.image.stem == "000000000003")
+    image, captions = reader_for(export).load(item)
+    assert captions == [] and image.shape == (3, 32, 32)

@@ -166,7 +166,17 @@ def decoder_settings(arguments: dict[str, Any]) -> dict[str, Any]:
 def train(job: Job) -> None:
     params, export, progress = job.params, job.export, job.progress
     scanned = job.checked(scan(export, reader_for(export).load, job.reading))
-    train_idx, valid_idx = job.split(scanned)
+    captioned = [bool(scanned.sample(i)[1]) for i in range(len(scanned.items))]
+    if not any(captioned):
+        raise TrainingError("No chip of the export has a caption.", ["Export the chips with the caption field."])
+    if not all(captioned):
+        progress.warn(f"{captioned.count(False)} chip(s) without a caption (tiles with no feature) are left out.")
+    train_idx, valid_idx = ([i for i in part if captioned[i]] for part in job.split(scanned))
+    if not train_idx or not valid_idx:
+        raise TrainingError(
+            f"{captioned.count(True)} captioned chip(s) cannot be split into training and validation.",
+            ["Export more captioned chips, or change validation_percent."],
+        )
     train_captions = [c for i in train_idx for c in scanned.sample(i)[1]]
     known = [str(w) for w in job.pretrained.emd.get("Vocabulary", [])] if job.pretrained is not None else []
     vocabulary = Vocabulary.of(train_captions, known)
