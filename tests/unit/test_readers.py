@@ -166,3 +166,18 @@ def test_extract_bands_from_a_real_list_selects_and_orders_bands(tmp_path: Path)
     _, result = _scan(root)
     image, _ = result.sample(0)
     assert image.shape[0] == 3 and np.array_equal(image, full[[3, 0, 1]])
+
+
+def test_imagenet_class_folders_named_with_spaces_are_read_from_map_txt(tmp_path: Path) -> None:
+    """DEEPSORT's identity folders may carry the class names, spaces and all: a map.txt line is one path."""
+    root = tmp_path / "ids"
+    rng = np.random.default_rng(0)
+    lines = []
+    for i, name in enumerate(["car 1", "car 1", "truck 7"]):
+        formats.raster(root / "images" / name / f"{i:012d}.tif", rng.integers(0, 200, (3, 16, 16)).astype("uint8"))
+        lines.append(f"images\\{name}\\{i:012d}.tif")
+    formats.metadata(root, "Imagenet", 3, 16, 3, classes=[(1, "car 1"), (2, "truck 7")])
+    formats.map_txt(root, lines)
+    export = read_export(root)
+    assert not export.missing
+    assert sorted(item.class_name or "" for item in export.items) == ["car 1", "car 1", "truck 7"]

@@ -198,6 +198,9 @@ def _map_items(root: Path, lookup: _Lookup) -> tuple[list[ChipItem], list[str]] 
     seen: set[str] = set()
     for line in path.read_text(encoding="utf-8-sig", errors="replace").splitlines():
         tokens = line.replace("\\", "/").split()
+        whole = line.replace("\\", "/").strip()
+        if lookup.fmt == "Imagenet" and len(tokens) > 1 and (root / whole).is_file():
+            tokens = [whole]  # a class folder named with spaces ("car 1"): the line is one path
         if not tokens or tokens[0] in seen:
             continue
         seen.add(tokens[0])
