@@ -193,14 +193,8 @@ def train(job: Job) -> None:
         f"Captions: {len(train_captions)} in training, {len(vocabulary.words) - len(SPECIAL_WORDS)} words in the "
         f"vocabulary, up to {steps - 1} words a caption."
     )
-    first, _ = scanned.sample(0)
-    size = job.crop_size() or (min(export.tile_size) if export.tile_size else min(first.shape[1:]))
-    if params.data_augmentation in ("CUSTOM", "FILE"):
-        progress.warn(
-            f"IMAGECAPTIONER trains with flips and quarter turns; {params.data_augmentation} augmentation is not "
-            "applied to captioned chips yet."
-        )
-    augment = params.data_augmentation != "NONE"
+    size = job.chip_size(scanned)
+    augment = job.flips_and_turns("captioned chips")
     train_set = CaptionChips(scanned, train_idx, size, augment, vocabulary, steps)
     valid_set = CaptionChips(scanned, valid_idx, size, False, vocabulary, steps)
 

@@ -164,8 +164,7 @@ def train(job: Job) -> None:
     reader, scanned, foreground = job.scan_labels("chip")
     multi_label = reader.kind == "MultiLabeled_Tiles"
     train_idx, valid_idx = job.split(scanned)
-    first, _ = scanned.sample(0)
-    size = job.crop_size() or (min(export.tile_size) if export.tile_size else min(first.shape[1:]))
+    size = job.chip_size(scanned)
     augment = params.data_augmentation != "NONE"
     train_augmenter, valid_augmenter = job.augmenters(scanned.normalization)
     train_set = ClassificationChips(scanned, train_idx, size, augment, train_augmenter)

@@ -156,7 +156,7 @@ def train(job: Job) -> None:
         raise TrainingError("in_folder: each of A/ and B/ needs at least 2 readable chips.")
     a_train, a_valid = job.split(scan_a)
     b_train, b_valid = split(len(scan_b.items), params.validation_percent, SEED)
-    size = job.crop_size() or min(export.tile_size or scan_a.sample(0)[0].shape[1:])
+    size = job.chip_size(scan_a)
     blocks = int(params.argument("gen_blocks", GEN_BLOCKS))
     lsgan = bool(params.argument("lsgan", True))
     bands = (scan_a.num_bands, scan_b.num_bands)

@@ -112,6 +112,22 @@ class Job:
     def crop_size(self) -> int | None:
         return self.params.crop_size(self.plan)
 
+    def chip_size(self, scanned: Scan[Any]) -> int:
+        """The side chips are trained at: the requested chip size or crop, else the export's tile size (the
+        first chip's, when the export does not say)."""
+        return self.crop_size() or min(self.export.tile_size or scanned.sample(0)[0].shape[1:])
+
+    def flips_and_turns(self, what: str) -> bool:
+        """Whether to augment, for the families that only flip and turn ``what`` (CUSTOM and FILE transforms
+        are said not to apply)."""
+        augmentation = self.params.data_augmentation
+        if augmentation in ("CUSTOM", "FILE"):
+            self.progress.warn(
+                f"{self.params.model_type} trains with flips and quarter turns; {augmentation} augmentation is not "
+                f"applied to {what} yet."
+            )
+        return augmentation != "NONE"
+
     def augmenters(self, norm: Normalization) -> tuple[Augmenter | None, Augmenter | None]:
         """The CUSTOM or FILE transforms for training and for validation samples (None: none named)."""
         plan = self.plan

@@ -362,14 +362,8 @@ def train(job: Job) -> None:
         raise TrainingError("in_folder: no chip of the export could be read.")
     target_norm = scanned.normalization if superres else targets.plain()
     train_idx, valid_idx = job.split(scanned)
-    sizes = export.tile_size or tuple(scanned.sample(0)[0].shape[1:])
-    chip_size = job.crop_size() or min(sizes)
-    if params.data_augmentation in ("CUSTOM", "FILE"):
-        progress.warn(
-            f"{params.model_type} trains with flips and quarter turns; {params.data_augmentation} augmentation "
-            "is not applied to image pairs yet."
-        )
-    augment = params.data_augmentation != "NONE"
+    chip_size = job.chip_size(scanned)
+    augment = job.flips_and_turns("image pairs")
     train_set = TranslationChips(scanned, train_idx, chip_size, augment, target_norm, factor)
     valid_set = TranslationChips(scanned, valid_idx, chip_size, False, target_norm, factor)
     out_bands = scanned.num_bands if superres else len(target_norm.mean)

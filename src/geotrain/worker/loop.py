@@ -79,8 +79,7 @@ class Worker:
         log.info("worker %s started", self.worker_id)
         if self._listener is not None:
             self._listener.start()
-        # ready before the first job arrives: its seconds of imports overlap the wait for one
-        self._forks = ForkServer(self._child_environment())
+        self._fork_server()  # ready before the first job arrives: its seconds of imports overlap the wait for one
         while not self.stopping.is_set():
             try:
                 self._work.clear()  # before looking: a submit from now on wakes the wait below
@@ -136,9 +135,8 @@ class Worker:
             self._supervise(job)
         finally:
             logs.job_id.reset(token)
-        if not self.stopping.is_set() and (self._forks is None or not self._forks.alive()):
-            # started (again) now, not during a job: its seconds of imports would slow that job
-            self._forks = ForkServer(self._child_environment())
+        if not self.stopping.is_set():
+            self._fork_server()  # started again now if it died, not during a job: its imports would slow that job
 
     def _supervise(self, job: JobRecord) -> None:
         workdir = self.settings.jobs_dir / job.id
@@ -199,15 +197,19 @@ class Worker:
                 continue
         return child.poll() is not None
 
+    def _fork_server(self) -> ForkServer:
+        """The worker's fork server, started (again) when there is none alive."""
+        if self._forks is None or not self._forks.alive():
+            self._forks = ForkServer(self._child_environment())
+        return self._forks
+
     def _child_environment(self) -> dict[str, str]:
         return {**os.environ, **self.settings.child_environment()}
 
     def _start(self, job: JobRecord, log_path: Path) -> Forked | subprocess.Popen[bytes]:
         """The job's training process: forked from the fork server, or started afresh if that cannot be."""
         log_path.touch()
-        if self._forks is None or not self._forks.alive():
-            self._forks = ForkServer(self._child_environment())
-        forked = self._forks.start(
+        forked = self._fork_server().start(
             job.id, log_path, FORK_TIMEOUT, lambda: self._keep_lease(job), self._heartbeat_interval()
         )
         if forked is not None:

@@ -29,19 +29,13 @@ class GeotrainImageCaptioner(ObjectClassifier):  # type: ignore[misc,valid-type]
         self.description = "Describes objects in words with a network trained by geotrain."
 
     def initialize(self, **kwargs: Any) -> None:
-        if "model" not in kwargs:
-            return
-        self.emd, folder = runtime.read_emd(str(kwargs["model"]))
-        self.device = runtime.pick_device(kwargs.get("device"))
-        self.networks = runtime.load_sibling(HERE, "geotrain_networks.py")
-        self.network = self.networks.image_captioner(self.emd)
-        self.networks.load_weights(self.network, runtime.load_state(self.emd, folder))
-        self.network.to(self.device).eval()
-        self.normalize = runtime.Normalizer(self.emd)
-        self.words = [str(w) for w in self.emd["Vocabulary"]]
-        self.steps = int(self.emd["ModelParameters"]["max_words"]) + 1  # and its end
-        self.multi_label = False
-        self.batch_size = int(self.emd.get("BatchSize", 4))
+        super().initialize(**kwargs)
+        if "model" in kwargs:
+            self.words = [str(w) for w in self.emd["Vocabulary"]]
+            self.steps = int(self.emd["ModelParameters"]["max_words"]) + 1  # and its end
+
+    def build_network(self) -> Any:
+        return self.networks.image_captioner(self.emd)
 
     def getParameterInfo(self) -> list[dict[str, Any]]:
         return [p for p in super().getParameterInfo() if p["name"] != "threshold"]

@@ -53,15 +53,19 @@ class GeotrainObjectClassifier:
         self.emd, folder = runtime.read_emd(str(kwargs["model"]))
         self.device = runtime.pick_device(kwargs.get("device"))
         self.networks = runtime.load_sibling(os.path.dirname(os.path.abspath(__file__)), "geotrain_networks.py")
-        self.network = self.networks.feature_classifier(self.emd)
+        self.network = self.build_network()
         self.networks.load_weights(self.network, runtime.load_state(self.emd, folder))
         self.network.to(self.device).eval()
         self.normalize = runtime.Normalizer(self.emd)
         self.names = [str(c["Name"]) for c in self.emd["Classes"]]
         self.multi_label = bool(self.emd.get("IsMultiLabel", False))
         # DEEPSORT's re-identification network: each object also gets its appearance descriptor
-        self.reid = hasattr(self.network, "embed")
+        self.reid = "EmbeddingSize" in self.emd
         self.batch_size = int(self.emd.get("BatchSize", self.batch_size))
+
+    def build_network(self) -> Any:
+        """The EMD's network, with random weights."""
+        return self.networks.feature_classifier(self.emd)
 
     def getParameterInfo(self) -> list[dict[str, Any]]:
         return [

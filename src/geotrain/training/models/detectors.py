@@ -20,7 +20,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from geotrain.dlpk.prf import geotrain_networks as portable
 from geotrain.training.models import pretrained, trunks, yolo
-from geotrain.training.models.registry import BuiltModel
+from geotrain.training.models.registry import BuiltModel, with_weights
 
 # ArcGIS's defaults (arcgis.learn) where a request leaves an argument out
 RETINANET_SCALES = [1.0, 2 ** (-1 / 3), 2 ** (-2 / 3)]
@@ -193,10 +193,7 @@ def build_detector(
             size = detr_input_size(input_size)
             queries = int(arguments.get("queries", DETR_QUERIES))
             detr = portable.DetectionTransformer(arch, bands, num_classes - 1, size, queries)
-            weights = pretrained.backbone_weights(arch, bands, scheme)
-            if weights.state is not None:
-                pretrained.load_into(detr.encoder, weights, arch)
-            network, encoder = detr, detr.encoder
+            return with_weights(detr, detr.encoder, arch, bands, scheme)
         case "YOLOV3":
             network, encoder, weights = _yolo(arch, bands, num_classes - 1, scheme, input_size, freeze, arguments)
         case _:
