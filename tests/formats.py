@@ -279,3 +279,31 @@ def panoptic(root: Path, chips: int = 2, size: int = 32) -> Path:
              emd_extra={"Panoptic_Segmentation_Instance_Classes": [{"Value": 1, "Name": "Palm"}]})  # fmt: skip
     map_txt(root, lines)
     return root
+
+
+def tracks(root: Path, frames: int = 8, size: int = 48, bands: int = 3, dtype: str = "uint8") -> Path:
+    """RCNN_Masks of video frames (9-digit names): two cars (ids 1 and 2 in labels/Car/, one driving right, one
+    down) and a boat (id 1 in labels/Boat/, drifting), each the same id in every frame; each is bright in a band
+    of its own over a dim, noisy ground, so the tracks can be learnt."""
+    rng = np.random.default_rng(12)
+    lines = []
+    for i in range(frames):
+        stem = f"{i:09d}"
+        image = _image(rng, bands, size, dtype) // 5
+        bright = 170 if dtype == "uint8" else 3000
+        cars = np.zeros((size, size), np.uint8)
+        boat = np.zeros((size, size), np.uint8)
+        for value, (r, c), (h, w), band, mask in (
+            (1, (6, 4 + 3 * i), (8, 11), 0, cars),
+            (2, (4 + 3 * i, 30), (12, 7), 1 % bands, cars),
+            (1, (34, 24 + i), (9, 9), 2 % bands, boat),
+        ):
+            mask[r : r + h, c : c + w] = value
+            image[band, r : r + h, c : c + w] += bright
+        raster(root / "images" / f"{stem}.tif", image)
+        raster(root / "labels" / "Car" / f"{stem}.tif", cars)
+        raster(root / "labels" / "Boat" / f"{stem}.tif", boat)
+        lines.append(f"images\\{stem}.tif labels\\Car\\{stem}.tif")
+    metadata(root, "RCNN_Masks", bands, size, frames, classes=[(1, "Car"), (2, "Boat")])
+    map_txt(root, lines)
+    return root

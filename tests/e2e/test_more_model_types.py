@@ -67,6 +67,8 @@ JOBS: dict[str, tuple[str, str | None, str, dict[str, str]]] = {
     "DEEPSORT": ("identities", "REID_V1", "ACCURACY", {}),
     "MAXDEEPLAB": ("panoptic", "RESNET18", "VALID_LOSS", {"n_masks": "10"}),
     "DETREG": ("voc", "RESNET18", "AVERAGE_PRECISION", {"queries": "20"}),
+    # arguments as arcgis.learn's monitor spells it; small windows for a quick CPU job
+    "SIAMMASK": ("tracks", "RESNET18", "VALID_LOSS", {"exemplar_size": "32", "instance_size": "64", "monitor": "mIOU"}),
     # decode_params as Pro's value table passes it: a dictionary's text
     "IMAGECAPTIONER": (
         "captions", "RESNET18", "CORPUS_BLEU",
@@ -94,6 +96,7 @@ def queued(server: Server) -> dict[str, str]:
     formats.identities(store / "identities")  # Imagenet crops of three tracked objects, four each
     formats.panoptic(store / "panoptic", chips=6)  # stuff class 5, things of class 1 (Palm) in labels2/Palm/
     formats.pascal_voc(store / "voc", chips=6, size=48)  # RGB JPEG chips, boxes of classes 1 and 2
+    formats.tracks(store / "tracks", frames=6)  # RCNN_Masks of video frames: two cars and a boat, same ids throughout
     # roads: 3-band 8-bit chips with two straight roads each, class value 4
     write_road_tiles(store / "roads", ExportSpec(chips=6, bands=3, dtype="uint8", values=(4,), absent=None, seed=7))
     ids = {}
@@ -122,9 +125,12 @@ class Trained:
     output: Any
 
 
-def _function_input(store: Path, model_type: str) -> np.ndarray | list[np.ndarray]:
+def _function_input(store: Path, model_type: str) -> np.ndarray | list[np.ndarray] | verify.Frames:
     """A chip as the ArcGIS tool hands it to the package's function."""
     folder = store / JOBS[model_type][0]
+    if model_type == "SIAMMASK":
+        # a tracker: three frames, and the first car's box in the first (x, y, width, height)
+        return verify.Frames([_chip(folder / "images", f"{i:09d}") for i in range(3)], [[4.0, 6.0, 11.0, 8.0]])
     if model_type == "DEEPSORT":
         # Track Objects hands the re-identification network one crop per detected object
         return [
@@ -367,3 +373,23 @@ def test_detreg_trains_a_detection_transformer_and_its_function_gives_boxes(trai
         )
         ring = feature["geometry"]["rings"][0]
         assert all(0 <= x <= 48 and 0 <= y <= 48 for x, y in ring)
+
+
+def test_siammask_trains_a_tracker_and_its_package_follows_an_object_through_frames(
+    trained: dict[str, Trained],
+) -> None:
+    emd, messages, frames = trained["SIAMMASK"].emd, trained["SIAMMASK"].messages, trained["SIAMMASK"].output
+    assert emd["ModelType"] == "ObjectTracking" and emd["ModelName"] == "SiamMask"
+    assert emd["InferenceFunction"] == "GeotrainObjectTracker.py"
+    params = emd["ModelParameters"]
+    assert (params["exemplar_size"], params["instance_size"], params["backbone"]) == (32, 64, "resnet18")
+    assert emd["ImageHeight"] == 32 and {"mean_IOU", "monitored_miou"} <= set(emd)
+    assert [c["Name"] for c in emd["Classes"]] == ["Car", "Boat"]
+    assert any(m.startswith("Tracking: 2 tracks") for m in messages)
+    assert any("miou" in m and "box_iou" in m for m in messages if m.startswith("Epoch 1/1"))
+    # one track, started on the first frame's box, found again in each later frame with a mask of the frame's size
+    assert len(frames) == 3 and [t["bbox"] for t in frames[0]] == [[4.0, 6.0, 11.0, 8.0]]
+    for later in frames[1:]:
+        (track,) = later
+        assert track["id"] == 0 and len(track["bbox"]) == 4 and 0 <= track["score"] <= 1
+        assert track["mask"].shape == (48, 48) and track["mask"].dtype == bool

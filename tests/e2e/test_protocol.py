@@ -174,12 +174,10 @@ def test_bad_parameter_gets_the_envelope_naming_it(server: Server, client: httpx
     assert isinstance(details, list) and details and f"'{name}'" in details[0], details
 
 
-def test_unbuilt_model_type_lists_the_ones_that_are_built(server: Server, client: httpx.Client) -> None:
-    error = _error(client, server, model_type="SIAMMASK")
-    assert "SIAMMASK" in str(error["details"]) and (f"available: {', '.join(sorted(catalog.BUILT))}") in str(
-        error["details"]
-    )
-    assert "UNET" in sorted(catalog.BUILT)
+def test_every_arcgis_model_type_trains_or_is_refused_with_its_reason(server: Server, client: httpx.Client) -> None:
+    assert set(catalog.ALL_MODEL_TYPES) == set(catalog.BUILT) | set(catalog.REFUSED)
+    error = _error(client, server, model_type="MMSEGMENTATION")
+    assert "MMSEGMENTATION" in str(error["details"]) and "cannot be trained by this server" in str(error["details"])
 
 
 @pytest.mark.parametrize(

@@ -342,3 +342,22 @@ def test_maxdeeplab_passes_its_package_check(tmp_path: Path) -> None:
     )  # fmt: skip
     assert emd["ModelParameters"]["n_masks"] == 30
     assert any(m.startswith("Checked the package") and "100.0%" in m for m in messages), messages
+
+
+def test_siammask_tracks_objects_of_16_bit_four_band_frames_and_its_package_tracker_agrees(tmp_path: Path) -> None:
+    from tests import formats
+
+    formats.tracks(tmp_path / "chips" / "trk", frames=6, bands=4, dtype="uint16")
+    emd, infos = _train(
+        tmp_path,
+        {"in_folder": "/fileShares/c/trk", "output_name": in_share_json("trk"), "model_type": "SIAMMASK",
+         "backbone_model": "RESNET34", "max_epochs": "2", "learning_rate": "0.001", "batch_size": "4",
+         "chip_size": "24", "monitor": "MIOU", "arguments": '{"frame_range": "2"}'},
+        check_packages=True,
+    )  # fmt: skip
+    assert emd["ModelType"] == "ObjectTracking" and emd["ExtractBands"] == [0, 1, 2, 3]
+    assert emd["IsImageNetNormalization"] is False and len(emd["NormalizationStats"]["band_mean_values"]) == 4
+    params = emd["ModelParameters"]
+    assert (params["exemplar_size"], params["instance_size"], params["frame_range"]) == (24, 49, 2)
+    assert params["anchors"]["ratios"] == [0.33, 0.5, 1.0, 2.0, 3.0] and 0 <= float(emd["mean_IOU"]) <= 1
+    assert any(m.startswith("Checked the package: its tracker") for m in infos)

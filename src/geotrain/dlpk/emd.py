@@ -62,7 +62,7 @@ def common_emd(
     is_imagenet: bool,
 ) -> dict[str, Any]:
     """The keys every family writes; the family adds its metrics and its own keys."""
-    function = inference.function_for(model_kind)
+    function = inference.function_for(model_kind, model_name)
     emd: dict[str, Any] = {
         "Framework": "PyTorch",
         "ModelConfiguration": f"geotrain.{model_type.lower()}",

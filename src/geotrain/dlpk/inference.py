@@ -23,17 +23,28 @@ FUNCTIONS = {
     "CycleGAN": ("GeotrainImageTranslator.py", BESIDE),
     "Pix2PixHD": ("GeotrainImageTranslator.py", BESIDE),
 }
+# models whose function is not their ModelType's (SiamMask shares ObjectTracking with DeepSort)
+BY_MODEL_NAME = {
+    # a tracker (init on a frame's boxes, update on each next frame), not a raster function
+    "SiamMask": ("GeotrainObjectTracker.py", BESIDE),
+}
 
 
-def function_for(model_kind: str) -> str | None:
+def _entry(model_kind: str, model_name: str) -> tuple[str, tuple[str, ...]] | None:
+    return BY_MODEL_NAME.get(model_name) or FUNCTIONS.get(model_kind)
+
+
+def function_for(model_kind: str, model_name: str = "") -> str | None:
     """The file name ArcGIS finds in the EMD's InferenceFunction, or None where geotrain ships none yet."""
-    return FUNCTIONS[model_kind][0] if model_kind in FUNCTIONS else None
+    entry = _entry(model_kind, model_name)
+    return entry[0] if entry is not None else None
 
 
-def files_for(model_kind: str) -> dict[str, bytes]:
+def files_for(model_kind: str, model_name: str = "") -> dict[str, bytes]:
     """The files a package carries for ArcGIS to run it: the function and what it loads."""
-    if model_kind not in FUNCTIONS:
+    entry = _entry(model_kind, model_name)
+    if entry is None:
         return {}
-    function, beside = FUNCTIONS[model_kind]
+    function, beside = entry
     folder = resources.files("geotrain.dlpk.prf")
     return {name: folder.joinpath(name).read_bytes() for name in (function, *beside)}

@@ -65,7 +65,9 @@ def write(contents: PackageContents, target: Path) -> None:
             zf.writestr(LOSS_GRAPH, contents.loss_graph)
             zf.writestr(SHOW_RESULTS, contents.show_results)
             zf.writestr(METRICS_HTML, metrics_html(contents))
-            for name, data in inference.files_for(str(contents.emd.get("ModelType", ""))).items():
+            for name, data in inference.files_for(
+                str(contents.emd.get("ModelType", "")), str(contents.emd.get("ModelName", ""))
+            ).items():
                 zf.writestr(name, data)
         os.replace(partial, target)
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -34,29 +35,73 @@ def run_function(package: Path, pixels: np.ndarray, workdir: Path) -> np.ndarray
 VECTOR_KINDS = ("ObjectDetection", "InstanceDetection")
 
 
-def run_functions(runs: list[tuple[Path, np.ndarray | list[np.ndarray], Path]]) -> list[Any]:
+@dataclass
+class Frames:
+    """A tracker's input: video frames (bands x rows x cols of raw pixels) and the boxes (x, y, width, height)
+    of the objects to follow in the first."""
+
+    frames: list[np.ndarray]
+    boxes: list[list[float]]
+
+
+Tracks = list[list[dict[str, Any]]]  # per frame, each track's id, label, bbox, score and (after the first) mask
+
+
+def run_functions(runs: list[tuple[Path, np.ndarray | list[np.ndarray] | Frames, Path]]) -> list[Any]:
     """``run_function`` for several (package, pixels, work folder) at once: one interpreter runs them all, one
     after the other, each package's function loaded from its own folder. Each gives ``updatePixels``' output
-    array, or ``vectorize``'s features (detectors; pixels as a list of blocks, one per object)."""
+    array, ``vectorize``'s features (detectors; pixels as a list of blocks, one per object) or a tracker's tracks
+    in each frame (``Frames``)."""
     manifest = []
     outputs = []
     for package, pixels, workdir in runs:
         folder = workdir / "package"
         emd = extract(package, folder)
         kind = json.loads(Path(emd).read_text(encoding="utf-8-sig")).get("ModelType")
-        output = workdir / ("output.json" if isinstance(pixels, list) or kind in VECTOR_KINDS else "output.npy")
-        if isinstance(pixels, list):
-            stored = workdir / "pixels.npz"
-            np.savez(stored, *pixels)
-        else:
-            stored = workdir / "pixels.npy"
-            np.save(stored, pixels)
+        vector = isinstance(pixels, list | Frames) or kind in VECTOR_KINDS
+        output = workdir / ("output.json" if vector else "output.npy")
+        stored, scalars = _store(pixels, workdir)
         outputs.append(output)
-        manifest.append([str(folder), str(emd), str(stored), str(output), "{}"])
+        manifest.append([str(folder), str(emd), str(stored), str(output), json.dumps(scalars)])
     listed = runs[0][2].parent / "runs.json"
     listed.write_text(json.dumps(manifest))
     _interpret(["--many", str(listed)])
-    return [json.loads(o.read_text())["features"] if o.suffix == ".json" else np.load(o) for o in outputs]
+    return [_read_output(o) for o in outputs]
+
+
+def run_tracker(package: Path, frames: Frames, workdir: Path) -> Tracks:
+    """The tracks the package's tracker gives through ``frames``, run as ``run_function`` runs a function."""
+    folder = workdir / "package"
+    emd = extract(package, folder)
+    stored, scalars = _store(frames, workdir)
+    _interpret([str(folder), str(emd), str(stored), str(workdir / "output.json"), json.dumps(scalars)])
+    tracks: Tracks = _read_output(workdir / "output.json")
+    return tracks
+
+
+def _store(pixels: np.ndarray | list[np.ndarray] | Frames, workdir: Path) -> tuple[Path, dict[str, Any]]:
+    if isinstance(pixels, Frames):
+        np.savez(workdir / "pixels.npz", *pixels.frames)
+        return workdir / "pixels.npz", {"detections": pixels.boxes}
+    if isinstance(pixels, list):
+        np.savez(workdir / "pixels.npz", *pixels)
+        return workdir / "pixels.npz", {}
+    np.save(workdir / "pixels.npy", pixels)
+    return workdir / "pixels.npy", {}
+
+
+def _read_output(output: Path) -> Any:
+    if output.suffix != ".json":
+        return np.load(output)
+    found = json.loads(output.read_text())
+    if "features" in found:
+        return found["features"]
+    with np.load(f"{output}.masks.npz") as stored:
+        for n, tracks in enumerate(found["frames"]):
+            for track in tracks:
+                key = f"frame{n}_track{track['id']}"
+                track["mask"] = stored[key] if key in stored.files else None
+    return found["frames"]
 
 
 def run_detector(package: Path, pixels: np.ndarray, workdir: Path, scalars: dict[str, Any]) -> list[dict[str, Any]]:

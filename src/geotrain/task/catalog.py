@@ -362,6 +362,24 @@ BUILT: dict[str, ModelTypeInfo] = {
             **_DETECTION_ARGUMENTS,
         },
     ),
+    "SIAMMASK": ModelTypeInfo(
+        keyword="SIAMMASK",
+        family="object_tracking",
+        formats=("RCNN_Masks",),
+        # ArcGIS fixes ResNet-50; geotrain builds the other ResNets too (smaller, faster trackers)
+        backbones=RESNETS,
+        default_backbone="RESNET50",
+        monitors=("VALID_LOSS", "MIOU"),
+        arguments={
+            "exemplar_size": "a whole number of pixels from 16 to 512, the exemplar's side (127)",
+            "instance_size": "a whole number of pixels from 32 to 1024, the search window's side (255; twice the "
+            "exemplar's plus one when exemplar_size is given), at least 16 more than the exemplar's",
+            "frame_range": "a whole number from 0 to 10000: how many frames apart an exemplar and its search window "
+            "may be drawn (20; 0: from the same frame)",
+            "chip_size": "an integer chip size in pixels (the exemplar's side)",
+            "monitor": "valid_loss or mIOU",
+        },
+    ),
     "SSD": ModelTypeInfo(
         keyword="SSD",
         family="object_detection",

@@ -311,6 +311,8 @@ class TrainParams(BaseModel):
                 allowed = ", ".join(sorted(info.arguments))
                 raise ParameterError("arguments", f"unknown argument '{name}' for {info.keyword}. Allowed: {allowed}.")
             _check_argument(info, name, value)
+        if info.family == "object_tracking":
+            self.windows()
         if self.monitor not in info.monitors:
             raise ParameterError(
                 "monitor", f"'{self.monitor}' does not apply to {info.keyword}. Allowed: {', '.join(info.monitors)}."
@@ -395,12 +397,29 @@ class TrainParams(BaseModel):
     def argument(self, name: str, default: Any) -> Any:
         return self.arguments.get(name, default)
 
+    def windows(self) -> tuple[int, int]:
+        """SIAMMASK's exemplar and search window sides: exemplar_size (or chip_size: arcgis.learn's SiamMask
+        records its exemplar's side as its chip size; 127), instance_size (255, or twice the exemplar's plus one
+        when the exemplar's is given)."""
+        given = self.arguments.get("exemplar_size", self.arguments.get("chip_size", self.chip_size))
+        exemplar = int(given or EXEMPLAR_SIZE)
+        instance = int(self.arguments.get("instance_size", 2 * exemplar + 1))
+        if instance < exemplar + 16:
+            raise ParameterError(
+                "arguments",
+                f"'instance_size' = {instance} is not allowed. Expected at least the exemplar's side ({exemplar}) plus "
+                "16: the search window must have room for the exemplar to move in.",
+            )
+        return exemplar, instance
+
+
+EXEMPLAR_SIZE = 127  # SiamMask's exemplar side (its search window: 255)
 
 # arcgis.learn's metric names, as Pro passes them in `arguments`, -> the 12.0 monitor keywords
 MONITOR_ARGUMENTS = {
     "valid_loss": "VALID_LOSS", "accuracy": "ACCURACY", "valid_miou": "MIOU", "miou": "MIOU",
     "average_precision": "AVERAGE_PRECISION", "precision": "PRECISION", "recall": "RECALL", "f1": "F1_SCORE",
-    "f1_score": "F1_SCORE", "dice": "DICE", "corpus_bleu": "CORPUS_BLEU",
+    "f1_score": "F1_SCORE", "dice": "DICE", "corpus_bleu": "CORPUS_BLEU", "mIOU": "MIOU",
 }  # fmt: skip
 
 
@@ -505,6 +524,12 @@ def _check_argument(info: catalog.ModelTypeInfo, name: str, value: Any) -> None:
             ok = value in ("PAM", "BAM")
         case "queries":
             ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 300
+        case "exemplar_size":
+            ok = isinstance(value, int) and not isinstance(value, bool) and 16 <= value <= 512
+        case "instance_size":
+            ok = isinstance(value, int) and not isinstance(value, bool) and 32 <= value <= 1024
+        case "frame_range":
+            ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 10000
         case "n_masks":
             ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 200
         case "decode_params" | "decoder_params":

@@ -296,6 +296,37 @@ class Job:
             f"{len(expected)} validation chip(s) as the trained model does."
         )
 
+    def check_tracker(
+        self, frames: list[np.ndarray], box: tuple[float, float, float, float],
+        expected: tuple[list[float], float, np.ndarray],
+    ) -> None:  # fmt: skip
+        """``check_package`` for trackers: the package's tracker, started on the first of ``frames`` (raw pixels)
+        with ``box`` and updated on the second, must find the trained model's ``expected`` box (within 0.01 px),
+        score (within 0.001) and mask (on at least ``AGREEMENT`` of the frame's pixels)."""
+        if not self.settings.check_packages:
+            return
+        agreement = 0.0
+
+        def compare(workdir: Path) -> str | None:
+            nonlocal agreement
+            tracks = verify.run_tracker(self.target, verify.Frames(frames, [list(box)]), workdir)
+            (found,) = tracks[1]
+            wanted_box, wanted_score, wanted_mask = expected
+            agreement = float((found["mask"] == (wanted_mask > 0.35)).mean())
+            if not np.allclose(found["bbox"], wanted_box, atol=0.01) or abs(found["score"] - wanted_score) > 1e-3:
+                return (
+                    f"its tracker finds the object at {found['bbox']} where the trained model finds it at {wanted_box}"
+                )
+            if agreement < AGREEMENT:
+                return f"its tracker's mask agrees with the trained model's on only {agreement:.1%} of a frame"
+            return None
+
+        self._checked(compare)
+        self.progress.info(
+            f"Checked the package: its tracker, run apart from geotrain, follows a validation object from one frame "
+            f"to the next as the trained model does (box alike, mask alike on {agreement:.1%} of the frame)."
+        )
+
     def _checked(self, compare: Callable[[Path], str | None]) -> None:
         """Run ``compare`` in a scratch folder; the problem it names (or the package's) removes the package
         and fails the job."""

@@ -144,6 +144,10 @@ def _train_family(job: Job) -> None:
             from geotrain.training.classification import train as train_classification
 
             train_classification(job)
+        case "object_tracking":
+            from geotrain.training.siammask import train as train_tracking
+
+            train_tracking(job)
         case "object_detection" | "instance_segmentation":
             from geotrain.training.detection import train as train_detection
 

@@ -1552,3 +1552,221 @@ def load_weights(network: nn.Module, state: dict[str, torch.Tensor]) -> None:
         if key.endswith("num_batches_tracked") and key not in filled:
             filled[key] = torch.zeros_like(value)
     network.load_state_dict(filled, strict=True)
+
+
+# SiamMask (SIAMMASK): the search window's anchors are this many input pixels apart (the backbone's stride)
+SIAM_STRIDE = 8
+SIAM_RATIOS = (0.33, 0.5, 1.0, 2.0, 3.0)  # anchors' height / width, SiamMask's
+SIAM_CONTEXT = 0.5  # the exemplar holds the box and half its perimeter's mean side around it, as SiamFC cuts it
+# SiamMask's tracking settings (its "hp"): the size-change penalty, the cosine window's share, the size's update
+# rate, the mask probability that counts as the object
+SIAM_TRACKING = {"penalty_k": 0.04, "window_influence": 0.4, "lr": 1.0, "seg_thr": 0.35}
+
+
+def window_crop(image: torch.Tensor, centre: tuple[float, float], side: float, out: int) -> torch.Tensor:
+    """The square of ``side`` pixels of ``image`` (bands x rows x cols, normalized) centred on ``centre`` (x, y in
+    pixel edges), resampled to ``out`` x ``out``; what lies outside the image is 0 (the band means)."""
+    rows, cols = image.shape[-2:]
+    steps = (torch.arange(out, device=image.device, dtype=torch.float32) + 0.5) * (side / out) - side / 2
+    gx = (centre[0] + steps) * (2 / cols) - 1
+    gy = (centre[1] + steps) * (2 / rows) - 1
+    grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], -1)[None]
+    return F.grid_sample(image[None].float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
+
+
+def context_side(width: float, height: float) -> float:
+    """The exemplar's side for a ``width`` x ``height`` box (SiamFC's context)."""
+    extra = SIAM_CONTEXT * (width + height)
+    return math.sqrt((width + extra) * (height + extra))
+
+
+def xcorr_depthwise(search: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Each channel of ``search`` correlated with the same channel of ``kernel``, sample by sample."""
+    batch, channels = kernel.shape[:2]
+    out = F.conv2d(
+        search.reshape(1, batch * channels, *search.shape[2:]),
+        kernel.reshape(batch * channels, 1, *kernel.shape[2:]),
+        groups=batch * channels,
+    )
+    return out.reshape(batch, channels, *out.shape[2:])
+
+
+class _XCorrBranch(nn.Module):
+    """SiamRPN++'s depth-wise cross-correlation branch: exemplar and search features each through a 3x3
+    convolution of their own, correlated channel by channel, then a 1x1 head to ``outputs`` per location."""
+
+    def __init__(self, width: int, outputs: int) -> None:
+        super().__init__()
+
+        def conv() -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(width, width, 3, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+
+        self.kernel, self.search = conv(), conv()
+        self.head = nn.Sequential(
+            nn.Conv2d(width, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+            nn.Conv2d(width, outputs, 1),
+        )  # fmt: skip
+
+    def forward(self, kernel: torch.Tensor, search: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.head(xcorr_depthwise(self.search(search), self.kernel(kernel)))
+        return out
+
+
+class SiamMaskNet(nn.Module):
+    """SiamMask's three-branch network: the first four stages of a ResNet (the third dilated, so stride
+    8) read the exemplar (the object and its context, ``exemplar`` px) and the search window (``instance`` px); an
+    adjust layer narrows both to ``width`` channels, and three depth-wise cross-correlation branches give, at every
+    location of the response map, a score per anchor, four box offsets per anchor and the object's mask (
+    ``mask_size`` squared logits) within the exemplar-sized window centred there. SiamMask's refinement module
+    (which sharpens the mask with the backbone's shallower maps) is not built."""
+
+    def __init__(
+        self, arch: str, bands: int, exemplar: int = 127, instance: int = 255, width: int = 256,
+        mask_size: int | None = None, ratios: tuple[float, ...] = SIAM_RATIOS,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        self.encoder = Encoder(arch, bands, depth=4, output_stride=SIAM_STRIDE)
+        del self.encoder.layer4  # SiamMask reads the first four stages only
+        channels = _channels(self.encoder, bands)[-1]
+        self.adjust = nn.Sequential(nn.Conv2d(channels, width, 1, bias=False), nn.BatchNorm2d(width))
+        self.exemplar, self.instance, self.ratios = exemplar, instance, tuple(ratios)
+        self.mask_size = mask_size or max(exemplar // 2, 8)  # 63 for SiamMask's 127
+        self.score = _XCorrBranch(width, len(self.ratios))
+        self.box = _XCorrBranch(width, 4 * len(self.ratios))
+        self.mask = _XCorrBranch(width, self.mask_size**2)
+
+    def template(self, z: torch.Tensor) -> torch.Tensor:
+        """The exemplar's features: the middle of its map (about half of it, odd, at least 3 cells), as SiamMask
+        keeps the 7 middle cells of 15."""
+        features: torch.Tensor = self.adjust(self.encoder(z)[-1])
+        cells = features.shape[-1]
+        keep = min(cells, max(3, (cells // 2 - 1) | 1))
+        start = (cells - keep) // 2
+        return features[..., start : start + keep, start : start + keep]
+
+    def search(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.adjust(self.encoder(x)[-1])
+        return out
+
+    def heads(self, kernel: torch.Tensor, search: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Scores (batch x anchors x R x R), box offsets (batch x 4 anchors x R x R), mask logits (batch x
+        mask_size^2 x R x R)."""
+        return self.score(kernel, search), self.box(kernel, search), self.mask(kernel, search)
+
+    def forward(self, z: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.heads(self.template(z), self.search(x))
+
+    def centres(self, size: int, device: torch.device) -> torch.Tensor:
+        """The search-window pixel (edges) each of a ``size`` response map's rows or columns is centred on."""
+        return (
+            self.instance / 2 + (torch.arange(size, device=device, dtype=torch.float32) - (size - 1) / 2) * SIAM_STRIDE
+        )
+
+    def anchors(self, size: int, device: torch.device) -> torch.Tensor:
+        """Anchors x R x R x 4 (centre x, centre y, width, height in search-window pixels): one per ratio at
+        every location, of the area an object has in the exemplar (half its side, squared)."""
+        base = self.exemplar / 2
+        ratios = torch.tensor(self.ratios, device=device, dtype=torch.float32)
+        widths, heights = base / ratios.sqrt(), base * ratios.sqrt()
+        centre = self.centres(size, device)
+        cy, cx = torch.meshgrid(centre, centre, indexing="ij")
+        k = len(self.ratios)
+        return torch.stack(
+            [
+                cx.expand(k, -1, -1), cy.expand(k, -1, -1),
+                widths[:, None, None].expand(-1, size, size), heights[:, None, None].expand(-1, size, size),
+            ], -1,
+        )  # fmt: skip
+
+    def decode(self, offsets: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+        """Box offsets (batch x 4 anchors x R x R) on ``anchors`` -> batch x anchors x R x R x 4 boxes (centre x,
+        centre y, width, height)."""
+        d = offsets.float().reshape(len(offsets), len(self.ratios), 4, *offsets.shape[-2:]).permute(0, 1, 3, 4, 2)
+        xy = anchors[..., :2] + d[..., :2] * anchors[..., 2:]
+        wh = anchors[..., 2:] * d[..., 2:].clamp(max=4).exp()
+        return torch.cat([xy, wh], -1)
+
+    def mask_in(
+        self, logits: torch.Tensor, centre: tuple[float, float], xs: torch.Tensor, ys: torch.Tensor
+    ) -> torch.Tensor:
+        """One location's mask (``mask_size`` squared logits), its window centred on ``centre`` (search pixels),
+        read as probabilities at pixel edges ``xs``/``ys`` of the search window (any scale): 0 outside it."""
+        size = self.mask_size
+        gx = (xs + 0.5 - centre[0]) * (2 / self.exemplar)
+        gy = (ys + 0.5 - centre[1]) * (2 / self.exemplar)
+        grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], -1)[None]
+        probs = logits.float().reshape(1, 1, size, size).sigmoid()
+        return F.grid_sample(probs, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0, 0]
+
+
+def siammask(emd: dict[str, Any]) -> SiamMaskNet:
+    """The SiamMask network a geotrain ObjectTracking (SiamMask) EMD describes, with random weights."""
+    params = emd["ModelParameters"]
+    return SiamMaskNet(
+        str(params["backbone"]), int(params["in_channels"]), int(params["exemplar_size"]),
+        int(params["instance_size"]), mask_size=int(params["mask_size"]),
+        ratios=tuple(float(r) for r in params["anchors"]["ratios"]),
+    )  # fmt: skip
+
+
+class SiamTracker:
+    """One object followed through frames as SiamMask tracks it: the exemplar is cut around its box in the first
+    frame; in each later frame a search window (twice the exemplar's side, around its last position) is read,
+    the anchor with the best score, penalised for changing the box's size and shape and weighted towards the
+    window's middle (a cosine window), gives its new box, and that location's mask its outline in the frame."""
+
+    def __init__(
+        self, network: SiamMaskNet, frame: torch.Tensor, box: tuple[float, float, float, float],
+        settings: dict[str, float] | None = None,
+    ) -> None:  # fmt: skip
+        """``frame``: bands x rows x cols, normalized; ``box``: x, y (top left), width, height in pixels."""
+        self.network, self.settings = network, {**SIAM_TRACKING, **(settings or {})}
+        x, y, w, h = (float(v) for v in box)
+        self.centre, self.size = (x + w / 2, y + h / 2), (max(w, 1.0), max(h, 1.0))
+        z = window_crop(frame, self.centre, context_side(*self.size), network.exemplar)
+        with torch.no_grad():
+            self.kernel = network.template(z[None])
+
+    def update(self, frame: torch.Tensor) -> tuple[list[float], float, torch.Tensor]:
+        """The object's box (x, y, width, height), the score it was found with and its mask probabilities (rows
+        x cols of the frame) in ``frame``."""
+        net, s = self.network, self.settings
+        side = context_side(*self.size)
+        scale = net.exemplar / side  # search-window pixels per frame pixel
+        window_side = side * net.instance / net.exemplar
+        x = window_crop(frame, self.centre, window_side, net.instance)
+        with torch.no_grad():
+            score, offsets, masks = net.heads(self.kernel, net.search(x[None]))
+        size = score.shape[-1]
+        anchors = net.anchors(size, score.device)
+        boxes = net.decode(offsets, anchors)[0].reshape(-1, 4)
+        probs = score[0].float().sigmoid().reshape(-1)
+        target = (self.size[0] * scale, self.size[1] * scale)
+
+        def padded(w: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+            pad = (w + h) / 2
+            return torch.sqrt((w + pad) * (h + pad))
+
+        change = padded(boxes[:, 2], boxes[:, 3]) / float(padded(torch.tensor(target[0]), torch.tensor(target[1])))
+        shape = (target[0] / target[1]) / (boxes[:, 2] / boxes[:, 3])
+        penalty = torch.exp(-(torch.maximum(change, 1 / change) * torch.maximum(shape, 1 / shape) - 1) * s["penalty_k"])
+        hann = torch.hann_window(size + 2, periodic=False, device=score.device)[1:-1]
+        cosine = torch.outer(hann, hann).expand(len(net.ratios), -1, -1).reshape(-1)
+        chosen = penalty * probs * (1 - s["window_influence"]) + cosine * s["window_influence"]
+        best = int(chosen.argmax())
+        cx, cy, w, h = (float(v) for v in boxes[best])
+        rate = float(penalty[best] * probs[best]) * s["lr"]
+        # the window's top left corner in the frame: the mask is read from window pixels into frame pixels
+        left, top = self.centre[0] - window_side / 2, self.centre[1] - window_side / 2
+        rows, cols = frame.shape[-2:]
+        moved = (self.centre[0] + (cx - net.instance / 2) / scale, self.centre[1] + (cy - net.instance / 2) / scale)
+        self.centre = (min(max(moved[0], 0.0), float(cols)), min(max(moved[1], 0.0), float(rows)))
+        grown = (self.size[0] * (1 - rate) + w / scale * rate, self.size[1] * (1 - rate) + h / scale * rate)
+        self.size = (min(max(grown[0], 4.0), float(cols)), min(max(grown[1], 4.0), float(rows)))
+        row, col = divmod(best % (size * size), size)
+        centres = net.centres(size, score.device)
+        xs = (torch.arange(cols, device=score.device, dtype=torch.float32) + 0.5 - left) * scale - 0.5
+        ys = (torch.arange(rows, device=score.device, dtype=torch.float32) + 0.5 - top) * scale - 0.5
+        mask = net.mask_in(masks[0, :, row, col], (float(centres[col]), float(centres[row])), xs, ys)
+        box = [self.centre[0] - self.size[0] / 2, self.centre[1] - self.size[1] / 2, self.size[0], self.size[1]]
+        return box, float(probs[best]), mask

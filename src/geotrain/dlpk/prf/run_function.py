@@ -10,7 +10,9 @@ so a function that leans on anything else is caught here rather than in ArcGIS.
 The output file gets ``updatePixels``' output_pixels (.npy) for pixel classification, ``vectorize``'s
 output_vectors (JSON text) for detection and object classification. For object classification the pixels
 file is an .npz of one block per object (bands x rows x cols, sizes may differ), handed over as
-``rasters_pixels``.
+``rasters_pixels``. For a tracker (SiamMask) the pixels file is an .npz of frames and the scalars hold
+``detections`` (boxes in the first frame): the output file gets each frame's tracks as JSON, and
+``<output>.masks.npz`` their masks.
 """
 
 from __future__ import annotations
@@ -65,11 +67,17 @@ def _run(argv: list[str]) -> int:
     function.initialize(model=emd_path, device=-1)
     kind = emd.get("ModelType")
     names = [p["name"] for p in function.getParameterInfo()]
-    per_object = kind in ("ObjectClassification", "ObjectTracking", "ImageCaptioner")  # a block per feature
+    tracking = kind == "ObjectTracking" and hasattr(function, "update")
+    # a block per feature
+    per_object = not tracking and kind in ("ObjectClassification", "ObjectTracking", "ImageCaptioner")
     first = "rasters" if per_object else "raster"
     if names[:2] != [first, "model"]:
         raise ValueError(f"getParameterInfo must begin with {first} and model, not {names[:2]}")
-    configuration = function.getConfiguration(**{"padding": 0, **json.loads(scalars_json)})
+    scalars = json.loads(scalars_json)
+    detections = scalars.pop("detections", [])
+    configuration = function.getConfiguration(**{"padding": 0, **scalars})
+    if tracking:
+        return _track(function, pixels_path, output_path, detections, configuration)
     if per_object:
         with np.load(pixels_path) as stored:
             blocks = [stored[f"arr_{i}"] for i in range(len(stored.files))]
@@ -83,6 +91,27 @@ def _run(argv: list[str]) -> int:
     props = {"pixelType": info["pixelType"], "width": pixels.shape[2], "height": pixels.shape[1]}
     blocks = function.updatePixels((0.0, 0.0), pixels.shape[1:], props, raster_pixels=pixels, raster_mask=mask)
     np.save(output_path, blocks["output_pixels"])
+    return _finish(configuration)
+
+
+def _track(
+    function: Any, pixels_path: str, output_path: str, detections: list[Any], configuration: dict[str, Any]
+) -> int:
+    """A tracker: ``init`` on the first frame with ``detections``, ``update`` on each next one."""
+    import numpy as np
+
+    with np.load(pixels_path) as stored:
+        frames = [stored[f"arr_{i}"] for i in range(len(stored.files))]
+    shown, masks = [], {}
+    tracks = function.init(frames[0], detections)
+    shown.append([{k: t[k] for k in ("id", "label", "bbox", "score")} for t in tracks])
+    for n, frame in enumerate(frames[1:], start=1):
+        tracks = function.update(frame)
+        shown.append([{k: t[k] for k in ("id", "label", "bbox", "score")} for t in tracks])
+        masks.update({f"frame{n}_track{t['id']}": np.asarray(t["mask"]) for t in tracks})
+    with open(output_path, "w", encoding="utf-8") as f:
+        json.dump({"frames": shown}, f)
+    np.savez(output_path + ".masks.npz", **masks)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
     return _finish(configuration)
 
 

@@ -113,8 +113,9 @@ def instance_masks(paths: tuple[Any, ...], lookup: ClassLookup, shape: tuple[int
     """Per-class mask rasters (folder = class) -> one binary mask, box and label per instance.
 
     Instance ids are 1..N in each band; further bands hold instances that overlap (arcgis.learn reads
-    them the same way)."""
-    masks, labels = [], []
+    them the same way). ``instances`` keeps each one's id: an export of video frames gives an object the same id
+    in every frame (SIAMMASK's tracks)."""
+    masks, labels, ids = [], [], []
     for path in paths:
         index = lookup.index(path.parent.name)
         if index is None:
@@ -128,11 +129,13 @@ def instance_masks(paths: tuple[Any, ...], lookup: ClassLookup, shape: tuple[int
                     continue
                 masks.append((band == instance).astype(np.uint8))
                 labels.append(index)
+                ids.append(int(instance))
     stacked = np.array(masks, dtype=np.uint8).reshape(-1, *shape)
     return {
         "masks": stacked,
         "boxes": boxes_of_masks(stacked),
         "labels": np.array(labels, dtype=np.int64),
+        "instances": np.array(ids, dtype=np.int64),
     }
 
 

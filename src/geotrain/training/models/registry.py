@@ -161,9 +161,15 @@ def _build(
     return with_weights(network, encoder, arch, bands, weight_init_scheme)
 
 
-def with_weights(network: nn.Module, encoder: nn.Module, arch: str, bands: int, scheme: str) -> BuiltModel:
-    """``network`` with its encoder's cached ImageNet weights loaded, where there are any."""
+def with_weights(
+    network: nn.Module, encoder: nn.Module, arch: str, bands: int, scheme: str, dropped: tuple[str, ...] = ()
+) -> BuiltModel:
+    """``network`` with its encoder's cached ImageNet weights loaded, where there are any; ``dropped``: the
+    stages the encoder was built without (their weights are not loaded)."""
     weights = pretrained.backbone_weights(arch, bands, scheme)
     if weights.state is not None:
+        if dropped:
+            kept = {k: v for k, v in weights.state.items() if not k.startswith(tuple(f"{d}." for d in dropped))}
+            weights = pretrained.BackboneWeights(kept, weights.source, weights.notes)
         pretrained.load_into(encoder, weights, arch)
     return BuiltModel(network, encoder, weights.source, weights.notes)

@@ -1,0 +1,116 @@
+"""SIAMMASK's parts: tracks read from an RCNN_Masks export of frames, the windows cut around an object, the
+anchors' targets, and the request's window sizes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from geotrain.dlpk.prf.geotrain_networks import SiamMaskNet, SiamTracker, context_side, window_crop
+from geotrain.errors import ParameterError
+from geotrain.task.params import parse
+from geotrain.training.data.export import read_export
+from geotrain.training.data.readers import reader_for
+from geotrain.training.data.scan import scan
+from geotrain.training.siammask import TrackingTask, TrackPairs, collate, tracks_of
+from tests import formats
+
+
+@pytest.fixture(scope="module")
+def scanned(tmp_path_factory: pytest.TempPathFactory) -> object:
+    root = formats.tracks(tmp_path_factory.mktemp("tracks") / "trk", frames=6)
+    export = read_export(root)
+    return scan(export, reader_for(export).load)
+
+
+def test_a_track_is_one_instance_id_of_one_class_folder_through_the_frames_in_name_order(scanned: object) -> None:
+    tracks = tracks_of(scanned, range(6))  # type: ignore[arg-type]
+    # Car (class index 1) ids 1 and 2, Boat (class index 2) id 1
+    assert sorted(tracks) == [(1, 1), (1, 2), (2, 1)]
+    car = tracks[(1, 1)]
+    assert [s.frame for s in car] == list(range(6))
+    names = [scanned.items[s.chip].image.stem for s in car]  # type: ignore[attr-defined]
+    assert names == sorted(names)
+    # the first car drives right 3 pixels a frame: its boxes say so
+    lefts = [scanned.sample(s.chip)[1]["boxes"][s.instance][0] for s in car]  # type: ignore[attr-defined]
+    assert lefts == [4 + 3 * i for i in range(6)]
+
+
+def test_a_window_cut_outside_the_frame_holds_the_band_means_and_inside_the_frames_pixels() -> None:
+    frame = torch.arange(16.0).view(1, 4, 4)
+    inside = window_crop(frame, (2.0, 2.0), 4, 4)
+    assert torch.allclose(inside, frame)
+    outside = window_crop(frame, (2.0, 2.0), 8, 8)
+    assert torch.allclose(outside[0, 2:6, 2:6], frame[0]) and float(outside[0, :2].abs().sum()) == 0
+
+
+def test_a_search_window_holds_its_object_inside_the_box_given_for_it(scanned: object) -> None:
+    tracks = list(tracks_of(scanned, range(6)).values())  # type: ignore[arg-type]
+    pairs = TrackPairs(scanned, tracks, 32, 64, 20, True, True)  # type: ignore[arg-type]
+    for i in range(len(pairs)):
+        z, x, box, mask = pairs[i]
+        assert z.shape == (3, 32, 32) and x.shape == (3, 64, 64) and mask.shape == (64, 64)
+        ys, xs = torch.nonzero(mask > 0.5, as_tuple=True)
+        assert len(xs) > 0
+        assert xs.min() >= box[0] - 1 and xs.max() <= box[2] and ys.min() >= box[1] - 1 and ys.max() <= box[3]
+
+
+def test_validation_pairs_are_the_same_every_epoch(scanned: object) -> None:
+    tracks = list(tracks_of(scanned, range(6)).values())  # type: ignore[arg-type]
+    pairs = TrackPairs(scanned, tracks, 32, 64, 2, False, False)  # type: ignore[arg-type]
+    first, again = pairs[3], pairs[3]
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+
+
+def test_the_loss_is_finite_and_falls_with_optimizer_steps_on_one_batch(scanned: object) -> None:
+    torch.manual_seed(0)
+    tracks = list(tracks_of(scanned, range(6)).values())  # type: ignore[arg-type]
+    batch = collate([TrackPairs(scanned, tracks, 32, 64, 20, False, False)[i] for i in range(6)])  # type: ignore[arg-type]
+    task = TrackingTask(SiamMaskNet("resnet18", 3, 32, 64), 1e-3, freeze=False)
+    optimizer = torch.optim.Adam(task.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(8):
+        loss = task._loss(task.network(batch[0], batch[1]), batch[2], batch[3])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+
+
+def test_the_tracker_reads_the_exemplar_around_the_box_and_keeps_its_track_inside_the_frame() -> None:
+    torch.manual_seed(0)
+    net = SiamMaskNet("resnet18", 3, 32, 64).eval()
+    frame = torch.randn(3, 48, 48)
+    tracker = SiamTracker(net, frame, (40.0, 40.0, 12.0, 8.0))
+    assert tracker.centre == (46.0, 44.0) and context_side(12, 8) == pytest.approx(np.sqrt(22 * 18))
+    for _ in range(3):
+        (x, y, w, h), score, mask = tracker.update(frame)
+        assert 0 <= x + w / 2 <= 48 and 0 <= y + h / 2 <= 48 and 0 <= score <= 1
+        assert mask.shape == (48, 48) and float(mask.min()) >= 0 and float(mask.max()) <= 1
+
+
+def _form(**arguments: str) -> dict[str, str]:
+    import json
+
+    return {"in_folder": "/fileShares/c/x", "output_name": json.dumps({"serviceProperties": {"name": "x"}}),
+            "model_type": "SIAMMASK", "arguments": json.dumps(arguments)}  # fmt: skip
+
+
+def test_window_sizes_default_to_siammasks_and_follow_the_exemplar_size() -> None:
+    assert parse(_form()).windows() == (127, 255)
+    assert parse(_form(exemplar_size="32")).windows() == (32, 65)
+    assert parse(_form(chip_size="48", instance_size="100")).windows() == (48, 100)
+    assert parse(_form(monitor="mIOU")).monitor == "MIOU"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "named"),
+    [({"exemplar_size": "8"}, "exemplar_size"), ({"exemplar_size": "64", "instance_size": "70"}, "instance_size"),
+     ({"frame_range": "-1"}, "frame_range"), ({"monitor": "accuracy"}, "monitor")],
+)  # fmt: skip
+def test_bad_window_sizes_are_refused_naming_the_argument(arguments: dict[str, str], named: str) -> None:
+    with pytest.raises(ParameterError) as caught:
+        parse(_form(**arguments))
+    assert caught.value.param == "arguments" and named in " ".join(caught.value.details)
