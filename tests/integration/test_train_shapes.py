@@ -351,7 +351,7 @@ def test_siammask_tracks_objects_of_16_bit_four_band_frames_and_its_package_trac
     emd, infos = _train(
         tmp_path,
         {"in_folder": "/fileShares/c/trk", "output_name": in_share_json("trk"), "model_type": "SIAMMASK",
-         "backbone_model": "RESNET34", "max_epochs": "2", "learning_rate": "0.001", "batch_size": "4",
+         "backbone_model": "RESNET18", "max_epochs": "1", "learning_rate": "0.001", "batch_size": "4",
          "chip_size": "24", "monitor": "MIOU", "arguments": '{"frame_range": "2"}'},
         check_packages=True,
     )  # fmt: skip
