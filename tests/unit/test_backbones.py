@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from geotrain.dlpk.prf.geotrain_networks import CaptionNet, MaskNet, Translator
+from geotrain.dlpk.prf.geotrain_networks import CaptionNet, MaskNet, SiamMaskNet, Translator
 from geotrain.task import catalog
 from geotrain.training.classification import build_classifier
 from geotrain.training.models.detectors import build_detector
@@ -83,6 +83,12 @@ def test_backbone_builds_and_runs_forward(model_type: str, backbone: str) -> Non
             built = with_weights(masker, masker.encoder, backbone.lower(), 5, "RANDOM")
             built.network.eval()
             assert masker(torch.randn(1, 5, 40, 40)).shape == (1, 2, 40, 40)  # class index and segment per pixel
+        elif family == "object_tracking":
+            tracker = SiamMaskNet(backbone.lower(), 5, 32, 64)
+            built = with_weights(tracker, tracker.encoder, backbone.lower(), 5, "RANDOM", ("layer4",))
+            built.network.eval()
+            score, offsets, masks = tracker(torch.randn(2, 5, 32, 32), torch.randn(2, 5, 64, 64))
+            assert score.shape == (2, 5, 6, 6) and offsets.shape == (2, 20, 6, 6) and masks.shape == (2, 256, 6, 6)
         elif family == "image_translation":
             network = Translator(backbone.lower(), 5, 2, residual=False)
             built = with_weights(network, network.encoder, backbone.lower(), 5, "RANDOM")
@@ -116,6 +122,24 @@ def test_densenet_weights_with_old_key_names_load(tmp_path: object, monkeypatch:
     first = built.encoder.state_dict()["features.conv0.weight"]
     assert torch.equal(first[:, :3], state["features.conv0.weight"]) and torch.equal(
         first[:, 3], state["features.conv0.weight"][:, 0]
+    )
+
+
+def test_siammask_loads_imagenet_weights_of_the_four_stages_it_keeps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torchvision
+
+    home = tmp_path / "torch"
+    (home / "hub" / "checkpoints").mkdir(parents=True)
+    state = torchvision.models.resnet18().state_dict()
+    torch.save(state, home / "hub" / "checkpoints" / "resnet18-f37072fd.pth")
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    tracker = SiamMaskNet("resnet18", 3, 32, 64)
+    built = with_weights(tracker, tracker.encoder, "resnet18", 3, "RANDOM", ("layer4",))
+    assert built.pretrained_from == "resnet18-f37072fd.pth" and not hasattr(tracker.encoder, "layer4")
+    assert torch.equal(
+        tracker.encoder.get_submodule("layer3").state_dict()["0.conv1.weight"], state["layer3.0.conv1.weight"]
     )
 
 

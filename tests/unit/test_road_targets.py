@@ -47,3 +47,16 @@ def test_connectivity_links_road_pixels_along_the_road_not_across_it() -> None:
     assert REACH >= 3
     assert target[0, east, 24, 10] == 1 and target[0, south, 24, 10] == 0
     assert target[0, :, labels[0] == 0].sum() == 0  # off the road: no connection
+
+
+def test_the_hourglass_is_supervised_at_every_stack_and_predicts_with_its_last() -> None:
+    from geotrain.dlpk.prf.geotrain_networks import HourglassRoadNet
+
+    torch.manual_seed(0)
+    net = HourglassRoadNet(3, 2, 4, stacks=2, width=16).eval()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        stages, (seg, aux) = net.stages(x), net.both(x)
+    assert len(stages) == 2 and stages[0][0].shape == seg.shape == (1, 2, 32, 32) and aux.shape == (1, 4, 32, 32)
+    assert torch.allclose(stages[-1][0], seg) and torch.allclose(stages[-1][1], aux)
+    assert not torch.allclose(stages[0][0], seg)  # the first stack's own reading, trained too

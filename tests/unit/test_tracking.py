@@ -3,6 +3,8 @@ anchors' targets, and the request's window sizes."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -12,28 +14,28 @@ from geotrain.errors import ParameterError
 from geotrain.task.params import parse
 from geotrain.training.data.export import read_export
 from geotrain.training.data.readers import reader_for
-from geotrain.training.data.scan import scan
+from geotrain.training.data.scan import Scan, scan
 from geotrain.training.siammask import TrackingTask, TrackPairs, collate, tracks_of
 from tests import formats
 
 
 @pytest.fixture(scope="module")
-def scanned(tmp_path_factory: pytest.TempPathFactory) -> object:
+def scanned(tmp_path_factory: pytest.TempPathFactory) -> Scan[Any]:
     root = formats.tracks(tmp_path_factory.mktemp("tracks") / "trk", frames=6)
     export = read_export(root)
     return scan(export, reader_for(export).load)
 
 
-def test_a_track_is_one_instance_id_of_one_class_folder_through_the_frames_in_name_order(scanned: object) -> None:
-    tracks = tracks_of(scanned, range(6))  # type: ignore[arg-type]
+def test_a_track_is_one_instance_id_of_one_class_folder_through_the_frames_in_name_order(scanned: Scan[Any]) -> None:
+    tracks = tracks_of(scanned, range(6))
     # Car (class index 1) ids 1 and 2, Boat (class index 2) id 1
     assert sorted(tracks) == [(1, 1), (1, 2), (2, 1)]
     car = tracks[(1, 1)]
     assert [s.frame for s in car] == list(range(6))
-    names = [scanned.items[s.chip].image.stem for s in car]  # type: ignore[attr-defined]
+    names = [scanned.items[s.chip].image.stem for s in car]
     assert names == sorted(names)
     # the first car drives right 3 pixels a frame: its boxes say so
-    lefts = [scanned.sample(s.chip)[1]["boxes"][s.instance][0] for s in car]  # type: ignore[attr-defined]
+    lefts = [scanned.sample(s.chip)[1]["boxes"][s.instance][0] for s in car]
     assert lefts == [4 + 3 * i for i in range(6)]
 
 
@@ -45,9 +47,9 @@ def test_a_window_cut_outside_the_frame_holds_the_band_means_and_inside_the_fram
     assert torch.allclose(outside[0, 2:6, 2:6], frame[0]) and float(outside[0, :2].abs().sum()) == 0
 
 
-def test_a_search_window_holds_its_object_inside_the_box_given_for_it(scanned: object) -> None:
-    tracks = list(tracks_of(scanned, range(6)).values())  # type: ignore[arg-type]
-    pairs = TrackPairs(scanned, tracks, 32, 64, 20, True, True)  # type: ignore[arg-type]
+def test_a_search_window_holds_its_object_inside_the_box_given_for_it(scanned: Scan[Any]) -> None:
+    tracks = list(tracks_of(scanned, range(6)).values())
+    pairs = TrackPairs(scanned, tracks, 32, 64, 20, True, True)
     for i in range(len(pairs)):
         z, x, box, mask = pairs[i]
         assert z.shape == (3, 32, 32) and x.shape == (3, 64, 64) and mask.shape == (64, 64)
@@ -56,17 +58,17 @@ def test_a_search_window_holds_its_object_inside_the_box_given_for_it(scanned: o
         assert xs.min() >= box[0] - 1 and xs.max() <= box[2] and ys.min() >= box[1] - 1 and ys.max() <= box[3]
 
 
-def test_validation_pairs_are_the_same_every_epoch(scanned: object) -> None:
-    tracks = list(tracks_of(scanned, range(6)).values())  # type: ignore[arg-type]
-    pairs = TrackPairs(scanned, tracks, 32, 64, 2, False, False)  # type: ignore[arg-type]
+def test_validation_pairs_are_the_same_every_epoch(scanned: Scan[Any]) -> None:
+    tracks = list(tracks_of(scanned, range(6)).values())
+    pairs = TrackPairs(scanned, tracks, 32, 64, 2, False, False)
     first, again = pairs[3], pairs[3]
     assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
 
 
-def test_the_loss_is_finite_and_falls_with_optimizer_steps_on_one_batch(scanned: object) -> None:
+def test_the_loss_is_finite_and_falls_with_optimizer_steps_on_one_batch(scanned: Scan[Any]) -> None:
     torch.manual_seed(0)
-    tracks = list(tracks_of(scanned, range(6)).values())  # type: ignore[arg-type]
-    batch = collate([TrackPairs(scanned, tracks, 32, 64, 20, False, False)[i] for i in range(6)])  # type: ignore[arg-type]
+    tracks = list(tracks_of(scanned, range(6)).values())
+    batch = collate([TrackPairs(scanned, tracks, 32, 64, 20, False, False)[i] for i in range(6)])
     task = TrackingTask(SiamMaskNet("resnet18", 3, 32, 64), 1e-3, freeze=False)
     optimizer = torch.optim.Adam(task.parameters(), lr=1e-3)
     losses = []

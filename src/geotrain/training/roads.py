@@ -99,9 +99,15 @@ class RoadTask(SegmentationTask):
         x, y = batch[0], batch[1].long()
         rows, cols = x.shape[-2:]
         padded, _, _ = pad_to_stride(x)
-        seg, aux = self.network.both(padded)
-        seg, aux = seg[..., :rows, :cols], aux[..., :rows, :cols]
-        loss = self._loss(seg, y) + AUX_WEIGHT * self._aux_loss(aux, y)
+        # the stacked hourglass: the mean over its stacks' outputs (each stack supervised); linknet: its one output
+        stages = self.network.stages(padded)
+        loss = sum(
+            (
+                self._loss(seg[..., :rows, :cols], y) + AUX_WEIGHT * self._aux_loss(aux[..., :rows, :cols], y)
+                for seg, aux in stages
+            ),
+            torch.zeros((), device=x.device),
+        ) / len(stages)
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(x), sync_dist=True)
         return loss
 

@@ -566,6 +566,9 @@ class RoadNet(nn.Module):
         shared = self.decoder(self.encoder(x))
         return self.segmentation_head(shared), self.aux_head(shared)
 
+    def stages(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [self.both(x)]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.segmentation_head(self.decoder(self.encoder(x)))
         return out
@@ -655,17 +658,28 @@ class HourglassRoadNet(nn.Module):
         self.merges = nn.ModuleList(nn.Conv2d(width, width, 1) for _ in range(stacks - 1))
         self.segmentation_head, self.aux_head = _full_head(width, classes), _full_head(width, aux_channels)
 
-    def _shared(self, x: torch.Tensor) -> torch.Tensor:
+    def _heads(self, shared: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        seg = F.interpolate(self.segmentation_head(shared), size=size, mode="bilinear", align_corners=False)
+        return seg, F.interpolate(self.aux_head(shared), size=size, mode="bilinear", align_corners=False)
+
+    def stages(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Every stack's output read by the heads (segmentation, auxiliary task), the last one's being the
+        network's: stacked hourglasses are trained on each stack's (intermediate supervision)."""
+        y: torch.Tensor = self.stem(x)
+        size = (int(x.shape[-2]), int(x.shape[-1]))
+        outputs = []
+        for i, hourglass in enumerate(self.stacks):
+            out: torch.Tensor = hourglass(y)
+            outputs.append(self._heads(out, size))
+            y = y + self.merges[i](out) if i < len(self.merges) else out
+        return outputs
+
+    def both(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         y: torch.Tensor = self.stem(x)
         for i, hourglass in enumerate(self.stacks):
             out: torch.Tensor = hourglass(y)
             y = y + self.merges[i](out) if i < len(self.merges) else out
-        return y
-
-    def both(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        shared, size = self._shared(x), x.shape[-2:]
-        seg = F.interpolate(self.segmentation_head(shared), size=size, mode="bilinear", align_corners=False)
-        return seg, F.interpolate(self.aux_head(shared), size=size, mode="bilinear", align_corners=False)
+        return self._heads(y, (int(x.shape[-2]), int(x.shape[-1])))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.both(x)[0]
