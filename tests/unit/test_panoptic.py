@@ -24,10 +24,11 @@ def test_segments_are_the_instances_then_each_stuff_class_outside_them() -> None
     assert masks[2].sum() == 16 and not (masks[2] & masks[0]).any()
 
 
-def test_each_segment_gets_one_query_cheapest_first() -> None:
+def test_each_segment_gets_one_query_at_the_least_total_cost() -> None:
     cost = torch.tensor([[0.9, 0.1], [0.2, 0.05], [0.5, 0.5]])
     queries, found = match(cost)
-    assert list(zip(queries, found, strict=True)) == [(1, 1), (2, 0)]  # then the cheapest left for segment 0
+    # 0.1 + 0.2: taking the cheapest pair (1, 1) first would leave 0.5 for segment 0 (0.55 in all)
+    assert list(zip(queries, found, strict=True)) == [(0, 1), (1, 0)]
 
 
 def test_panoptic_quality_counts_iou_over_half_as_a_match_and_leaves_nodata_out() -> None:

@@ -2,9 +2,10 @@
 
 Segments are the instances of ``labels2/<class>/`` (things) and, for every other class of the semantic label,
 its pixels outside the instances (stuff). ``geotrain_networks.MaskNet``'s queries are matched one to one to
-the segments of each chip (greedily, on class certainty and mask dice), as MaX-DeepLab matches them; the loss
-is the class cross-entropy of every query ("no segment" for the unmatched) and the matched masks' BCE and
-dice. Validation scores panoptic quality (PQ: IoU > 0.5 matches per class, NoData pixels left out).
+the segments of each chip at the least total cost of class certainty and mask dice (the Hungarian algorithm), as
+MaX-DeepLab matches them; the loss is the class cross-entropy of every query ("no segment" for the unmatched)
+and the matched masks' BCE and dice. Validation scores panoptic quality (PQ: IoU > 0.5 matches per class,
+NoData pixels left out).
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ from torchmetrics import Metric
 from geotrain.dlpk import emd as emd_writer
 from geotrain.dlpk import pictures
 from geotrain.dlpk.prf.geotrain_networks import MaskNet, pad_to_stride, panoptic_maps
-from geotrain.dlpk.prf.geotrain_networks import greedy_match as match
 from geotrain.errors import TrainingError
 from geotrain.training.data.readers import reader_for
 from geotrain.training.data.scan import Scan, scan
 from geotrain.training.fit import OneCycleTask, fit, freeze_except
 from geotrain.training.job import Job, class_colors
+from geotrain.training.matching import hungarian as match
 from geotrain.training.models.registry import with_weights
 
 N_MASKS = 30  # arcgis.learn's n_masks

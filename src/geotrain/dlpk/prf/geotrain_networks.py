@@ -1415,7 +1415,8 @@ class YOLOv3(nn.Module):
 
 
 def greedy_match(cost: torch.Tensor) -> tuple[list[int], list[int]]:
-    """One row (query) per column (target), the cheapest pairs first."""
+    """One row (query) per column (target), the cheapest pairs first (an approximation of the least total
+    cost, for training without scipy)."""
     cost = cost.detach().float().clone()
     rows, cols = [], []
     for _ in range(min(cost.shape)):
@@ -1447,6 +1448,9 @@ class DetectionTransformer(nn.Module):
         self.queries = nn.Embedding(queries, dim)
         self.classify = nn.Linear(dim, num_classes + 1)  # the classes, then "no object"
         self.box = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(inplace=True), nn.Linear(dim, 4))
+        # how queries are paired with boxes in training; geotrain's training sets the Hungarian algorithm (scipy),
+        # which this file cannot import (ArcGIS's Python is only sure to have torch, torchvision and numpy)
+        self.match: Any = greedy_match
 
     def _raw(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Each query's class logits and box (centre x, centre y, width, height as shares of the input)."""
@@ -1483,7 +1487,7 @@ class DetectionTransformer(nn.Module):
                     + 5 * torch.cdist(boxes[b], truth, p=1)
                     - 2 * overlap
                 )
-                q, t = greedy_match(cost)
+                q, t = self.match(cost)
                 wanted[q] = target["labels"][t] - 1
                 l1 = l1 + F.l1_loss(boxes[b][q], truth[t], reduction="sum")
                 giou = giou + (1 - torch.diag(overlap[q][:, t])).sum()

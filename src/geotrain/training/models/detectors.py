@@ -19,6 +19,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from geotrain.dlpk.prf import geotrain_networks as portable
+from geotrain.training.matching import hungarian
 from geotrain.training.models import pretrained, trunks, yolo
 from geotrain.training.models.registry import BuiltModel, with_weights
 
@@ -193,6 +194,7 @@ def build_detector(
             size = detr_input_size(input_size)
             queries = int(arguments.get("queries", DETR_QUERIES))
             detr = portable.DetectionTransformer(arch, bands, num_classes - 1, size, queries)
+            detr.match = hungarian
             return with_weights(detr, detr.encoder, arch, bands, scheme)
         case "YOLOV3":
             network, encoder, weights = _yolo(arch, bands, num_classes - 1, scheme, input_size, freeze, arguments)
