@@ -18,7 +18,7 @@ from geotrain.task.params import parse
 from geotrain.training.run import Progress, train
 from tests import formats
 from tests.conftest import in_share, in_share_json
-from tests.exports import ExportSpec, write_classified_tiles, write_road_tiles
+from tests.exports import ExportSpec, write_classified_tiles, write_road_tiles, write_translation_tiles
 
 
 def _to_jpeg_and_png(root: Path) -> None:
@@ -361,3 +361,17 @@ def test_siammask_tracks_objects_of_16_bit_four_band_frames_and_its_package_trac
     assert (params["exemplar_size"], params["instance_size"], params["frame_range"]) == (24, 49, 2)
     assert params["anchors"]["ratios"] == [0.33, 0.5, 1.0, 2.0, 3.0] and 0 <= float(emd["mean_IOU"]) <= 1
     assert any(m.startswith("Checked the package: its tracker") for m in infos)
+
+
+def test_pix2pixhd_with_its_default_four_halvings_gives_images_of_the_chips_size(tmp_path: Path) -> None:
+    # pix2pixHD's global generator halves four times by default and must come back up as many times
+    write_translation_tiles(tmp_path / "chips" / "hd", ExportSpec(chips=4, size=48, bands=3, dtype="uint8"))
+    emd, infos = _train(
+        tmp_path,
+        {"in_folder": "/fileShares/c/hd", "output_name": in_share_json("hd"), "model_type": "PIX2PIXHD",
+         "max_epochs": "1", "batch_size": "2",
+         "arguments": '{"n_gen_filters": "8", "n_blocks_global": "1", "n_dscr_filters": "8", "n_dscr": "1"}'},
+        check_packages=True,
+    )  # fmt: skip
+    assert emd["ModelParameters"]["downsample"] == 4 and emd["ImageHeight"] == 48
+    assert any(m.startswith("Checked the package") for m in infos)

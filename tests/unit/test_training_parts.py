@@ -114,3 +114,11 @@ def test_mixed_loss_scores_the_blend_against_both_targets_in_its_shares() -> Non
     expected = share * (mixed - y).abs().sum() + (1 - share) * (mixed - y[partner]).abs().sum()
     torch.manual_seed(3)
     assert torch.allclose(mixed_loss(x, y, lambda t: t, lambda out, t: (out - t).abs().sum()), expected)
+
+
+@pytest.mark.parametrize("downsample", [1, 2, 3, 4])
+def test_a_resnet_block_generator_comes_back_up_as_many_times_as_it_went_down(downsample: int) -> None:
+    from geotrain.dlpk.prf.geotrain_networks import ResnetGenerator
+
+    generator = ResnetGenerator(3, 2, blocks=1, width=8, downsample=downsample)
+    assert generator(torch.randn(1, 3, 64, 48)).shape == (1, 2, 64, 48)

@@ -729,7 +729,7 @@ class ResnetGenerator(nn.Module):
             layers += [nn.Conv2d(c, 2 * c, 3, 2, 1), nn.InstanceNorm2d(2 * c), nn.ReLU(True)]
             c *= 2
         layers += [ResnetBlock(c) for _ in range(blocks)]
-        for _ in range(2):
+        for _ in range(downsample):
             layers += [
                 nn.ConvTranspose2d(c, c // 2, 3, 2, 1, output_padding=1),
                 nn.InstanceNorm2d(c // 2),
