@@ -58,3 +58,19 @@ def test_a_captioner_fine_tuned_on_new_captions_keeps_the_packages_words_and_add
         m.startswith(f"Fine-tuning keeps the package's {len(known) - 4} words in their places and adds")
         for m in messages
     )
+
+
+def test_a_tracker_fine_tuned_keeps_the_packages_windows_and_loads_every_weight(tmp_path: Path) -> None:
+    from tests import formats
+
+    formats.tracks(tmp_path / "chips" / "tracks", frames=6)
+    form = {"in_folder": "/fileShares/c/tracks", "model_type": "SIAMMASK", "backbone_model": "RESNET18",
+            "learning_rate": "0.001", "max_epochs": "1"}  # fmt: skip
+    _train(tmp_path, {**form, "output_name": in_share_json("tracker"), "arguments": '{"exemplar_size": "32"}'})
+    package = "/fileShares/geotrain/models/tracker/tracker.dlpk"
+    tuned, messages = _train(
+        tmp_path, {**form, "output_name": in_share_json("tuned"), "pretrained_model": f'{{"uri": "{package}"}}'}
+    )
+    assert (tuned["ModelParameters"]["exemplar_size"], tuned["ModelParameters"]["instance_size"]) == (32, 65)
+    (loaded,) = [m for m in messages if m.startswith(f"Fine-tuning from '{package}'")]
+    assert "start afresh" not in loaded, loaded

@@ -322,6 +322,12 @@ def train(job: Job) -> None:
         f"{seen[1]} for validation; an object is one instance id of one class folder, through frames in name order."
     )
     exemplar, instance = params.windows()
+    given = {"exemplar_size", "instance_size", "chip_size"} & set(params.arguments) or params.chip_size
+    if job.pretrained is not None and not given:
+        # fine-tuning: the package's windows, which its mask head was built for
+        tuned = job.pretrained.emd.get("ModelParameters") or {}
+        exemplar = int(tuned.get("exemplar_size", exemplar))
+        instance = int(tuned.get("instance_size", instance))
     frame_range = int(params.argument("frame_range", FRAME_RANGE))
     augment = job.flips_and_turns("exemplars and search windows")
     train_set = TrackPairs(scanned, train_tracks, exemplar, instance, frame_range, True, augment)
