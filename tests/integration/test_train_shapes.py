@@ -363,15 +363,24 @@ def test_siammask_tracks_objects_of_16_bit_four_band_frames_and_its_package_trac
     assert any(m.startswith("Checked the package: its tracker") for m in infos)
 
 
-def test_pix2pixhd_with_its_default_four_halvings_gives_images_of_the_chips_size(tmp_path: Path) -> None:
-    # pix2pixHD's global generator halves four times by default and must come back up as many times
+@pytest.mark.parametrize("generator", ["global", "local"])
+def test_pix2pixhd_with_its_default_four_halvings_gives_images_of_the_chips_size(
+    tmp_path: Path, generator: str
+) -> None:
+    # pix2pixHD's global generator halves four times by default and must come back up as many times; the local
+    # enhancer reads the chip at full size around it
     write_translation_tiles(tmp_path / "chips" / "hd", ExportSpec(chips=4, size=48, bands=3, dtype="uint8"))
     emd, infos = _train(
         tmp_path,
         {"in_folder": "/fileShares/c/hd", "output_name": in_share_json("hd"), "model_type": "PIX2PIXHD",
          "max_epochs": "1", "batch_size": "2",
-         "arguments": '{"n_gen_filters": "8", "n_blocks_global": "1", "n_dscr_filters": "8", "n_dscr": "1"}'},
+         "arguments": json.dumps({"n_gen_filters": "8", "n_blocks_global": "1", "n_dscr_filters": "8", "n_dscr": "1",
+                                  "gen_network": generator, "n_blocks_local": "1"})},
         check_packages=True,
     )  # fmt: skip
-    assert emd["ModelParameters"]["downsample"] == 4 and emd["ImageHeight"] == 48
+    params = emd["ModelParameters"]
+    assert params["downsample"] == 4 and emd["ImageHeight"] == 48
+    assert params["local_enhancers"] == (1 if generator == "local" else 0)
     assert any(m.startswith("Checked the package") for m in infos)
+    if generator == "local":
+        assert any("16 filters first) on the input 2 times coarser, and 1 local enhancer(s)" in m for m in infos)

@@ -122,3 +122,14 @@ def test_a_resnet_block_generator_comes_back_up_as_many_times_as_it_went_down(do
 
     generator = ResnetGenerator(3, 2, blocks=1, width=8, downsample=downsample)
     assert generator(torch.randn(1, 3, 64, 48)).shape == (1, 2, 64, 48)
+
+
+@pytest.mark.parametrize("enhancers", [1, 2])
+def test_local_enhancers_give_the_image_at_its_own_size_around_a_coarser_global_generator(enhancers: int) -> None:
+    from geotrain.dlpk.prf.geotrain_networks import LocalEnhancerGenerator
+
+    generator = LocalEnhancerGenerator(3, 2, blocks=1, width=4, downsample=3, enhancers=enhancers, local_blocks=1)
+    assert generator(torch.randn(1, 3, 50, 37)).shape == (1, 2, 50, 37)
+    # the global generator has twice the filters per enhancer: 4 * 2^enhancers at its first layer
+    first = next(m for m in generator.global_model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert first.out_channels == 4 * 2**enhancers

@@ -293,7 +293,9 @@ BUILT: dict[str, ModelTypeInfo] = {
         default_backbone="",
         monitors=("VALID_LOSS",),
         arguments={
-            "gen_network": "'global' (pix2pixHD's local enhancer is not built yet)",
+            "gen_network": "'global' (the global generator alone, the default) or 'local' (with local enhancers)",
+            "n_local_enhancers": "a whole number of local enhancers, each doubling the size, from 1 to 3 (1)",
+            "n_blocks_local": "a whole number of residual blocks in each local enhancer, from 1 to 32 (3)",
             "n_gen_filters": "a whole number of filters in the generator's first layer, 8 to 256 (64)",
             "n_downsample_global": "a whole number of stride-2 steps in the generator, 1 to 6 (4)",
             "n_blocks_global": "a whole number of residual blocks in the generator, 1 to 32 (9)",
@@ -309,7 +311,6 @@ BUILT: dict[str, ModelTypeInfo] = {
             "chip_size": "an integer chip size in pixels",
             "monitor": "valid_loss",
         },
-        arguments_not_yet=("n_local_enhancers", "n_blocks_local"),
         data_kinds=("Pix2Pix",),
     ),
     "PSPNET": ModelTypeInfo(

@@ -501,7 +501,11 @@ def _check_argument(info: catalog.ModelTypeInfo, name: str, value: Any) -> None:
         case "orient_theta":
             ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 64
         case "gen_network":
-            ok = value == "global"
+            ok = value in ("global", "local")
+        case "n_local_enhancers":
+            ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 3
+        case "n_blocks_local":
+            ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 32
         case "norm":
             ok = value in ("instance", "batch")
         case "n_gen_filters" | "n_dscr_filters":

@@ -21,7 +21,8 @@ from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMe
 
 from geotrain.dlpk import emd as emd_writer
 from geotrain.dlpk import pictures
-from geotrain.dlpk.prf.geotrain_networks import ResnetGenerator, Translator, pad_to_stride
+from geotrain.dlpk.prf.geotrain_networks import Translator, pad_to_stride
+from geotrain.dlpk.prf.geotrain_networks import translator as translator_network
 from geotrain.errors import TrainingError
 from geotrain.training.data.augment import crop_origin
 from geotrain.training.data.readers import reader_for
@@ -104,12 +105,16 @@ class TranslationChips(Dataset[tuple[torch.Tensor, torch.Tensor]]):
 
 
 def hd_generator(arguments: dict[str, Any]) -> dict[str, Any]:
-    """pix2pixHD's global generator as the EMD records it (arcgis.learn's argument names and defaults)."""
+    """pix2pixHD's generator as the EMD records it (arcgis.learn's argument names and defaults): the global one,
+    and with ``gen_network`` 'local' its local enhancers (0 without)."""
+    local = arguments.get("gen_network", "global") == "local"
     return {
         "generator": "resnet_blocks",
         "gen_blocks": int(arguments.get("n_blocks_global", 9)),
         "width": int(arguments.get("n_gen_filters", 64)),
         "downsample": int(arguments.get("n_downsample_global", 4)),
+        "local_enhancers": int(arguments.get("n_local_enhancers", 1)) if local else 0,
+        "local_blocks": int(arguments.get("n_blocks_local", 3)),
     }
 
 
@@ -378,12 +383,17 @@ def train(job: Job) -> None:
     freeze = False
     if params.model_type == "PIX2PIXHD":
         generator.update(hd_generator(params.arguments))
-        network: nn.Module = ResnetGenerator(
-            scanned.num_bands, out_bands, generator["gen_blocks"], generator["width"], generator["downsample"]
-        )
+        network: nn.Module = translator_network({"ModelParameters": {**generator, "in_channels": scanned.num_bands}})
+        enhancers = generator["local_enhancers"]
         progress.info(
             f"Generator: pix2pixHD's global generator ({generator['downsample']} times down, "
-            f"{generator['gen_blocks']} residual blocks, {generator['width']} filters first)."
+            f"{generator['gen_blocks']} residual blocks, {generator['width'] * 2**enhancers} filters first)"
+            + (
+                f" on the input {2**enhancers} times coarser, and {enhancers} local enhancer(s) of "
+                f"{generator['local_blocks']} residual blocks back to full size."
+                if enhancers
+                else "."
+            )
         )
         if job.pretrained is not None:
             job.announce_model(network, [], False)  # its weights, from the package to fine-tune

@@ -738,10 +738,68 @@ class ResnetGenerator(nn.Module):
             c //= 2
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(c, out_bands, 7)]
         self.model = nn.Sequential(*layers)
+        self.multiple = 2**downsample
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.model(x)
-        return out
+        padded, rows, cols = _padded_to(x, self.multiple)
+        out: torch.Tensor = self.model(padded)
+        return out[..., :rows, :cols]
+
+
+def _padded_to(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, int, int]:
+    """``x`` with its last rows and columns repeated to a multiple of ``multiple`` (each halving then doubles back
+    to the same size), at least twice it (the residual blocks' reflection needs 2 pixels), and its own rows and
+    columns."""
+    rows, cols = int(x.shape[-2]), int(x.shape[-1])
+    pad_r = max((-rows) % multiple, 2 * multiple - rows)
+    pad_c = max((-cols) % multiple, 2 * multiple - cols)
+    if pad_r or pad_c:
+        x = F.pad(x, (0, pad_c, 0, pad_r), mode="replicate")
+    return x, rows, cols
+
+
+def _enhancer(in_bands: int, out_bands: int, width: int, blocks: int, last: bool) -> nn.ModuleDict:
+    down = nn.Sequential(
+        nn.ReflectionPad2d(3), nn.Conv2d(in_bands, width, 7), nn.InstanceNorm2d(width), nn.ReLU(True),
+        nn.Conv2d(width, 2 * width, 3, 2, 1), nn.InstanceNorm2d(2 * width), nn.ReLU(True),
+    )  # fmt: skip
+    up: list[nn.Module] = [ResnetBlock(2 * width) for _ in range(blocks)]
+    up += [nn.ConvTranspose2d(2 * width, width, 3, 2, 1, output_padding=1), nn.InstanceNorm2d(width), nn.ReLU(True)]
+    if last:
+        up += [nn.ReflectionPad2d(3), nn.Conv2d(width, out_bands, 7)]
+    return nn.ModuleDict({"down": down, "up": nn.Sequential(*up)})
+
+
+class LocalEnhancerGenerator(nn.Module):
+    """pix2pixHD's generator with ``enhancers`` local enhancers: the global generator (``width`` times
+    2^enhancers filters first, without its output layer) reads the input 2^enhancers times coarser; each enhancer,
+    from the coarsest, reads the input at its own scale, adds what the stage before it made, runs ``blocks``
+    residual blocks and doubles the size; the last one gives the image."""
+
+    def __init__(
+        self, in_bands: int, out_bands: int, blocks: int, width: int = 32, downsample: int = 4, enhancers: int = 1,
+        local_blocks: int = 3,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        coarse = ResnetGenerator(in_bands, out_bands, blocks, width * 2**enhancers, downsample)
+        self.global_model = nn.Sequential(*list(coarse.model.children())[:-2])
+        self.enhancers = nn.ModuleList(
+            _enhancer(in_bands, out_bands, width * 2 ** (enhancers - n), local_blocks, n == enhancers)
+            for n in range(1, enhancers + 1)
+        )
+        self.pool = nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)
+        self.multiple = 2 ** (downsample + enhancers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        padded, rows, cols = _padded_to(x, self.multiple)
+        scales = [padded]
+        for _ in self.enhancers:
+            scales.append(self.pool(scales[-1]))
+        out: torch.Tensor = self.global_model(scales[-1])
+        for n, enhancer in enumerate(self.enhancers, start=1):
+            down, up = enhancer.get_submodule("down"), enhancer.get_submodule("up")
+            out = up(down(scales[len(self.enhancers) - n]) + out)
+        return out[..., :rows, :cols]
 
 
 # a caption vocabulary's first four words
@@ -843,6 +901,12 @@ def translator(emd: dict[str, Any]) -> nn.Module:
     """The generator a SuperResolution, Pix2Pix, Pix2PixHD or CycleGAN EMD of geotrain describes, with random
     weights."""
     params = emd["ModelParameters"]
+    if params.get("generator") == "resnet_blocks" and int(params.get("local_enhancers", 0)) > 0:
+        return LocalEnhancerGenerator(
+            int(params["in_channels"]), int(params["out_channels"]), int(params["gen_blocks"]),
+            int(params.get("width", 32)), int(params.get("downsample", 4)), int(params["local_enhancers"]),
+            int(params.get("local_blocks", 3)),
+        )  # fmt: skip
     if params.get("generator") == "resnet_blocks":
         return ResnetGenerator(
             int(params["in_channels"]), int(params["out_channels"]), int(params["gen_blocks"]),
