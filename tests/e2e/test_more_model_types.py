@@ -60,7 +60,11 @@ JOBS: dict[str, tuple[str, str | None, str, dict[str, str]]] = {
     "BDCN_EDGEDETECTOR": ("edges", "RESNET18", "F1_SCORE", {}),
     "SUPERRESOLUTION": ("single", "RESNET18", "VALID_LOSS", {"downsample_factor": "2"}),
     "PIX2PIX": ("paired", "RESNET18", "VALID_LOSS", {}),
-    "PIX2PIXHD": ("paired", None, "VALID_LOSS", {**SMALL_HD, "n_dscr": "2", "feat_loss": "True", "vgg_loss": "True"}),
+    "PIX2PIXHD": (
+        "paired", None, "VALID_LOSS",
+        {**SMALL_HD, "n_dscr": "2", "feat_loss": "True", "vgg_loss": "True", "gen_network": "local",
+         "n_blocks_local": "1"},
+    ),
     "CYCLEGAN": ("unpaired", None, "VALID_LOSS", {"gen_blocks": "2", "lsgan": "True"}),
     "MULTITASK_ROADEXTRACTOR": ("roads", "RESNET18", "DICE", {"orient_bin_size": "30", "mtl_model": "linknet"}),
     "CONNECTNET": ("roads", "RESNET18", "DICE", {"orient_bin_size": "30"}),
@@ -252,7 +256,14 @@ def test_translators_train_and_their_function_gives_the_translated_image(
         assert emd["downsample_factor"] == 2
     assert any("psnr" in m and "ssim" in m for m in messages if m.startswith("Epoch 1/1"))
     if model_type == "PIX2PIXHD":
-        assert any(m.startswith("Generator: pix2pixHD's global generator (2 times down, 2 residual") for m in messages)
+        assert any(
+            m.startswith(
+                "Generator: pix2pixHD's global generator (2 times down, 2 residual blocks, 32 filters first) on"
+            )
+            and "1 local enhancer(s) of 1 residual blocks" in m
+            for m in messages
+        )
+        assert emd["ModelParameters"]["local_enhancers"] == 1
         assert any(m.startswith("vgg_loss: ") for m in messages)
     assert output.shape == (bands_out, 32, 32) and output.dtype == np.float32 and np.isfinite(output).all()
 
