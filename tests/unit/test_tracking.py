@@ -3,6 +3,7 @@ anchors' targets, and the request's window sizes."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,8 +30,8 @@ def scanned(tmp_path_factory: pytest.TempPathFactory) -> Scan[Any]:
 def test_a_track_is_one_instance_id_of_one_class_folder_through_the_frames_in_name_order(scanned: Scan[Any]) -> None:
     tracks = tracks_of(scanned, range(6))
     # Car (class index 1) ids 1 and 2, Boat (class index 2) id 1
-    assert sorted(tracks) == [(1, 1), (1, 2), (2, 1)]
-    car = tracks[(1, 1)]
+    assert [key[1:] for key in sorted(tracks)] == [(1, 1), (1, 2), (2, 1)]
+    car = tracks[(str(scanned.items[0].image.parent.parent), 1, 1)]
     assert [s.frame for s in car] == list(range(6))
     names = [scanned.items[s.chip].image.stem for s in car]
     assert names == sorted(names)
@@ -116,3 +117,14 @@ def test_bad_window_sizes_are_refused_naming_the_argument(arguments: dict[str, s
     with pytest.raises(ParameterError) as caught:
         parse(_form(**arguments))
     assert caught.value.param == "arguments" and named in " ".join(caught.value.details)
+
+
+def test_each_export_folder_of_a_job_is_a_video_of_its_own(tmp_path: Path) -> None:
+    from geotrain.training.data.export import merge_exports
+
+    folders = [formats.tracks(tmp_path / name, frames=3) for name in ("a", "b")]
+    export = merge_exports([read_export(f) for f in folders])
+    both = scan(export, reader_for(export).load)
+    tracks = tracks_of(both, range(len(both.items)))
+    # the same names and ids in both folders: six tracks of three frames, not three of six
+    assert len(tracks) == 6 and all(len(t) == 3 for t in tracks.values())

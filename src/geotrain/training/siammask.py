@@ -64,19 +64,24 @@ class Sighting:
     instance: int  # index of the object in the chip's target
 
 
-def tracks_of(scanned: Scan[Any], indices: Sequence[int]) -> dict[tuple[int, int], list[Sighting]]:
-    """(class index, instance id) -> the object's sightings in the chips ``indices``, in frame order (the order
-    of the chips' names)."""
-    order = sorted(indices, key=lambda i: _frame_key(scanned.items[i].image))
-    found: dict[tuple[int, int], list[Sighting]] = defaultdict(list)
+def tracks_of(scanned: Scan[Any], indices: Sequence[int]) -> dict[tuple[str, int, int], list[Sighting]]:
+    """(export folder, class index, instance id) -> the object's sightings in the chips ``indices``, in frame order
+    (the order of the chips' names in their folder: each folder of a several-folder job is a video of its own)."""
+    order = sorted(indices, key=lambda i: (str(_video(scanned.items[i].image)), _frame_key(scanned.items[i].image)))
+    found: dict[tuple[str, int, int], list[Sighting]] = defaultdict(list)
     for frame, chip in enumerate(order):
         target = scanned.sample(chip)[1]
+        video = str(_video(scanned.items[chip].image))
         for n, (label, instance, box) in enumerate(
             zip(target["labels"], target["instances"], target["boxes"], strict=True)
         ):
             if min(box[2] - box[0], box[3] - box[1]) >= SMALLEST:
-                found[(int(label), int(instance))].append(Sighting(chip, frame, n))
+                found[(video, int(label), int(instance))].append(Sighting(chip, frame, n))
     return dict(found)
+
+
+def _video(image: Path) -> Path:
+    return image.parent.parent  # the export folder holding images/
 
 
 def _frame_key(path: Path) -> tuple[int, str]:
@@ -319,7 +324,8 @@ def train(job: Job) -> None:
     seen = sum(len(t) for t in train_tracks), sum(len(t) for t in valid_tracks)
     progress.info(
         f"Tracking: {len(train_tracks)} {unit} with {seen[0]} sightings for training, {len(valid_tracks)} with "
-        f"{seen[1]} for validation; an object is one instance id of one class folder, through frames in name order."
+        f"{seen[1]} for validation; an object is one instance id of one class folder, through the frames of its export "
+        "folder in name order."
     )
     exemplar, instance = params.windows()
     given = {"exemplar_size", "instance_size", "chip_size"} & set(params.arguments) or params.chip_size
