@@ -87,8 +87,10 @@ def test_backbone_builds_and_runs_forward(model_type: str, backbone: str) -> Non
             tracker = SiamMaskNet(backbone.lower(), 5, 32, 64)
             built = with_weights(tracker, tracker.encoder, backbone.lower(), 5, "RANDOM", ("layer4",))
             built.network.eval()
-            score, offsets, masks = tracker(torch.randn(2, 5, 32, 32), torch.randn(2, 5, 64, 64))
-            assert score.shape == (2, 5, 6, 6) and offsets.shape == (2, 20, 6, 6) and masks.shape == (2, 256, 6, 6)
+            outputs = tracker(torch.randn(2, 5, 32, 32), torch.randn(2, 5, 64, 64))
+            assert outputs[0].shape == (2, 5, 6, 6) and outputs[1].shape == (2, 20, 6, 6)
+            # the refinement module's mask at two locations: the exemplar-sized window's, at half its side
+            assert tracker.masks(outputs, torch.tensor([[0, 2, 3], [1, 0, 5]])).shape == (2, 16, 16)
         elif family == "image_translation":
             network = Translator(backbone.lower(), 5, 2, residual=False)
             built = with_weights(network, network.encoder, backbone.lower(), 5, "RANDOM")

@@ -7,7 +7,8 @@ window around the same object in a frame at most ``frame_range`` frames away, sh
 that the object is anywhere in it. ``geotrain_networks.SiamMaskNet`` is trained as SiamMask is: anchors over
 IoU 0.6 are the object and under 0.3 background (binary cross-entropy, a half each), the positive anchors'
 box offsets (smooth L1), and at every location with a positive anchor the mask of the exemplar-sized window
-centred there (binary cross-entropy); the losses weigh 1, 1.2 and 36, as SiamMask's training weighs them.
+centred there, from the refinement module (binary cross-entropy); the losses weigh 1, 1.2 and 36, as
+SiamMask's training weighs them.
 Validation scores the mean IoU of the mask found at the best-scored location with the object's mask (mIOU).
 """
 
@@ -33,6 +34,7 @@ from geotrain.dlpk.prf.geotrain_networks import (
     SIAM_STRIDE,
     SIAM_TRACKING,
     SiamMaskNet,
+    SiamOutputs,
     SiamTracker,
     context_side,
     window_crop,
@@ -191,10 +193,8 @@ class TrackingTask(OneCycleTask):
         self.miou, self.box_iou = MeanMetric(), MeanMetric()
         self.last_metrics: TrackingMetrics | None = None
 
-    def _loss(
-        self, outputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor], boxes: torch.Tensor, masks: torch.Tensor
-    ) -> torch.Tensor:
-        score, offsets, mask_logits = (o.float() for o in outputs)
+    def _loss(self, outputs: SiamOutputs, boxes: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        score, offsets = outputs[0].float(), outputs[1].float()
         net, batch, size = self.network, len(boxes), score.shape[-1]
         anchors = net.anchors(size, score.device)  # k x R x R x 4
         flat = _xyxy(anchors).reshape(-1, 4)
@@ -230,15 +230,12 @@ class TrackingTask(OneCycleTask):
         # masks at the locations with a positive anchor: the exemplar-sized window there, at the mask's size
         where = positive.any(1).nonzero()  # (sample, row, column)
         if len(where):
-            centres = net.centres(size, score.device)
-            half = net.exemplar / 2
-            cx, cy = centres[where[:, 2]], centres[where[:, 1]]
-            windows = torch.stack([where[:, 0].float(), cx - half, cy - half, cx + half, cy + half], 1)
+            windows = net.windows(where, size)
             truth = roi_align(masks[:, None].float(), windows, net.mask_size, 1.0, 2, aligned=True)[:, 0]
-            found = mask_logits[where[:, 0], :, where[:, 1], where[:, 2]]
-            mask_loss = F.binary_cross_entropy_with_logits(found, (truth > 0.5).float().flatten(1))
+            found = net.masks(outputs, where)
+            mask_loss = F.binary_cross_entropy_with_logits(found, (truth > 0.5).float())
         else:
-            mask_loss = mask_logits.sum() * 0
+            mask_loss = outputs[2].sum() * 0
         return WEIGHTS["score"] * score_loss + WEIGHTS["box"] * box_loss + WEIGHTS["mask"] * mask_loss
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
@@ -261,21 +258,21 @@ class TrackingTask(OneCycleTask):
             self.miou.update(_iou(mask > 0.5, truth > 0.5))
             self.box_iou.update(box_iou(box[None], wanted[None])[0, 0])
 
-    def found(self, outputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def found(self, outputs: SiamOutputs) -> tuple[torch.Tensor, torch.Tensor]:
         """Per sample the best-scored anchor's box (x0, y0, x1, y1) and its location's mask (search window
         probabilities)."""
-        score, offsets, mask_logits = outputs
+        score, offsets = outputs[0], outputs[1]
         net, size = self.network, score.shape[-1]
         boxes = net.decode(offsets, net.anchors(size, score.device)).flatten(1, 3)
         best = score.float().flatten(1).argmax(1)
+        rows, cols = (best % (size * size)) // size, best % size
+        logits = net.masks(outputs, torch.stack([torch.arange(len(best), device=best.device), rows, cols], 1))
         centres = net.centres(size, score.device)
         pixels = torch.arange(net.instance, device=score.device, dtype=torch.float32)
-        found_masks = []
-        for b, at in enumerate(best.tolist()):
-            row, col = divmod(at % (size * size), size)
-            found_masks.append(
-                net.mask_in(mask_logits[b, :, row, col], (float(centres[col]), float(centres[row])), pixels, pixels)
-            )
+        found_masks = [
+            net.mask_in(m, (float(centres[c]), float(centres[r])), pixels, pixels)
+            for m, r, c in zip(logits, rows.tolist(), cols.tolist(), strict=True)
+        ]
         return _xyxy(boxes[torch.arange(len(best)), best]), torch.stack(found_masks)
 
     def on_validation_epoch_end(self) -> None:

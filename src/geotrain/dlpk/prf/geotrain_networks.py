@@ -1694,13 +1694,54 @@ class _XCorrBranch(nn.Module):
         return out
 
 
+def _convs(cin: int, middle: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, middle, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(middle, cout, 3, padding=1),
+        nn.ReLU(inplace=True),
+    )  # fmt: skip
+
+
+class SiamRefine(nn.Module):
+    """SiamMask's refinement module: one location's mask features, spread by a transposed convolution over a
+    quarter of the mask's side, merged three times with the backbone's maps at strides 8, 4 and 2 (each cut to the
+    location's window and narrowed), doubling in size each time, to ``size`` x ``size`` logits."""
+
+    def __init__(self, width: int, channels: tuple[int, int, int], size: int) -> None:
+        super().__init__()
+        self.sizes = (max(size // 4, 2), max(size // 2, 3), size)  # the stride-8, -4 and -2 cuts
+        self.deconv = nn.ConvTranspose2d(width, 32, self.sizes[0], self.sizes[0])
+        self.v2, self.v1, self.v0 = (
+            _convs(channels[2], 128, 32),
+            _convs(channels[1], 64, 16),
+            _convs(channels[0], 16, 4),
+        )
+        self.h2, self.h1, self.h0 = _convs(32, 32, 32), _convs(16, 16, 16), _convs(4, 4, 4)
+        self.post0, self.post1 = nn.Conv2d(32, 16, 3, padding=1), nn.Conv2d(16, 4, 3, padding=1)
+        self.post2 = nn.Conv2d(4, 1, 3, padding=1)
+
+    def forward(self, vectors: torch.Tensor, cuts: list[torch.Tensor]) -> torch.Tensor:
+        """``vectors``: locations x width mask features; ``cuts``: the stride-2, -4 and -8 maps cut to each
+        location's window at ``sizes`` (reversed). Gives locations x size x size logits."""
+        p0, p1, p2 = cuts
+        out = self.deconv(vectors[..., None, None])
+        out = self.post0(F.interpolate(self.h2(out) + self.v2(p2), size=p1.shape[-2:], mode="bilinear"))
+        out = self.post1(F.interpolate(self.h1(out) + self.v1(p1), size=p0.shape[-2:], mode="bilinear"))
+        logits: torch.Tensor = self.post2(
+            F.interpolate(self.h0(out) + self.v0(p0), size=p0.shape[-2:], mode="bilinear")
+        )
+        return logits[:, 0]
+
+
+SiamOutputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]
+
+
 class SiamMaskNet(nn.Module):
-    """SiamMask's three-branch network: the first four stages of a ResNet (the third dilated, so stride
-    8) read the exemplar (the object and its context, ``exemplar`` px) and the search window (``instance`` px); an
-    adjust layer narrows both to ``width`` channels, and three depth-wise cross-correlation branches give, at every
-    location of the response map, a score per anchor, four box offsets per anchor and the object's mask (
-    ``mask_size`` squared logits) within the exemplar-sized window centred there. SiamMask's refinement module
-    (which sharpens the mask with the backbone's shallower maps) is not built."""
+    """SiamMask (its "sharp" variant, as ArcGIS uses): the first four stages of a ResNet (the third dilated, so
+    stride 8) read the exemplar (the object and its context, ``exemplar`` px) and the search window (``instance``
+    px); an adjust layer narrows both to ``width`` channels, and three depth-wise cross-correlation branches give,
+    at every location of the response map, a score per anchor, four box offsets per anchor and the features of
+    the object's mask within the exemplar-sized window centred there, which the refinement module turns into
+    ``mask_size`` x ``mask_size`` logits with the search window's shallower maps."""
 
     def __init__(
         self, arch: str, bands: int, exemplar: int = 127, instance: int = 255, width: int = 256,
@@ -1709,13 +1750,14 @@ class SiamMaskNet(nn.Module):
         super().__init__()
         self.encoder = Encoder(arch, bands, depth=4, output_stride=SIAM_STRIDE)
         del self.encoder.layer4  # SiamMask reads the first four stages only
-        channels = _channels(self.encoder, bands)[-1]
-        self.adjust = nn.Sequential(nn.Conv2d(channels, width, 1, bias=False), nn.BatchNorm2d(width))
+        channels = _channels(self.encoder, bands)
+        self.adjust = nn.Sequential(nn.Conv2d(channels[-1], width, 1, bias=False), nn.BatchNorm2d(width))
         self.exemplar, self.instance, self.ratios = exemplar, instance, tuple(ratios)
         self.mask_size = mask_size or max(exemplar // 2, 8)  # 63 for SiamMask's 127
         self.score = _XCorrBranch(width, len(self.ratios))
         self.box = _XCorrBranch(width, 4 * len(self.ratios))
-        self.mask = _XCorrBranch(width, self.mask_size**2)
+        self.mask = _XCorrBranch(width, width)
+        self.refine = SiamRefine(width, (channels[1], channels[2], channels[3]), self.mask_size)
 
     def template(self, z: torch.Tensor) -> torch.Tensor:
         """The exemplar's features: the middle of its map (about half of it, odd, at least 3 cells), as SiamMask
@@ -1726,17 +1768,36 @@ class SiamMaskNet(nn.Module):
         start = (cells - keep) // 2
         return features[..., start : start + keep, start : start + keep]
 
-    def search(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.adjust(self.encoder(x)[-1])
+    def heads(self, kernel: torch.Tensor, x: torch.Tensor) -> SiamOutputs:
+        """For search windows ``x``: scores (batch x anchors x R x R), box offsets (batch x 4 anchors x R x R), mask
+        features (batch x width x R x R) and the backbone's stride-2, -4 and -8 maps (for ``masks``)."""
+        features = self.encoder(x)
+        search = self.adjust(features[-1])
+        return self.score(kernel, search), self.box(kernel, search), self.mask(kernel, search), features[1:4]
+
+    def forward(self, z: torch.Tensor, x: torch.Tensor) -> SiamOutputs:
+        return self.heads(self.template(z), x)
+
+    def windows(self, where: torch.Tensor, size: int) -> torch.Tensor:
+        """The exemplar-sized windows (sample, x0, y0, x1, y1 in search pixels: ``roi_align``'s boxes) centred on the
+        response map's locations ``where`` (sample, row, column) of a ``size`` map."""
+        centres = self.centres(size, where.device)
+        cx, cy, half = centres[where[:, 2]], centres[where[:, 1]], self.exemplar / 2
+        return torch.stack([where[:, 0].float(), cx - half, cy - half, cx + half, cy + half], 1)
+
+    def masks(self, outputs: SiamOutputs, where: torch.Tensor) -> torch.Tensor:
+        """The mask logits (locations x mask_size x mask_size) at ``where`` (locations x 3: sample, row, column of
+        the response map), each over the exemplar-sized window centred there."""
+        mask_features, maps = outputs[2], outputs[3]
+        windows = self.windows(where, mask_features.shape[-1])
+        sizes = self.refine.sizes[::-1]  # stride 2, 4, 8
+        cuts = [
+            torchvision.ops.roi_align(m.float(), windows, size, 1 / stride, 2, aligned=True)
+            for m, size, stride in zip(maps, sizes, (2, 4, 8), strict=True)
+        ]
+        vectors = mask_features[where[:, 0], :, where[:, 1], where[:, 2]].float()
+        out: torch.Tensor = self.refine(vectors, cuts)
         return out
-
-    def heads(self, kernel: torch.Tensor, search: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Scores (batch x anchors x R x R), box offsets (batch x 4 anchors x R x R), mask logits (batch x
-        mask_size^2 x R x R)."""
-        return self.score(kernel, search), self.box(kernel, search), self.mask(kernel, search)
-
-    def forward(self, z: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.heads(self.template(z), self.search(x))
 
     def centres(self, size: int, device: torch.device) -> torch.Tensor:
         """The search-window pixel (edges) each of a ``size`` response map's rows or columns is centred on."""
@@ -1771,8 +1832,8 @@ class SiamMaskNet(nn.Module):
     def mask_in(
         self, logits: torch.Tensor, centre: tuple[float, float], xs: torch.Tensor, ys: torch.Tensor
     ) -> torch.Tensor:
-        """One location's mask (``mask_size`` squared logits), its window centred on ``centre`` (search pixels),
-        read as probabilities at pixel edges ``xs``/``ys`` of the search window (any scale): 0 outside it."""
+        """One location's mask logits (``mask_size`` x ``mask_size``), its window centred on ``centre`` (search
+        pixels), read as probabilities at pixel edges ``xs``/``ys`` of the search window (any scale): 0 outside it."""
         size = self.mask_size
         gx = (xs + 0.5 - centre[0]) * (2 / self.exemplar)
         gy = (ys + 0.5 - centre[1]) * (2 / self.exemplar)
@@ -1818,7 +1879,8 @@ class SiamTracker:
         window_side = side * net.instance / net.exemplar
         x = window_crop(frame, self.centre, window_side, net.instance)
         with torch.no_grad():
-            score, offsets, masks = net.heads(self.kernel, net.search(x[None]))
+            outputs = net.heads(self.kernel, x[None])
+        score, offsets = outputs[0], outputs[1]
         size = score.shape[-1]
         anchors = net.anchors(size, score.device)
         boxes = net.decode(offsets, anchors)[0].reshape(-1, 4)
@@ -1849,6 +1911,8 @@ class SiamTracker:
         centres = net.centres(size, score.device)
         xs = (torch.arange(cols, device=score.device, dtype=torch.float32) + 0.5 - left) * scale - 0.5
         ys = (torch.arange(rows, device=score.device, dtype=torch.float32) + 0.5 - top) * scale - 0.5
-        mask = net.mask_in(masks[0, :, row, col], (float(centres[col]), float(centres[row])), xs, ys)
+        with torch.no_grad():
+            logits = net.masks(outputs, torch.tensor([[0, row, col]], device=score.device))[0]
+        mask = net.mask_in(logits, (float(centres[col]), float(centres[row])), xs, ys)
         box = [self.centre[0] - self.size[0] / 2, self.centre[1] - self.size[1] / 2, self.size[0], self.size[1]]
         return box, float(probs[best]), mask
