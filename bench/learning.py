@@ -1,10 +1,11 @@
 """Learning check per model family: on an easy generated export the metric must rise well above chance.
 
     .venv/bin/python bench/learning.py [unet] [feature_classifier] [fasterrcnn] [retinanet] [ssd] [yolov3] [maskrcnn]
-        [--epochs N]
+        [deeplab_pointrend] [maskrcnn_pointrend] [siammask] [--epochs N]
 
 Prints the validation metric each model reaches (UNET mIoU, FEATURE_CLASSIFIER accuracy, the detectors'
-box mAP@0.5, MASKRCNN's mask mAP@0.5). Trains on the CPU unless a GPU is present.
+box mAP@0.5, MASKRCNN's mask mAP@0.5, SIAMMASK's mask mIoU on held-out tracks). Trains on the CPU unless a GPU
+is present.
 """
 
 from __future__ import annotations
@@ -37,9 +38,15 @@ FAMILIES = {
     "maskrcnn": ("MASKRCNN", "mask mAP@0.5", lambda e: float(e["mAP"]), "AVERAGE_PRECISION"),
     "deeplab_pointrend": ("DEEPLAB", "mIoU", lambda e: float(e["miou"]), "MIOU"),
     "maskrcnn_pointrend": ("MASKRCNN", "mask mAP@0.5", lambda e: float(e["mAP"]), "AVERAGE_PRECISION"),
+    # held-out tracks: objects the tracker never saw, followed from one frame to another
+    "siammask": ("SIAMMASK", "mask mIoU", lambda e: float(e["mean_IOU"]), "MIOU"),
 }
 # model arguments a family trains with
-ARGUMENTS = {"deeplab_pointrend": {"pointrend": True}, "maskrcnn_pointrend": {"pointrend": True}}
+ARGUMENTS = {
+    "deeplab_pointrend": {"pointrend": True},
+    "maskrcnn_pointrend": {"pointrend": True},
+    "siammask": {"exemplar_size": 32, "instance_size": 64},
+}
 CLASSES = [(1, "Palm"), (2, "Pine")]
 
 
@@ -53,6 +60,8 @@ def _export(family: str, root: Path) -> Path:
             return _labeled(root, chips=48)
         case "maskrcnn" | "maskrcnn_pointrend":
             return _objects(root, chips=48, masks=True)
+        case "siammask":
+            return _video(root, frames=24, objects=8)
         case _:
             return _objects(root, chips=48, masks=False)
 
@@ -95,6 +104,32 @@ def _objects(root: Path, chips: int, masks: bool) -> Path:
     return root
 
 
+def _video(root: Path, frames: int, objects: int) -> Path:
+    """RCNN_Masks of video frames (64 px): ``objects`` rectangles of their own sizes and colours drifting across a
+    dark, noisy ground, each the same instance id of labels/Car/ in every frame it shows in."""
+    rng = np.random.default_rng(1)
+    size, lines = 64, []
+    sides = rng.integers(8, 16, (objects, 2))
+    starts = rng.uniform(0, size - 16, (objects, 2))
+    speeds = rng.uniform(-1.5, 1.5, (objects, 2))
+    colours = rng.integers(120, 250, (objects, 3))
+    for i in range(frames):
+        stem = f"{i:09d}"
+        image = rng.integers(0, 60, size=(3, size, size)).astype(np.uint8)
+        cars = np.zeros((1, size, size), np.uint8)
+        for n in range(objects):
+            x, y = (int(v) % (size - 16) for v in starts[n] + speeds[n] * i)
+            w, h = (int(v) for v in sides[n])
+            image[:, y : y + h, x : x + w] = colours[n][:, None, None]
+            cars[0, y : y + h, x : x + w] = n + 1
+        formats.raster(root / "images" / f"{stem}.tif", image)
+        formats.raster(root / "labels" / "Car" / f"{stem}.tif", cars)
+        lines.append(f"images\\{stem}.tif labels\\Car\\{stem}.tif")
+    formats.metadata(root, "RCNN_Masks", 3, size, frames, classes=[(1, "Car")])
+    formats.map_txt(root, lines)
+    return root
+
+
 def _labeled(root: Path, chips: int) -> Path:
     """Labeled_Tiles whose class shows in the pixels: Palm chips are bright in band 1, Pine in band 2."""
     rng = np.random.default_rng(0)
@@ -120,7 +155,8 @@ def run(family: str, epochs: int, verbose: bool = False) -> tuple[float, float]:
         settings = Settings(home=Path(tmp) / "home", data_stores={"/fileShares/c": Path(tmp) / "chips"})
         settings.ensure_dirs()
         params = parse(
-            {"in_folder": f"/fileShares/c/{family}", "output_name": json.dumps({"name": family}),
+            {"in_folder": f"/fileShares/c/{family}",
+             "output_name": json.dumps({"uri": f"/fileShares/geotrain/models/{family}"}),
              "model_type": model_type, "backbone_model": backbone, "max_epochs": str(epochs),
              "learning_rate": "0.002", "batch_size": "8", "stop_training": "false", "validation_percent": "25",
              "monitor": monitor, "arguments": json.dumps(ARGUMENTS.get(family, {}))}

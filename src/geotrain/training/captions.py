@@ -30,7 +30,7 @@ from geotrain.errors import TrainingError
 from geotrain.task.catalog import DECODE_DEFAULTS
 from geotrain.training.data.readers import reader_for
 from geotrain.training.data.scan import Scan, scan
-from geotrain.training.fit import OneCycleTask, fit, freeze_except
+from geotrain.training.fit import OneCycleTask, freeze_except
 from geotrain.training.job import Job
 from geotrain.training.models.registry import with_weights
 
@@ -210,9 +210,7 @@ def train(job: Job) -> None:
     freeze = job.announce_model(network, built.notes, built.pretrained_from is not None)
     references = [valid_set.captions(i) for i in range(len(valid_set))]
     task = CaptionTask(network, vocabulary, references, steps, params.learning_rate or 1e-3, freeze)
-    result = fit(task, train_set, valid_set, job.fit_options(job.use_gpu(), scanned), job.on_epoch, progress.info,
-                 progress.warn)  # fmt: skip
-    job.report_fit(result)
+    result = job.fit(task, train_set, valid_set, scanned)
     if not job.leader:
         return  # the package is rank 0's to write
 

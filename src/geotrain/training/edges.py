@@ -15,7 +15,7 @@ from geotrain.dlpk import emd as emd_writer
 from geotrain.dlpk.prf.geotrain_networks import EdgeNet, pad_to_stride
 from geotrain.errors import TrainingError
 from geotrain.training.data.classified_tiles import ClassMap, SegmentationChips, scan_segmentation
-from geotrain.training.fit import OneCycleTask, fit, freeze_except
+from geotrain.training.fit import OneCycleTask, freeze_except
 from geotrain.training.job import Job
 from geotrain.training.models.registry import build
 from geotrain.training.segmentation import first_size, package_check, show_results
@@ -140,10 +140,7 @@ def train(job: Job) -> None:
     assert isinstance(built.network, EdgeNet)
     freeze = job.announce_model(built.network, built.notes, built.pretrained_from is not None)
     task = EdgeTask(built.network, params.learning_rate or 1e-3, freeze)
-    result = fit(
-        task, train_set, valid_set, job.fit_options(job.use_gpu(), scanned), job.on_epoch, progress.info, progress.warn
-    )
-    job.report_fit(result)
+    result = job.fit(task, train_set, valid_set, scanned)
     if not job.leader:
         return  # the package is rank 0's to write
 

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 from geotrain.config import Settings
 from geotrain.dlpk import emd as emd_writer
@@ -33,7 +34,7 @@ from geotrain.training.data.export import ClassInfo, ExportInfo
 from geotrain.training.data.readers import Reader, reader_for
 from geotrain.training.data.scan import Normalization, Scan, bad_chip_verdict, scan, split
 from geotrain.training.distributed import Group, Placement
-from geotrain.training.fit import MONITOR_KEYS, EpochRecord, FitOptions, FitResult
+from geotrain.training.fit import MONITOR_KEYS, EpochRecord, FitOptions, FitResult, OneCycleTask, fit
 
 T = TypeVar("T")
 
@@ -185,6 +186,18 @@ class Job:
             shown = f"{shown}; {timing}" if shown else timing
         self.progress.info(f"{text}, {shown}" if shown else text)
         self.progress.epoch(record)
+
+    def fit(
+        self, task: OneCycleTask, train_set: Dataset[Any], valid_set: Dataset[Any], scanned: Scan[Any],
+        collate_fn: Callable[[list[Any]], Any] | None = None,
+    ) -> FitResult:  # fmt: skip
+        """Train ``task`` with the request's options on this job's devices, every epoch reported, and say how it
+        ended (the families whose one network trains as the request says)."""
+        options = self.fit_options(self.use_gpu(), scanned)
+        result = fit(task, train_set, valid_set, options, self.on_epoch, self.progress.info, self.progress.warn,
+                     collate_fn=collate_fn)  # fmt: skip
+        self.report_fit(result)
+        return result
 
     def report_fit(self, result: FitResult) -> None:
         monitor = self.params.monitor.lower()

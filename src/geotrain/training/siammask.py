@@ -42,7 +42,7 @@ from geotrain.dlpk.prf.geotrain_networks import (
 from geotrain.errors import TrainingError
 from geotrain.training.data.readers import reader_for
 from geotrain.training.data.scan import Scan, scan, split
-from geotrain.training.fit import OneCycleTask, fit, freeze_except
+from geotrain.training.fit import OneCycleTask, freeze_except
 from geotrain.training.job import Job, class_colors
 from geotrain.training.models.registry import with_weights
 
@@ -341,9 +341,7 @@ def train(job: Job) -> None:
     built = with_weights(network, network.encoder, arch, scanned.num_bands, params.weight_init_scheme, ("layer4",))
     freeze = job.announce_model(network, built.notes, built.pretrained_from is not None)
     task = TrackingTask(network, params.learning_rate or 1e-3, freeze)
-    result = fit(task, train_set, valid_set, job.fit_options(job.use_gpu(), scanned), job.on_epoch, progress.info,
-                 progress.warn, collate_fn=collate)  # fmt: skip
-    job.report_fit(result)
+    result = job.fit(task, train_set, valid_set, scanned, collate)
     if not job.leader:
         return  # the package is rank 0's to write
 
