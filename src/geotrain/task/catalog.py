@@ -25,11 +25,12 @@ ALL_MODEL_TYPES = (
 )  # fmt: skip
 
 _OPENMMLAB = (
-    "it trains through OpenMMLab's {package}, which needs mmcv with its compiled operators "
-    "({package} requires mmcv >= 2.0.0rc4, < 2.2.0). PyPI has no mmcv wheel for any Python (only its source), "
-    "and building that source fails here before compiling (its setup imports pkg_resources, which the build "
-    "environment lacks); OpenMMLab's prebuilt mmcv comes from its own index, for older torch releases than "
-    "the torch 2.14.1 geotrain is pinned to. Train a FASTERRCNN, RETINANET, SSD or YOLOV3 model instead"
+    "it trains through OpenMMLab's {package}, which loads mmcv's compiled operators with its models "
+    "({package} requires mmcv >= 2.0.0rc4, < 2.2.0). PyPI has mmcv only as source (and mmcv-lite, without the "
+    "operators: mmdet's and mmseg's models fail to load on it); built from source (mmcv 2.1.0), mmcv compiles its "
+    "operators as C++17 while the headers of the torch 2.14.1 geotrain is pinned to require C++20, so the build "
+    "fails on any host with this torch; OpenMMLab's prebuilt mmcv comes from its own index (not reachable here) and "
+    "for older torch releases. Train a FASTERRCNN, RETINANET, SSD or YOLOV3 model instead"
 )
 
 # model types geotrain refuses for a reason that holds on this server, not for want of building them
