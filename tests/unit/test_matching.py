@@ -25,3 +25,9 @@ def test_detr_trains_with_the_hungarian_algorithm_and_its_package_network_does_n
     assert built.network.match is hungarian
     shipped = Path(greedy_match.__code__.co_filename).read_text(encoding="utf-8")
     assert "match" not in built.network.state_dict() and "import scipy" not in shipped and "from scipy" not in shipped
+
+
+def test_costs_that_are_not_numbers_are_paired_last_instead_of_failing_the_step() -> None:
+    cost = torch.tensor([[float("nan"), 1.0], [2.0, float("inf")], [0.5, float("-inf")]])
+    rows, cols = hungarian(cost)
+    assert len(rows) == 2 and sorted(cols) == [0, 1] and (0, 0) not in set(zip(rows, cols, strict=True))

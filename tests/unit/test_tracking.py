@@ -128,3 +128,28 @@ def test_each_export_folder_of_a_job_is_a_video_of_its_own(tmp_path: Path) -> No
     tracks = tracks_of(both, range(len(both.items)))
     # the same names and ids in both folders: six tracks of three frames, not three of six
     assert len(tracks) == 6 and all(len(t) == 3 for t in tracks.values())
+
+
+def test_a_response_location_is_centred_where_the_exemplar_matches_the_search_window() -> None:
+    # SiamMask's sizes: the exemplar's 16-cell map keeps its 7 middle cells (from the 4th on), so the response
+    # map's locations are centred 8 px apart from 63.5 - 4 * 8 on (a smaller exemplar's map is all border: its
+    # features, padded, cannot match the window's before training)
+    exemplar, at = 127, 40
+    torch.manual_seed(0)
+    net = SiamMaskNet("resnet18", 3, exemplar, 2 * exemplar + 1).eval()
+    x = torch.randn(1, 3, 2 * exemplar + 1, 2 * exemplar + 1)
+    z = x[..., at : at + exemplar, at : at + exemplar]  # the exemplar: a part of the window, on the stride's grid
+    with torch.no_grad():
+        kernel = net.template(z)
+        search = net.adjust(net.encoder(x)[-1])
+    keep = kernel.shape[-1]
+    cells = search.shape[-1] - keep + 1
+    distance = torch.stack([((search[..., r : r + keep, r : r + keep] - kernel) ** 2).mean() for r in range(cells)])
+    assert float(net.centres(cells, x.device)[int(distance.argmin())]) == at + exemplar / 2
+
+
+def test_an_exemplar_below_17_pixels_is_refused_whether_given_as_exemplar_size_or_chip_size() -> None:
+    with pytest.raises(ParameterError) as caught:
+        parse({**_form(), "chip_size": "16"})
+    assert caught.value.param == "chip_size" and "17 to 512" in " ".join(caught.value.details)
+    assert parse({**_form(), "chip_size": "17"}).windows() == (17, 35)

@@ -373,7 +373,7 @@ BUILT: dict[str, ModelTypeInfo] = {
         default_backbone="RESNET50",
         monitors=("VALID_LOSS", "MIOU"),
         arguments={
-            "exemplar_size": "a whole number of pixels from 16 to 512, the exemplar's side (127)",
+            "exemplar_size": "a whole number of pixels from 17 to 512, the exemplar's side (127)",
             "instance_size": "a whole number of pixels from 32 to 1024, the search window's side (255; twice the "
             "exemplar's plus one when exemplar_size is given), at least 16 more than the exemplar's",
             "frame_range": "a whole number from 0 to 10000: how many frames apart an exemplar and its search window "

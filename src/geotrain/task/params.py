@@ -403,6 +403,10 @@ class TrainParams(BaseModel):
         when the exemplar's is given)."""
         given = self.arguments.get("exemplar_size", self.arguments.get("chip_size", self.chip_size))
         exemplar = int(given or EXEMPLAR_SIZE)
+        if not 17 <= exemplar <= 512:  # chip_size's own range is wider
+            raise ParameterError(
+                "chip_size", f"{exemplar} is not allowed for SIAMMASK. Expected the exemplar's side: 17 to 512 pixels."
+            )
         instance = int(self.arguments.get("instance_size", 2 * exemplar + 1))
         if instance < exemplar + 16:
             raise ParameterError(
@@ -529,7 +533,7 @@ def _check_argument(info: catalog.ModelTypeInfo, name: str, value: Any) -> None:
         case "queries":
             ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 300
         case "exemplar_size":
-            ok = isinstance(value, int) and not isinstance(value, bool) and 16 <= value <= 512
+            ok = isinstance(value, int) and not isinstance(value, bool) and 17 <= value <= 512
         case "instance_size":
             ok = isinstance(value, int) and not isinstance(value, bool) and 32 <= value <= 1024
         case "frame_range":

@@ -31,6 +31,7 @@ from geotrain.dlpk import emd as emd_writer
 from geotrain.dlpk import pictures
 from geotrain.dlpk.prf.geotrain_networks import (
     SIAM_RATIOS,
+    SIAM_SMALLEST,
     SIAM_STRIDE,
     SIAM_TRACKING,
     SiamMaskNet,
@@ -54,7 +55,6 @@ WEIGHTS = {"score": 1.0, "box": 1.2, "mask": 36.0}
 # scales it by up to 18 %, the exemplar by 4 of 127 pixels and 5 %
 SEARCH_SHIFT, SEARCH_SCALE = 64 / 255, 0.18
 EXEMPLAR_SHIFT, EXEMPLAR_SCALE = 4 / 127, 0.05
-SMALLEST = 2.0  # objects narrower or lower than this many pixels are left out
 
 Sample = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -77,7 +77,7 @@ def tracks_of(scanned: Scan[Any], indices: Sequence[int]) -> dict[tuple[str, int
         for n, (label, instance, box) in enumerate(
             zip(target["labels"], target["instances"], target["boxes"], strict=True)
         ):
-            if min(box[2] - box[0], box[3] - box[1]) >= SMALLEST:
+            if min(box[2] - box[0], box[3] - box[1]) >= SIAM_SMALLEST:
                 found[(video, int(label), int(instance))].append(Sighting(chip, frame, n))
     return dict(found)
 
@@ -200,10 +200,11 @@ class TrackingTask(OneCycleTask):
         flat = _xyxy(anchors).reshape(-1, 4)
         iou = torch.stack([box_iou(b[None], flat)[0] for b in boxes]).view(batch, *anchors.shape[:3])
         positive = iou > POSITIVE
-        # a small or thin object may meet no anchor that well: its best anchor counts, if it overlaps at all well
+        # a small or long thin object may meet no anchor that well: its best anchor counts (a 100 x 5 px object
+        # overlaps its best anchor by IoU 0.18)
         best = iou.flatten(1).argmax(1)
         fallback = torch.zeros_like(positive).flatten(1)
-        fallback[torch.arange(batch), best] = iou.flatten(1)[torch.arange(batch), best] > NEGATIVE
+        fallback[torch.arange(batch), best] = iou.flatten(1)[torch.arange(batch), best] > 0
         positive = positive | fallback.view_as(positive)
         negative = (iou < NEGATIVE) & ~positive
         # a random NEGATIVES of each sample's background anchors
@@ -235,7 +236,8 @@ class TrackingTask(OneCycleTask):
             found = net.masks(outputs, where)
             mask_loss = F.binary_cross_entropy_with_logits(found, (truth > 0.5).float())
         else:
-            mask_loss = outputs[2].sum() * 0
+            # the refinement module stays in the graph (DDP expects a gradient for every weight on every rank)
+            mask_loss = net.masks(outputs, torch.zeros(1, 3, dtype=torch.long, device=score.device)).sum() * 0
         return WEIGHTS["score"] * score_loss + WEIGHTS["box"] * box_loss + WEIGHTS["mask"] * mask_loss
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:

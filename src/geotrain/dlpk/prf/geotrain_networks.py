@@ -1639,6 +1639,7 @@ def load_weights(network: nn.Module, state: dict[str, torch.Tensor]) -> None:
 # SiamMask (SIAMMASK): the search window's anchors are this many input pixels apart (the backbone's stride)
 SIAM_STRIDE = 8
 SIAM_RATIOS = (0.33, 0.5, 1.0, 2.0, 3.0)  # anchors' height / width, SiamMask's
+SIAM_SMALLEST = 2.0  # pixels: narrower or lower objects are not trained on, and a tracked box never gets smaller
 SIAM_CONTEXT = 0.5  # the exemplar holds the box and half its perimeter's mean side around it, as SiamFC cuts it
 # SiamMask's tracking settings (its "hp"): the size-change penalty, the cosine window's share, the size's update
 # rate, the mask probability that counts as the object
@@ -1758,14 +1759,22 @@ class SiamMaskNet(nn.Module):
         self.box = _XCorrBranch(width, 4 * len(self.ratios))
         self.mask = _XCorrBranch(width, width)
         self.refine = SiamRefine(width, (channels[1], channels[2], channels[3]), self.mask_size)
+        # the exemplar's map: the middle cells kept as the correlation's kernel (about half, odd, at least 3, as
+        # SiamMask keeps the 7 middle cells of 15), and the first of them
+        was = self.encoder.training
+        self.encoder.eval()
+        with torch.no_grad():
+            cells = int(self.encoder(torch.zeros(1, bands, exemplar, exemplar))[-1].shape[-1])
+        self.encoder.train(was)
+        if cells < 3:
+            raise ValueError(f"an exemplar of {exemplar} px is too small: at least {2 * SIAM_STRIDE + 1} px")
+        self.keep = min(cells, max(3, (cells // 2 - 1) | 1))
+        self.start = (cells - self.keep) // 2
 
     def template(self, z: torch.Tensor) -> torch.Tensor:
-        """The exemplar's features: the middle of its map (about half of it, odd, at least 3 cells), as SiamMask
-        keeps the 7 middle cells of 15."""
+        """The exemplar's features: the middle ``keep`` cells of its map."""
         features: torch.Tensor = self.adjust(self.encoder(z)[-1])
-        cells = features.shape[-1]
-        keep = min(cells, max(3, (cells // 2 - 1) | 1))
-        start = (cells - keep) // 2
+        start, keep = self.start, self.keep
         return features[..., start : start + keep, start : start + keep]
 
     def heads(self, kernel: torch.Tensor, x: torch.Tensor) -> SiamOutputs:
@@ -1800,10 +1809,9 @@ class SiamMaskNet(nn.Module):
         return out
 
     def centres(self, size: int, device: torch.device) -> torch.Tensor:
-        """The search-window pixel (edges) each of a ``size`` response map's rows or columns is centred on."""
-        return (
-            self.instance / 2 + (torch.arange(size, device=device, dtype=torch.float32) - (size - 1) / 2) * SIAM_STRIDE
-        )
+        """The search-window pixel (edges) each of a ``size`` response map's rows or columns is centred on: where
+        the exemplar's centre lies when its kept cells match the search window's from that row or column on."""
+        return self.exemplar / 2 + (torch.arange(size, device=device, dtype=torch.float32) - self.start) * SIAM_STRIDE
 
     def anchors(self, size: int, device: torch.device) -> torch.Tensor:
         """Anchors x R x R x 4 (centre x, centre y, width, height in search-window pixels): one per ratio at
@@ -1833,7 +1841,8 @@ class SiamMaskNet(nn.Module):
         self, logits: torch.Tensor, centre: tuple[float, float], xs: torch.Tensor, ys: torch.Tensor
     ) -> torch.Tensor:
         """One location's mask logits (``mask_size`` x ``mask_size``), its window centred on ``centre`` (search
-        pixels), read as probabilities at pixel edges ``xs``/``ys`` of the search window (any scale): 0 outside it."""
+        pixels), read as probabilities at the pixels ``xs``/``ys`` (indices, any scale: their centres are 0.5 further)
+        of the search window: 0 outside it."""
         size = self.mask_size
         gx = (xs + 0.5 - centre[0]) * (2 / self.exemplar)
         gy = (ys + 0.5 - centre[1]) * (2 / self.exemplar)
@@ -1906,7 +1915,7 @@ class SiamTracker:
         moved = (self.centre[0] + (cx - net.instance / 2) / scale, self.centre[1] + (cy - net.instance / 2) / scale)
         self.centre = (min(max(moved[0], 0.0), float(cols)), min(max(moved[1], 0.0), float(rows)))
         grown = (self.size[0] * (1 - rate) + w / scale * rate, self.size[1] * (1 - rate) + h / scale * rate)
-        self.size = (min(max(grown[0], 4.0), float(cols)), min(max(grown[1], 4.0), float(rows)))
+        self.size = (min(max(grown[0], SIAM_SMALLEST), float(cols)), min(max(grown[1], SIAM_SMALLEST), float(rows)))
         row, col = divmod(best % (size * size), size)
         centres = net.centres(size, score.device)
         xs = (torch.arange(cols, device=score.device, dtype=torch.float32) + 0.5 - left) * scale - 0.5
