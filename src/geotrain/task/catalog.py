@@ -5,7 +5,9 @@ Torch-free on purpose: the API validates against this without importing the trai
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
+from pathlib import Path
 
 RESNETS = ("RESNET18", "RESNET34", "RESNET50", "RESNET101", "RESNET152")
 DENSENETS = ("DENSENET121", "DENSENET161", "DENSENET169", "DENSENET201")
@@ -24,23 +26,67 @@ ALL_MODEL_TYPES = (
     "DETREG",
 )  # fmt: skip
 
+
+def openmmlab_missing(package: str) -> str | None:
+    """What this host lacks to train through OpenMMLab's ``package`` (mmseg, mmdet), or None; found without
+    importing them (the API does not import torch)."""
+    if importlib.util.find_spec(package) is None:
+        return f"{package} is not installed"
+    mmcv = importlib.util.find_spec("mmcv")
+    places = list(mmcv.submodule_search_locations or []) if mmcv is not None else []
+    if not any(next(Path(place).glob("_ext*"), None) for place in places):
+        return "mmcv's compiled operators (mmcv._ext) are not installed"
+    return None
+
+
+def mmseg_configs() -> Path | None:
+    """The model configs mmsegmentation ships (``<model>/<config>.py``), or None where it is not installed."""
+    spec = importlib.util.find_spec("mmseg")
+    if spec is None or spec.origin is None:
+        return None
+    return Path(spec.origin).parent / ".mim" / "configs"
+
+
+def mmseg_config_file(name: str) -> Path | None:
+    """The ResNet-50 config of mmsegmentation's model ``name`` that geotrain fits to any ResNet, or None."""
+    folder = mmseg_configs()
+    if folder is None or not name.isidentifier():
+        return None
+    for pattern in (f"{name}_r50-d8_*cityscapes-512x1024.py", f"{name}_r50*cityscapes-512x1024.py", f"{name}_r50*.py"):
+        found = sorted((folder / name).glob(pattern))
+        if found:
+            return found[0]
+    return None
+
+
+# mmsegmentation 1.2.2's models geotrain fits to a ResNet and trains (each built, run and trained on ResNet-18 and
+# -50 here; bisenetv1, icnet and fastfcn have backbones of their own, maskformer and mask2former other outputs)
+MMSEG_MODELS = (
+    "ann", "apcnet", "ccnet", "danet", "deeplabv3", "deeplabv3plus", "dmnet", "emanet", "encnet", "fcn", "gcnet",
+    "isanet", "psanet", "pspnet", "upernet",
+)  # fmt: skip
+
+
+def mmseg_model_names() -> list[str]:
+    """The models of MMSEG_MODELS the installed mmsegmentation ships a config for."""
+    return [name for name in MMSEG_MODELS if mmseg_config_file(name) is not None]
+
+
 _OPENMMLAB = (
-    "it trains through OpenMMLab's {package}, which loads mmcv's compiled operators with its models "
-    "({package} requires mmcv >= 2.0.0rc4, < 2.2.0). PyPI has mmcv only as source (and mmcv-lite, without the "
-    "operators: mmdet's and mmseg's models fail to load on it); built from source (mmcv 2.1.0), mmcv compiles its "
-    "operators as C++17 while the headers of the torch 2.14.1 geotrain is pinned to require C++20, so the build "
-    "fails on any host with this torch; OpenMMLab's prebuilt mmcv comes from its own index (not reachable here) and "
-    "for older torch releases. Train a FASTERRCNN, RETINANET, SSD or YOLOV3 model instead"
+    "{missing}. MMSEGMENTATION trains through OpenMMLab's mmsegmentation 1.2.2, whose models load mmcv's compiled "
+    "operators (mmcv >= 2.0.0rc4, < 2.2.0): install geotrain's 'openmmlab' extra on a host that has mmcv 2.1.0 "
+    "built with its operators (PyPI has mmcv only as source, and its setup compiles as C++17 where the headers of the "
+    "torch 2.14.1 geotrain is pinned to require C++20: README's OpenMMLab section builds it). Train a UNET, PSPNET "
+    "or DEEPLAB model instead"
+)
+_MMDETECTION = (
+    "geotrain trains through OpenMMLab's mmsegmentation (MMSEGMENTATION) but not yet through mmdet 3.3.0, whose "
+    "detectors need a bridge to geotrain's detection training and packages, and mmcv with its compiled operators "
+    "(see MMSEGMENTATION). Train a FASTERRCNN, RETINANET, SSD or YOLOV3 model instead."
 )
 
-# model types geotrain refuses for a reason that holds on this server, not for want of building them
-REFUSED: dict[str, str] = {
-    "MMDETECTION": _OPENMMLAB.format(package="mmdet 3.3.0") + ".",
-    "MMSEGMENTATION": _OPENMMLAB.format(package="mmsegmentation 1.2.2").replace(
-        "FASTERRCNN, RETINANET, SSD or YOLOV3", "UNET, PSPNET or DEEPLAB"
-    )
-    + ".",
-}
+# model types geotrain refuses for a reason that holds on this server (MMSEGMENTATION: where OpenMMLab is missing)
+REFUSED: dict[str, str] = {"MMDETECTION": _MMDETECTION}
 
 MONITORS = (
     "VALID_LOSS", "AVERAGE_PRECISION", "ACCURACY", "F1_SCORE", "MIOU", "DICE", "PRECISION", "RECALL",
@@ -438,6 +484,31 @@ BUILT: dict[str, ModelTypeInfo] = {
         arguments=_SEGMENTATION_ARGUMENTS,
     ),
 }
+
+
+_MMSEG_MISSING = openmmlab_missing("mmseg")
+if _MMSEG_MISSING is None:
+    BUILT["MMSEGMENTATION"] = ModelTypeInfo(
+        keyword="MMSEGMENTATION",
+        family="pixel_classification",
+        formats=("Classified_Tiles",),
+        backbones=RESNETS,
+        default_backbone="RESNET50",
+        monitors=("VALID_LOSS", "ACCURACY", "MIOU"),
+        arguments={
+            "model": "the name of an mmsegmentation model with a ResNet config, as arcgis.learn's MMSegmentation takes "
+            "it (deeplabv3, the default; e.g. pspnet, fcn, upernet, ccnet, danet)",
+            "class_balancing": "True or False",
+            "focal_loss": "True or False",
+            "dice_loss_fraction": "a number from 0 to 1",
+            "dice_loss_average": "'micro' or 'macro'",
+            "ignore_classes": "a list of class values, e.g. [3, 7]",
+            "chip_size": "an integer chip size in pixels",
+            "monitor": "valid_loss, accuracy or valid_miou",
+        },
+    )
+else:
+    REFUSED["MMSEGMENTATION"] = _OPENMMLAB.format(missing=f"This server cannot train MMSEGMENTATION: {_MMSEG_MISSING}")
 
 
 def built_model_types() -> list[str]:

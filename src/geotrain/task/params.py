@@ -532,6 +532,13 @@ def _check_argument(info: catalog.ModelTypeInfo, name: str, value: Any) -> None:
             ok = value in ("PAM", "BAM")
         case "queries":
             ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 300
+        case "model" if info.keyword == "MMSEGMENTATION":
+            ok = value in catalog.mmseg_model_names()
+            if not ok:
+                raise ParameterError(
+                    "arguments",
+                    f"'model' = {value!r} is not allowed. Expected one of {', '.join(catalog.mmseg_model_names())}.",
+                )
         case "exemplar_size":
             ok = isinstance(value, int) and not isinstance(value, bool) and 17 <= value <= 512
         case "instance_size":

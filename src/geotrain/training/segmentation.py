@@ -11,7 +11,7 @@ import torch
 
 from geotrain.dlpk import emd as emd_writer
 from geotrain.dlpk import pictures
-from geotrain.dlpk.prf.geotrain_networks import HourglassRoadNet, RoadNet
+from geotrain.dlpk.prf.geotrain_networks import HourglassRoadNet, MMSegNet, RoadNet
 from geotrain.task.params import TrainParams
 from geotrain.training.data.classified_tiles import ClassMap, SegmentationChips, scan_segmentation
 from geotrain.training.data.scan import Scan
@@ -24,7 +24,8 @@ from geotrain.training.roads import ORIENT_BIN_SIZE, REACH, ROADS, RoadTask, aux
 
 MODEL_NAMES = {
     **ROAD_NAMES,
-    "UNET": "UnetClassifier", "PSPNET": "PSPNetClassifier", "DEEPLAB": "DeepLab", "CHANGEDETECTOR": "ChangeDetector"
+    "UNET": "UnetClassifier", "PSPNET": "PSPNetClassifier", "DEEPLAB": "DeepLab", "CHANGEDETECTOR": "ChangeDetector",
+    "MMSEGMENTATION": "MMSegmentation",
 }  # fmt: skip
 
 
@@ -173,6 +174,9 @@ def network_parameters(model_type: str, arguments: dict[str, Any], network: torc
     if model_type == "DEEPLAB":
         out["output_stride"] = deeplab_output_stride(arguments)
         out["keep_dilation"] = bool(arguments.get("keep_dilation", False))
+    if isinstance(network, MMSegNet):
+        out["mmseg_model"] = network.config
+        out["model"] = str(arguments.get("model", "deeplabv3"))
     out["pointrend"] = isinstance(network, PointRend)
     if isinstance(network, PointRend):
         out["pointrend_features"], out["pointrend_channels"] = network.fine_module, network.fine_channels

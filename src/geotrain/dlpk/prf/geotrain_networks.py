@@ -927,6 +927,8 @@ def pixel_classifier(emd: dict[str, Any]) -> nn.Module:
     network: nn.Module
     if kind == "MAXDEEPLAB":
         return MaskNet(arch, bands, len(emd["Classes"]), int(params["n_masks"]))
+    if kind == "MMSEGMENTATION":
+        return MMSegNet(params["mmseg_model"])
     if kind == "CHANGEDETECTOR":
         return ChangeNet(arch, bands // 2, classes, str(params.get("attention_type", "PAM")))
     if kind in ("HED_EDGEDETECTOR", "BDCN_EDGEDETECTOR"):
@@ -1925,3 +1927,25 @@ class SiamTracker:
         mask = net.mask_in(logits, (float(centres[col]), float(centres[row])), xs, ys)
         box = [self.centre[0] - self.size[0] / 2, self.centre[1] - self.size[1] / 2, self.size[0], self.size[1]]
         return box, float(probs[best]), mask
+
+
+class MMSegNet(nn.Module):
+    """An OpenMMLab mmsegmentation model (MMSEGMENTATION) as geotrain's pixel classifiers are: bands in, class
+    logits at the input's size out (its decode head's output, upsampled). Built from the model's config, which the
+    EMD keeps; needs mmsegmentation and mmcv with its operators, as arcgis.learn's MMSegmentation packages do."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__()
+        from mmseg.registry import MODELS
+        from mmseg.utils import register_all_modules
+
+        register_all_modules(init_default_scope=False)
+        self.config = config
+        self.model = MODELS.build(config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model.decode_head(self.model.extract_feat(x))
+        if isinstance(out, tuple | list):  # danet's and encnet's heads add outputs of their own losses in training
+            out = out[0]
+        logits: torch.Tensor = F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return logits

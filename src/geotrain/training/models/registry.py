@@ -137,6 +137,10 @@ def _build(
     if model_type in ("HED_EDGEDETECTOR", "BDCN_EDGEDETECTOR"):
         edges = portable.EdgeNet(arch, bands, model_type.split("_")[0])
         return with_weights(edges, edges.encoder, arch, bands, weight_init_scheme)
+    if model_type == "MMSEGMENTATION":
+        from geotrain.training.models.openmmlab import MODEL, build_mmseg
+
+        return build_mmseg(str(arguments.get("model", MODEL)), arch, bands, num_classes)
     if model_type == "DEEPLAB" and not arch.startswith("resnet"):
         trunk, trunk_weights = trunks.trunk(arch, bands, weight_init_scheme)
         return BuiltModel(TrunkDeepLab(trunk, num_classes), trunk, trunk_weights.source, trunk_weights.notes)
