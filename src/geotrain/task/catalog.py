@@ -498,13 +498,7 @@ if _MMSEG_MISSING is None:
         arguments={
             "model": "the name of an mmsegmentation model with a ResNet config, as arcgis.learn's MMSegmentation takes "
             "it (deeplabv3, the default; e.g. pspnet, fcn, upernet, ccnet, danet)",
-            "class_balancing": "True or False",
-            "focal_loss": "True or False",
-            "dice_loss_fraction": "a number from 0 to 1",
-            "dice_loss_average": "'micro' or 'macro'",
-            "ignore_classes": "a list of class values, e.g. [3, 7]",
-            "chip_size": "an integer chip size in pixels",
-            "monitor": "valid_loss, accuracy or valid_miou",
+            **_SEGMENTATION_ARGUMENTS,
         },
     )
 else:
