@@ -273,8 +273,7 @@ BUILT: dict[str, ModelTypeInfo] = {
         monitors=("VALID_LOSS", "AVERAGE_PRECISION"),
         arguments={
             "queries": "a whole number of object queries from 1 to 300 (50), more than the boxes a chip holds",
-            "chip_size": "an integer chip size in pixels",
-            "monitor": "valid_loss or average_precision",
+            **_DETECTION_ARGUMENTS,
         },
     ),
     "MAXDEEPLAB": ModelTypeInfo(

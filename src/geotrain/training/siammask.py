@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 from torchmetrics import MeanMetric
-from torchvision.ops import box_iou, roi_align
+from torchvision.ops import box_convert, box_iou, roi_align
 
 from geotrain.dlpk import emd as emd_writer
 from geotrain.dlpk import pictures
@@ -121,8 +121,7 @@ class TrackPairs(Dataset[Sample]):
         pixels, _, box = self._frame(first)
         side = context_side(float(box[2] - box[0]), float(box[3] - box[1]))
         centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
-        jitter = self.train
-        z = self._cut(pixels, centre, side, self.exemplar, EXEMPLAR_SHIFT, EXEMPLAR_SCALE, rng, jitter)[0]
+        z = self._cut(pixels, centre, side, self.exemplar, EXEMPLAR_SHIFT, EXEMPLAR_SCALE, rng, self.train)[0]
         pixels, mask, box = self._frame(second)
         # the search window at the exemplar's scale, around the object in its own frame, moved and scaled
         centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
@@ -171,10 +170,6 @@ def _flipped(
     return z.contiguous(), x.contiguous(), mask.contiguous(), box
 
 
-def _xyxy(boxes: torch.Tensor) -> torch.Tensor:
-    return torch.cat([boxes[..., :2] - boxes[..., 2:] / 2, boxes[..., :2] + boxes[..., 2:] / 2], -1)
-
-
 @dataclass
 class TrackingMetrics:
     miou: float  # mean IoU of the found masks with the objects' masks, in the search windows
@@ -197,7 +192,7 @@ class TrackingTask(OneCycleTask):
         score, offsets = outputs[0].float(), outputs[1].float()
         net, batch, size = self.network, len(boxes), score.shape[-1]
         anchors = net.anchors(size, score.device)  # k x R x R x 4
-        flat = _xyxy(anchors).reshape(-1, 4)
+        flat = box_convert(anchors.reshape(-1, 4), "cxcywh", "xyxy")
         iou = torch.stack([box_iou(b[None], flat)[0] for b in boxes]).view(batch, *anchors.shape[:3])
         positive = iou > POSITIVE
         # a small or long thin object may meet no anchor that well: its best anchor counts (a 100 x 5 px object
@@ -213,12 +208,11 @@ class TrackingTask(OneCycleTask):
         top = draw.topk(min(NEGATIVES, draw.shape[1]), 1)
         chosen.scatter_(1, top.indices, top.values >= 0)
         negative = chosen.view_as(negative)
-        logits = score
-        pos_loss = F.binary_cross_entropy_with_logits(logits[positive], torch.ones_like(logits[positive]))
-        neg_loss = F.binary_cross_entropy_with_logits(logits[negative], torch.zeros_like(logits[negative]))
-        score_loss = 0.5 * (pos_loss if positive.any() else logits.sum() * 0) + 0.5 * neg_loss
+        pos_loss = F.binary_cross_entropy_with_logits(score[positive], torch.ones_like(score[positive]))
+        neg_loss = F.binary_cross_entropy_with_logits(score[negative], torch.zeros_like(score[negative]))
+        score_loss = 0.5 * (pos_loss if positive.any() else score.sum() * 0) + 0.5 * neg_loss
         # box offsets of the positive anchors: centre moves in anchor sizes, log size ratios
-        wanted = torch.cat([(boxes[:, :2] + boxes[:, 2:]) / 2, boxes[:, 2:] - boxes[:, :2]], -1)
+        wanted = box_convert(boxes, "xyxy", "cxcywh")
         d = offsets.reshape(batch, len(net.ratios), 4, size, size).permute(0, 1, 3, 4, 2)
         target = torch.cat(
             [
@@ -275,7 +269,7 @@ class TrackingTask(OneCycleTask):
             net.mask_in(m, (float(centres[c]), float(centres[r])), pixels, pixels)
             for m, r, c in zip(logits, rows.tolist(), cols.tolist(), strict=True)
         ]
-        return _xyxy(boxes[torch.arange(len(best)), best]), torch.stack(found_masks)
+        return box_convert(boxes[torch.arange(len(best)), best], "cxcywh", "xyxy"), torch.stack(found_masks)
 
     def on_validation_epoch_end(self) -> None:
         self.last_metrics = TrackingMetrics(float(self.miou.compute()), float(self.box_iou.compute()))

@@ -19,7 +19,7 @@ import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -1659,10 +1659,14 @@ def window_crop(image: torch.Tensor, centre: tuple[float, float], side: float, o
     return F.grid_sample(image[None].float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
 
 
-def context_side(width: float, height: float) -> float:
-    """The exemplar's side for a ``width`` x ``height`` box (SiamFC's context)."""
+Side = TypeVar("Side", float, torch.Tensor)
+
+
+def context_side(width: Side, height: Side) -> Side:
+    """The exemplar's side for a ``width`` x ``height`` box, or for boxes' widths and heights (SiamFC's context)."""
     extra = SIAM_CONTEXT * (width + height)
-    return math.sqrt((width + extra) * (height + extra))
+    side: Side = ((width + extra) * (height + extra)) ** 0.5
+    return side
 
 
 def xcorr_depthwise(search: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
@@ -1897,12 +1901,8 @@ class SiamTracker:
         boxes = net.decode(offsets, anchors)[0].reshape(-1, 4)
         probs = score[0].float().sigmoid().reshape(-1)
         target = (self.size[0] * scale, self.size[1] * scale)
-
-        def padded(w: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-            pad = (w + h) / 2
-            return torch.sqrt((w + pad) * (h + pad))
-
-        change = padded(boxes[:, 2], boxes[:, 3]) / float(padded(torch.tensor(target[0]), torch.tensor(target[1])))
+        # SiamRPN's penalty: how much each box's context side and shape differ from the object's so far
+        change = context_side(boxes[:, 2], boxes[:, 3]) / context_side(*target)
         shape = (target[0] / target[1]) / (boxes[:, 2] / boxes[:, 3])
         penalty = torch.exp(-(torch.maximum(change, 1 / change) * torch.maximum(shape, 1 / shape) - 1) * s["penalty_k"])
         hann = torch.hann_window(size + 2, periodic=False, device=score.device)[1:-1]
