@@ -39,9 +39,9 @@ def openmmlab_missing(package: str) -> str | None:
     return None
 
 
-def mmseg_configs() -> Path | None:
-    """The model configs mmsegmentation ships (``<model>/<config>.py``), or None where it is not installed."""
-    spec = importlib.util.find_spec("mmseg")
+def _shipped_configs(package: str) -> Path | None:
+    """The model configs an OpenMMLab ``package`` ships (``<model>/<config>.py``), or None where it is absent."""
+    spec = importlib.util.find_spec(package)
     if spec is None or spec.origin is None:
         return None
     return Path(spec.origin).parent / ".mim" / "configs"
@@ -49,7 +49,7 @@ def mmseg_configs() -> Path | None:
 
 def mmseg_config_file(name: str) -> Path | None:
     """The ResNet-50 config of mmsegmentation's model ``name`` that geotrain fits to any ResNet, or None."""
-    folder = mmseg_configs()
+    folder = _shipped_configs("mmseg")
     if folder is None or not name.isidentifier():
         return None
     for pattern in (f"{name}_r50-d8_*cityscapes-512x1024.py", f"{name}_r50*cityscapes-512x1024.py", f"{name}_r50*.py"):
@@ -72,21 +72,68 @@ def mmseg_model_names() -> list[str]:
     return [name for name in MMSEG_MODELS if mmseg_config_file(name) is not None]
 
 
+# arcgis.learn's MMDetection model names with the ResNet-50 config of mmdet 3.3.0 geotrain fits to any ResNet (each
+# built, trained a step and run here: tests/unit/test_mmdet_bridge.py)
+MMDET_MODELS = {
+    "atss": "atss/atss_r50_fpn_1x_coco.py",
+    "cascade_rcnn": "cascade_rcnn/cascade-rcnn_r50_fpn_1x_coco.py",
+    "cascade_rpn": "cascade_rpn/cascade-rpn_faster-rcnn_r50-caffe_fpn_1x_coco.py",
+    "dcn": "dcn/faster-rcnn_r50-dconv-c3-c5_fpn_1x_coco.py",
+    "detectors": "detectors/detectors_cascade-rcnn_r50_1x_coco.py",
+    "dino": "dino/dino-4scale_r50_8xb2-12e_coco.py",
+    "double_heads": "double_heads/dh-faster-rcnn_r50_fpn_1x_coco.py",
+    "dynamic_rcnn": "dynamic_rcnn/dynamic-rcnn_r50_fpn_1x_coco.py",
+    "empirical_attention": "empirical_attention/faster-rcnn_r50-attn1111_fpn_1x_coco.py",
+    "fcos": "fcos/fcos_r50-caffe_fpn_gn-head_1x_coco.py",
+    "foveabox": "foveabox/fovea_r50_fpn_4xb4-1x_coco.py",
+    "fsaf": "fsaf/fsaf_r50_fpn_1x_coco.py",
+    "ghm": "ghm/retinanet_r50_fpn_ghm-1x_coco.py",
+    "libra_rcnn": "libra_rcnn/libra-faster-rcnn_r50_fpn_1x_coco.py",
+    "nas_fcos": "nas_fcos/nas-fcos_r50-caffe_fpn_nashead-gn-head_4xb4-1x_coco.py",
+    "pafpn": "pafpn/faster-rcnn_r50_pafpn_1x_coco.py",
+    "pisa": "pisa/faster-rcnn_r50_fpn_pisa_1x_coco.py",
+    "reppoints": "reppoints/reppoints-moment_r50_fpn-gn_head-gn_1x_coco.py",
+    "sabl": "sabl/sabl-faster-rcnn_r50_fpn_1x_coco.py",
+    "vfnet": "vfnet/vfnet_r50_fpn_1x_coco.py",
+}
+# those whose layers replace a bottleneck block's convolutions (deformable, attention, DetectoRS's switchable
+# atrous ones): mmdet builds them on ResNet-50 and deeper only
+MMDET_BOTTLENECK_ONLY = ("dcn", "detectors", "empirical_attention")
+# arcgis.learn's other MMDetection names, and why geotrain does not offer them
+MMDET_NOT_OFFERED = {
+    "carafe": "CARAFE's upsampling operator has no CPU kernel in mmcv, so it cannot train or run on a host without "
+    "a GPU",
+    "hrnet": "its backbone is an HRNet, not a ResNet that backbone_model chooses",
+    "regnet": "its backbone is a RegNet, not a ResNet that backbone_model chooses",
+    "res2net": "its backbone is a Res2Net, not a ResNet that backbone_model chooses",
+}
+MMDET_MODEL = "cascade_rcnn"  # arcgis.learn's default
+
+
+def mmdet_config_file(name: str) -> Path | None:
+    """The ResNet-50 config of arcgis.learn's MMDetection model ``name`` in the installed mmdet, or None."""
+    folder = _shipped_configs("mmdet")
+    if folder is None or name not in MMDET_MODELS:
+        return None
+    path = folder / MMDET_MODELS[name]
+    return path if path.is_file() else None
+
+
+def mmdet_model_names() -> list[str]:
+    """The models of MMDET_MODELS the installed mmdet ships a config for."""
+    return [name for name in MMDET_MODELS if mmdet_config_file(name) is not None]
+
+
 _OPENMMLAB = (
-    "{missing}. MMSEGMENTATION trains through OpenMMLab's mmsegmentation 1.2.2, whose models load mmcv's compiled "
-    "operators (mmcv >= 2.0.0rc4, < 2.2.0): install geotrain's 'openmmlab' extra on a host that has mmcv 2.1.0 "
-    "built with its operators (PyPI has mmcv only as source, and its setup compiles as C++17 where the headers of the "
-    "torch 2.14.1 geotrain is pinned to require C++20: README's OpenMMLab section builds it). Train a UNET, PSPNET "
-    "or DEEPLAB model instead"
-)
-_MMDETECTION = (
-    "geotrain trains through OpenMMLab's mmsegmentation (MMSEGMENTATION) but not yet through mmdet 3.3.0, whose "
-    "detectors need a bridge to geotrain's detection training and packages, and mmcv with its compiled operators "
-    "(see MMSEGMENTATION). Train a FASTERRCNN, RETINANET, SSD or YOLOV3 model instead."
+    "This server cannot train {keyword}: {missing}. {keyword} trains through OpenMMLab's {package}, whose models "
+    "load mmcv's compiled operators (mmcv >= 2.0.0rc4, < 2.2.0): install geotrain's 'openmmlab' extra on a host "
+    "that has mmcv 2.1.0 built with its operators (PyPI has mmcv only as source, and its setup compiles as C++17 "
+    "where the headers of the torch 2.14.1 geotrain is pinned to require C++20: README's OpenMMLab section builds "
+    "it). Train {instead} model instead"
 )
 
-# model types geotrain refuses for a reason that holds on this server (MMSEGMENTATION: where OpenMMLab is missing)
-REFUSED: dict[str, str] = {"MMDETECTION": _MMDETECTION}
+# model types geotrain refuses for a reason that holds on this server (the OpenMMLab ones where OpenMMLab is missing)
+REFUSED: dict[str, str] = {}
 
 MONITORS = (
     "VALID_LOSS", "AVERAGE_PRECISION", "ACCURACY", "F1_SCORE", "MIOU", "DICE", "PRECISION", "RECALL",
@@ -501,7 +548,35 @@ if _MMSEG_MISSING is None:
         },
     )
 else:
-    REFUSED["MMSEGMENTATION"] = _OPENMMLAB.format(missing=f"This server cannot train MMSEGMENTATION: {_MMSEG_MISSING}")
+    REFUSED["MMSEGMENTATION"] = _OPENMMLAB.format(
+        keyword="MMSEGMENTATION",
+        missing=_MMSEG_MISSING,
+        package="mmsegmentation 1.2.2",
+        instead="a UNET, PSPNET or DEEPLAB",
+    )
+
+_MMDET_MISSING = openmmlab_missing("mmdet")
+if _MMDET_MISSING is None:
+    BUILT["MMDETECTION"] = ModelTypeInfo(
+        keyword="MMDETECTION",
+        family="object_detection",
+        formats=("PASCAL_VOC_rectangles", "KITTI_rectangles"),
+        backbones=RESNETS,
+        default_backbone="RESNET50",
+        monitors=("VALID_LOSS", "AVERAGE_PRECISION"),
+        arguments={
+            "model": "the name of an mmdet detector as arcgis.learn's MMDetection takes it (cascade_rcnn, the "
+            "default; e.g. atss, fcos, vfnet, libra_rcnn, double_heads)",
+            **_DETECTION_ARGUMENTS,
+        },
+    )
+else:
+    REFUSED["MMDETECTION"] = _OPENMMLAB.format(
+        keyword="MMDETECTION",
+        missing=_MMDET_MISSING,
+        package="mmdet 3.3.0",
+        instead="a FASTERRCNN, RETINANET, SSD or YOLOV3",
+    )
 
 
 def built_model_types() -> list[str]:

@@ -280,6 +280,16 @@ class TrainParams(BaseModel):
     def _zero_means_find(cls, value: float | None) -> float | None:
         return None if value == 0 else value
 
+    def _fits_mmdet_model(self, info: catalog.ModelTypeInfo) -> None:
+        model = str(self.arguments.get("model", catalog.MMDET_MODEL))
+        backbone = self.backbone_model or info.default_backbone
+        if model in catalog.MMDET_BOTTLENECK_ONLY and backbone in ("RESNET18", "RESNET34"):
+            raise ParameterError(
+                "backbone_model",
+                f"mmdet's {model} replaces convolutions of ResNet's bottleneck blocks, which {backbone} does not have: "
+                "choose RESNET50, RESNET101 or RESNET152.",
+            )
+
     @model_validator(mode="after")
     def _fits_model_type(self) -> TrainParams:
         info = catalog.BUILT.get(self.model_type)
@@ -313,6 +323,8 @@ class TrainParams(BaseModel):
             _check_argument(info, name, value)
         if info.family == "object_tracking":
             self.windows()
+        if info.keyword == "MMDETECTION":
+            self._fits_mmdet_model(info)
         if self.monitor not in info.monitors:
             raise ParameterError(
                 "monitor", f"'{self.monitor}' does not apply to {info.keyword}. Allowed: {', '.join(info.monitors)}."
@@ -532,13 +544,18 @@ def _check_argument(info: catalog.ModelTypeInfo, name: str, value: Any) -> None:
             ok = value in ("PAM", "BAM")
         case "queries":
             ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 300
-        case "model" if info.keyword == "MMSEGMENTATION":
-            ok = value in catalog.mmseg_model_names()
-            if not ok:
+        case "model" if info.keyword in ("MMSEGMENTATION", "MMDETECTION"):
+            # names only: an OpenMMLab config is a Python file, and a request's file is never run
+            names = catalog.mmseg_model_names() if info.keyword == "MMSEGMENTATION" else catalog.mmdet_model_names()
+            if value not in names:
+                why = catalog.MMDET_NOT_OFFERED.get(value) if info.keyword == "MMDETECTION" else None
                 raise ParameterError(
                     "arguments",
-                    f"'model' = {value!r} is not allowed. Expected one of {', '.join(catalog.mmseg_model_names())}.",
+                    (f"'model' = {value!r} is not offered: {why}. " if why else f"'model' = {value!r} is not allowed. ")
+                    + f"Expected one of {', '.join(names)} (a model's name: geotrain does not run config files "
+                    "from requests).",
                 )
+            ok = True
         case "exemplar_size":
             ok = isinstance(value, int) and not isinstance(value, bool) and 17 <= value <= 512
         case "instance_size":

@@ -100,6 +100,23 @@ def open_package(path: Path, label: str) -> Pretrained:
     return Pretrained(path, label, emd)
 
 
+OPENMMLAB = ("MMSEGMENTATION", "MMDETECTION")  # their network is the 'model' argument's
+
+
+def inherited(params: TrainParams, found: Pretrained | None) -> TrainParams:
+    """``params`` with what a request fine-tuning ``found`` leaves out taken from the package: its backbone and,
+    for the OpenMMLab model types, its model."""
+    if found is None:
+        return params
+    update: dict[str, Any] = {}
+    if params.backbone_model is None:
+        update["backbone_model"] = found.backbone
+    model = (found.emd.get("ModelParameters") or {}).get("model")
+    if params.model_type in OPENMMLAB and model is not None and "model" not in params.arguments:
+        update["arguments"] = {**params.arguments, "model": model}
+    return params.model_copy(update=update) if update else params
+
+
 def check(
     params: TrainParams, settings: Settings, export: ExportInfo, items: ItemSource | None = None
 ) -> Pretrained | None:
@@ -124,6 +141,14 @@ def check(
             "backbone_model",
             f"'{params.backbone_model}' differs from the backbone of the pretrained model ({found.backbone}); "
             f"leave it empty or give {found.backbone}.",
+        )
+    model = parameters.get("model")
+    given = params.arguments.get("model")
+    if params.model_type in OPENMMLAB and model is not None and given is not None and given != model:
+        raise ParameterError(
+            "arguments",
+            f"'model' = {given!r} differs from the OpenMMLab model of the pretrained model ({model!r}); leave it "
+            f"out or give {model!r}.",
         )
     bands = parameters.get("in_channels")
     if bands is not None and export.num_bands is not None and int(bands) != export.num_bands:

@@ -1,5 +1,6 @@
-"""Object detection (FASTERRCNN, RETINANET, SSD, YOLOV3, DETREG) on PASCAL_VOC_rectangles and KITTI_rectangles, and
-instance segmentation (MASKRCNN) on RCNN_Masks: torchvision's detectors, one training loop."""
+"""Object detection (FASTERRCNN, RETINANET, SSD, YOLOV3, DETREG, MMDETECTION) on PASCAL_VOC_rectangles and
+KITTI_rectangles, and instance segmentation (MASKRCNN) on RCNN_Masks: detectors with torchvision's interface, one
+training loop."""
 
 from __future__ import annotations
 
@@ -15,20 +16,21 @@ from torchmetrics.detection import MeanAveragePrecision
 
 from geotrain.dlpk import emd as emd_writer
 from geotrain.dlpk import pictures
-from geotrain.dlpk.prf.geotrain_networks import filter_detections
+from geotrain.dlpk.prf.geotrain_networks import MMDetNet, filter_detections
 from geotrain.training.data.augment import Augmenter, crop_origin
 from geotrain.training.data.readers import boxes_of_masks
 from geotrain.training.data.scan import Scan
 from geotrain.training.fit import OneCycleTask, fit
 from geotrain.training.job import CHECK_THRESHOLD, Job
-from geotrain.training.models import detectors, yolo
+from geotrain.training.models import detectors, openmmlab, yolo
 
 Target = dict[str, np.ndarray]
 MODEL_NAMES = {"FASTERRCNN": "FasterRCNN", "RETINANET": "RetinaNet", "SSD": "SingleShotDetector",
-               "MASKRCNN": "MaskRCNN", "YOLOV3": "YOLOv3", "DETREG": "DETReg"}  # fmt: skip
+               "MASKRCNN": "MaskRCNN", "YOLOV3": "YOLOv3", "DETREG": "DETReg",
+               "MMDETECTION": "MMDetection"}  # fmt: skip
 # One-stage detectors trained from scratch blow up in their first epochs without a cap on the gradient
 # norm; 35 is what mmdetection's RetinaNet and YOLOv3 recipes use.
-CLIPPED = {"RETINANET": 35.0, "YOLOV3": 35.0, "DETREG": 0.1}  # DETR's own recipe clips at 0.1
+CLIPPED = {"RETINANET": 35.0, "YOLOV3": 35.0, "DETREG": 0.1, "MMDETECTION": 35.0}  # DETR's own recipe clips at 0.1
 # Small chips are enlarged to this many pixels before the network: the FPN's coarsest level needs room.
 MIN_INPUT = 128
 
@@ -133,8 +135,9 @@ class DetectionTask(OneCycleTask):
         )
         self.last_metrics: DetectionMetrics | None = None
         # the detector batches its images itself; its convolutions still run faster on channels-last weights
-        # (bench/overhead.py: FASTERRCNN-ResNet50 0.31 -> 0.36 images/s on two CPU cores)
-        self.channels_last = True
+        # (bench/overhead.py: FASTERRCNN-ResNet50 0.31 -> 0.36 images/s on two CPU cores); mmcv's deformable
+        # convolutions take contiguous tensors only
+        self.channels_last = not isinstance(network, MMDetNet)
 
     def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
         out: list[dict[str, torch.Tensor]] = self.network(images)
@@ -256,6 +259,9 @@ def train(job: Job) -> None:
         emd["ModelParameters"]["pointrend"] = bool(params.argument("pointrend", False))
     if params.model_type == "DETREG":
         emd["ModelParameters"]["queries"] = int(arguments.get("queries", detectors.DETR_QUERIES))
+    if isinstance(built.network, MMDetNet):
+        emd["ModelParameters"]["mmdet_model"] = built.network.config
+        emd["ModelParameters"]["model"] = openmmlab.mmdet_model_name(arguments)
     if params.model_type == "YOLOV3":
         emd["ModelParameters"]["anchors"] = [list(a) for a in arguments["anchors"]]
         emd["ModelParameters"]["n_bands"] = scanned.num_bands

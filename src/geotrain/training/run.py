@@ -52,8 +52,7 @@ def train(
     export = load_export(params, settings)
     # checked at submit; again here, as the package may have changed since
     found = pretrained.check(params, settings, export, item_source(portal, owner, workdir))
-    if found is not None and params.backbone_model is None:
-        params = params.model_copy(update={"backbone_model": found.backbone})
+    params = pretrained.inherited(params, found)
     try:
         location = package_location(params.output_name, settings)
     except StorePathError as exc:
@@ -100,8 +99,7 @@ def train_helper(params: TrainParams, settings: Settings, workdir: Path, given: 
     nothing (rank 0 does) and writes nothing."""
     export = load_export(params, settings)
     found = pretrained.open_package(*given.pretrained) if given.pretrained is not None else None
-    if found is not None and params.backbone_model is None:
-        params = params.model_copy(update={"backbone_model": found.backbone})
+    params = pretrained.inherited(params, found)
     # into the rank's own log: the job's messages are rank 0's
     quiet = Progress(info=log.info, warn=log.warning, percent=lambda pct, text: None)
     group = distributed.join(given.plan, given.rank)

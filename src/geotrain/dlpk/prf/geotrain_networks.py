@@ -2,7 +2,8 @@
 PSPNET, DEEPLAB; CHANGEDETECTOR, HED_EDGEDETECTOR, BDCN_EDGEDETECTOR, MULTITASK_ROADEXTRACTOR and CONNECTNET,
 which geotrain builds from this file too), the image translators (SUPERRESOLUTION, PIX2PIX, PIX2PIXHD,
 CYCLEGAN; built from here too), the object classifier (FEATURE_CLASSIFIER) and the detectors (FASTERRCNN,
-MASKRCNN, RETINANET, SSD, YOLOV3).
+MASKRCNN, RETINANET, SSD, YOLOV3). MMSEGMENTATION and MMDETECTION packages rebuild OpenMMLab's models from their
+EMD's config here, where OpenMMLab is installed (imported only then).
 
 This file travels inside every .dlpk geotrain writes that has an inference function, beside it, so it must
 not import geotrain, segmentation-models-pytorch or timm: ArcGIS's Python is only sure to have torch,
@@ -1616,6 +1617,8 @@ def detector(emd: dict[str, Any]) -> nn.Module:
         network = DetectionTransformer(
             arch, bands, num_classes - 1, size, int(params["queries"]), detections_per_img=DETECTIONS_PER_IMAGE
         )
+    elif kind == "MMDETECTION":
+        network = MMDetNet(params["mmdet_model"], size)
     elif kind == "YOLOV3":
         anchors_yolo = [(float(w), float(h)) for w, h in params["anchors"]]
         network = YOLOv3(
@@ -1949,3 +1952,107 @@ class MMSegNet(nn.Module):
             out = out[0]
         logits: torch.Tensor = F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)
         return logits
+
+
+def _tuple_orders(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: tuple(v) if k == "order" and isinstance(v, list) else _tuple_orders(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_tuple_orders(v) for v in value]
+    return value
+
+
+class MMDetNet(nn.Module):
+    """An OpenMMLab mmdet detector (MMDETECTION) with torchvision's detection interface, as geotrain's other
+    detectors have it: ``network(images, targets)`` gives its losses in training mode, ``network(images)`` boxes,
+    scores and labels (1 = the first class) in the images' pixels in eval mode. Images are resized so that their
+    shorter side is ``input_size`` and padded to a multiple of 32 in a batch, as mmdet's pipeline would. Built from
+    the model's config, which the EMD keeps; needs mmdet and mmcv with its operators, as arcgis.learn's MMDetection
+    packages do."""
+
+    def __init__(self, config: dict[str, Any], input_size: int) -> None:
+        super().__init__()
+        from mmdet.registry import MODELS
+        from mmdet.utils import register_all_modules
+        from mmengine.config import ConfigDict
+
+        register_all_modules(init_default_scope=False)
+        self.config = config
+        self.input_size = input_size
+        # heads read their train and test settings as attributes: a ConfigDict, not the EMD's plain JSON; a layer's
+        # order must be a tuple again (JSON made it a list)
+        self.model = MODELS.build(ConfigDict(_tuple_orders(config)))
+
+    def _test_configs(self) -> list[Any]:
+        """The test settings that hold a score threshold: a one-stage head's, a two-stage detector's rcnn part."""
+        found: list[Any] = []
+        for module in self.model.modules():
+            cfg = getattr(module, "test_cfg", None)
+            for part in (cfg, cfg.get("rcnn") if isinstance(cfg, dict) else None):
+                if isinstance(part, dict) and "score_thr" in part and all(part is not f for f in found):
+                    found.append(part)
+        return found
+
+    @property
+    def score_thresh(self) -> float:
+        """The score below which mmdet drops boxes before NMS (the inference function lowers it with its own
+        threshold, as it lowers torchvision's)."""
+        return min((float(cfg["score_thr"]) for cfg in self._test_configs()), default=0.0)
+
+    @score_thresh.setter
+    def score_thresh(self, value: float) -> None:
+        for cfg in self._test_configs():
+            cfg["score_thr"] = float(value)
+
+    def _batch(
+        self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]] | None
+    ) -> tuple[torch.Tensor, list[Any]]:
+        from mmdet.structures import DetDataSample
+        from mmengine.structures import InstanceData
+
+        sized, samples = [], []
+        for i, image in enumerate(images):
+            rows, cols = image.shape[-2:]
+            scale = self.input_size / min(rows, cols)
+            height, width = max(1, round(rows * scale)), max(1, round(cols * scale))
+            sized.append(F.interpolate(image[None], size=(height, width), mode="bilinear", align_corners=False)[0])
+            sample = DetDataSample(
+                metainfo={"img_shape": (height, width), "ori_shape": (rows, cols),
+                          "scale_factor": (width / cols, height / rows)}
+            )  # fmt: skip
+            if targets is not None:
+                boxes = targets[i]["boxes"].float()
+                factor = boxes.new_tensor([width / cols, height / rows, width / cols, height / rows])
+                # mmdet counts classes from 0, without a background class
+                sample.gt_instances = InstanceData(bboxes=boxes * factor, labels=targets[i]["labels"].long() - 1)
+            samples.append(sample)
+        top = max(s.shape[-2] for s in sized)
+        side = max(s.shape[-1] for s in sized)
+        shape = (-(-top // OUTPUT_STRIDE) * OUTPUT_STRIDE, -(-side // OUTPUT_STRIDE) * OUTPUT_STRIDE)
+        batch = sized[0].new_zeros((len(sized), sized[0].shape[0], *shape))
+        for i, image in enumerate(sized):
+            batch[i, :, : image.shape[-2], : image.shape[-1]] = image
+        for sample in samples:
+            sample.set_metainfo({"batch_input_shape": shape, "pad_shape": shape})
+        return batch, samples
+
+    def forward(self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]] | None = None) -> Any:
+        batch, samples = self._batch(images, targets)
+        if self.training:
+            if targets is None:
+                raise ValueError("an mmdet detector in training mode needs targets")
+            losses = self.model.loss(batch, samples)
+            # mmdet adds accuracies beside its losses, and some losses are per level or per stage
+            return {
+                name: sum(v.sum() for v in value) if isinstance(value, list | tuple) else value.sum()
+                for name, value in losses.items()
+                if "loss" in name
+            }
+        results = []
+        for image, sample in zip(images, self.model.predict(batch, samples, rescale=True), strict=True):
+            found = sample.pred_instances
+            boxes = found.bboxes.float()
+            boxes[:, 0::2] = boxes[:, 0::2].clamp(0, image.shape[-1])
+            boxes[:, 1::2] = boxes[:, 1::2].clamp(0, image.shape[-2])
+            results.append({"boxes": boxes, "scores": found.scores.float(), "labels": found.labels.long() + 1})
+        return results

@@ -1,4 +1,5 @@
-"""The object detectors on any band count: FASTERRCNN, RETINANET, SSD, MASKRCNN (torchvision), YOLOV3.
+"""The object detectors on any band count: FASTERRCNN, RETINANET, SSD, MASKRCNN (torchvision), YOLOV3, DETREG and
+MMDETECTION (OpenMMLab's mmdet, where installed).
 
 Every one follows torchvision's detection interface: ``network(images, targets)`` gives a dict of losses
 in training mode, ``network(images)`` a list of predictions in eval mode.
@@ -196,6 +197,11 @@ def build_detector(
             detr = portable.DetectionTransformer(arch, bands, num_classes - 1, size, queries)
             detr.match = hungarian
             return with_weights(detr, detr.encoder, arch, bands, scheme)
+        case "MMDETECTION":
+            from geotrain.training.models import openmmlab
+
+            name = openmmlab.mmdet_model_name(arguments)
+            return openmmlab.build_mmdet(name, arch, bands, num_classes, input_size, scheme, freeze)
         case "YOLOV3":
             network, encoder, weights = _yolo(arch, bands, num_classes - 1, scheme, input_size, freeze, arguments)
         case _:

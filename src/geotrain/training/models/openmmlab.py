@@ -1,25 +1,32 @@
-"""MMSEGMENTATION: an mmsegmentation model picked by arcgis.learn's ``model`` name, from the config files the
-package ships, fitted to the export (bands, classes, the ResNet depth of ``backbone_model``), trained by geotrain
-as its own pixel classifiers are. Needs the ``openmmlab`` extra and mmcv with its operators
-(``task.catalog.openmmlab_missing`` says what is missing); the names and config files are the catalogue's."""
+"""MMSEGMENTATION and MMDETECTION: an mmsegmentation or mmdet model picked by arcgis.learn's ``model`` name, from
+the config files the package ships, fitted to the export (bands, classes, the ResNet depth of ``backbone_model``),
+trained by geotrain as its own pixel classifiers and detectors are. Needs the ``openmmlab`` extra and mmcv with its
+operators (``task.catalog.openmmlab_missing`` says what is missing); the names and config files are the
+catalogue's."""
 
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from geotrain.dlpk.prf.geotrain_networks import MMSegNet
-from geotrain.task.catalog import mmseg_config_file
+from geotrain.dlpk.prf.geotrain_networks import MMDetNet, MMSegNet
+from geotrain.task.catalog import MMDET_MODEL, mmdet_config_file, mmseg_config_file
+from geotrain.training.models import pretrained
 from geotrain.training.models.registry import BuiltModel
 
 MODEL = "deeplabv3"  # arcgis.learn's default
 # a ResNet-50's stage widths, and a ResNet-18's or -34's (no bottleneck: a quarter of them)
 WIDE, NARROW = (256, 512, 1024, 2048), (64, 128, 256, 512)
+COCO_CLASSES = 80  # what mmdet's configs are written for
+DETR_QUERIES = 100  # DINO's queries and detections per chip
 
 
 def _replace(value: Any, swap: dict[int, int]) -> Any:
     """``value`` (a config, nested) with SyncBN made BN (one process may train it) and the ResNet-50 stage widths
-    that necks and heads read swapped for the chosen ResNet's."""
+    that the parts reading the backbone take as ``*in_channels`` swapped for the chosen ResNet's."""
     if isinstance(value, dict):
         out = {k: _replace(v, swap) for k, v in value.items()}
         if out.get("type") == "SyncBN":
@@ -38,6 +45,40 @@ def _widths(value: Any, swap: dict[int, int]) -> Any:
     return swap.get(value, value)
 
 
+def _classes(value: Any, num_classes: int) -> Any:
+    """``value`` with every head's COCO class count made the export's."""
+    if isinstance(value, dict):
+        return {
+            k: num_classes if k == "num_classes" and v == COCO_CLASSES else _classes(v, num_classes)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_classes(v, num_classes) for v in value]
+    return value
+
+
+def _offline(value: Any) -> Any:
+    """``value`` without the pretrained checkpoints mmdet's configs name (downloaded from OpenMMLab's and
+    torchvision's servers, which geotrain does not do: its own cache is loaded instead)."""
+    if isinstance(value, dict):
+        out = {k: _offline(v) for k, v in value.items() if k != "pretrained"}
+        if isinstance(out.get("init_cfg"), dict) and out["init_cfg"].get("type") == "Pretrained":
+            out["init_cfg"] = None
+        return out
+    if isinstance(value, list | tuple):
+        return [_offline(v) for v in value]
+    return value
+
+
+def _swap(arch: str) -> dict[int, int]:
+    return dict(zip(WIDE, NARROW, strict=True)) if int(arch.removeprefix("resnet")) < 50 else {}
+
+
+def _json(config: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = json.loads(json.dumps(config))  # tuples as lists: what the EMD will hold
+    return out
+
+
 def model_config(name: str, arch: str, bands: int, num_classes: int) -> dict[str, Any]:
     """The mmsegmentation model config of ``name`` for ``arch`` (resnet18..152), ``bands`` and ``num_classes``
     (NoData included), without pretrained weights or its auxiliary head (geotrain trains the decode head's
@@ -47,19 +88,16 @@ def model_config(name: str, arch: str, bands: int, num_classes: int) -> dict[str
     path = mmseg_config_file(name)
     if path is None:
         raise ValueError(f"mmsegmentation has no ResNet-50 config for '{name}'")
-    depth = int(arch.removeprefix("resnet"))
-    swap = dict(zip(WIDE, NARROW, strict=True)) if depth < 50 else {}
-    model = _replace(Config.fromfile(str(path)).model.to_dict(), swap)
+    model = _replace(Config.fromfile(str(path)).model.to_dict(), _swap(arch))
     backbone = model["backbone"]
     if "depth" not in backbone:
         raise ValueError(f"'{name}' has no ResNet backbone")
-    backbone.update(depth=depth, in_channels=bands, init_cfg=None)
+    backbone.update(depth=int(arch.removeprefix("resnet")), in_channels=bands, init_cfg=None)
     model.update(pretrained=None, data_preprocessor=None, auxiliary_head=None)
     heads = model["decode_head"] if isinstance(model["decode_head"], list) else [model["decode_head"]]
     for head in heads:
         head["num_classes"] = num_classes
-    config: dict[str, Any] = json.loads(json.dumps(model))  # tuples as lists: what the EMD will hold
-    return config
+    return _json(model)
 
 
 def build_mmseg(name: str, arch: str, bands: int, num_classes: int) -> BuiltModel:
@@ -70,3 +108,72 @@ def build_mmseg(name: str, arch: str, bands: int, num_classes: int) -> BuiltMode
         "(OpenMMLab's pretrained weights are downloaded from its servers, which geotrain does not do)."
     )
     return BuiltModel(network, network.model.backbone, None, [note])
+
+
+def detector_config(name: str, arch: str, bands: int, num_classes: int, frozen: bool) -> dict[str, Any]:
+    """The mmdet model config of arcgis.learn's ``name`` for ``arch`` (resnet18..152), ``bands`` and
+    ``num_classes`` (foreground only, as mmdet counts them), as plain JSON-ready data. The backbone becomes a
+    torchvision-layout ResNet that learns its BatchNorm (mmdet's configs freeze a stage and BatchNorm for
+    ImageNet weights that a from-scratch start does not have); ``frozen`` freezes all of it instead."""
+    from mmengine.config import Config
+
+    path = mmdet_config_file(name)
+    if path is None:
+        raise ValueError(f"geotrain has no mmdet config for '{name}'")
+    model = _offline(_classes(_replace(Config.fromfile(str(path)).model.to_dict(), {}), num_classes))
+    if "depth" not in model["backbone"]:
+        raise ValueError(f"'{name}' has no ResNet backbone")
+    resnets = [model["backbone"]]
+    necks = model["neck"] if isinstance(model["neck"], list) else [model["neck"]]
+    if "rfp_backbone" in necks[0]:  # DetectoRS's recursive pyramid runs a second backbone on the image
+        resnets.append(necks[0]["rfp_backbone"])
+    for resnet in resnets:
+        resnet.update(
+            depth=int(arch.removeprefix("resnet")), in_channels=bands, init_cfg=None, style="pytorch",
+            frozen_stages=4 if frozen else -1, norm_eval=frozen, norm_cfg={"type": "BN", "requires_grad": not frozen},
+        )  # fmt: skip
+    # only the first neck reads the backbone's stages: later necks and the heads read the first neck's widths
+    necks[0] = _replace(necks[0], _swap(arch))
+    model["neck"] = necks if isinstance(model["neck"], list) else necks[0]
+    if model.get("num_queries", 0) > DETR_QUERIES:
+        # DINO picks its queries among the encoder's cells, which a small chip has a few hundred of, not 900
+        model["num_queries"] = DETR_QUERIES
+        model["test_cfg"]["max_per_img"] = DETR_QUERIES
+    model.update(data_preprocessor=None)
+    return _json(model)
+
+
+def build_mmdet(
+    name: str, arch: str, bands: int, num_classes: int, input_size: int, scheme: str, freeze: bool
+) -> BuiltModel:
+    """``num_classes`` counts the background, as geotrain's other detectors do."""
+    weights = pretrained.backbone_weights(arch, bands, scheme)
+    config = detector_config(name, arch, bands, num_classes - 1, freeze and weights.state is not None)
+    network = MMDetNet(config, input_size)
+    with _quiet_mmengine():
+        network.model.init_weights()  # the heads' own initialisation (a focal-loss head's prior, for one)
+    notes = [*weights.notes, f"mmdet's {name} on {arch}, built from its config."]
+    if weights.state is not None:
+        # DetectoRS's switchable convolutions add layers to ResNet's own
+        extra = pretrained.load_into(network.model.backbone, weights, arch, extra_layers=True)
+        if extra:
+            notes.append(f"{len(extra)} tensors of {name}'s backbone are its own layers: they start at random.")
+    return BuiltModel(network, network.model.backbone, weights.source, notes)
+
+
+@contextmanager
+def _quiet_mmengine() -> Iterator[None]:
+    """mmengine logs every tensor's initialisation at INFO, a line each: kept out of the job's log."""
+    from mmengine.logging import MMLogger
+
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def mmdet_model_name(arguments: dict[str, Any]) -> str:
+    return str(arguments.get("model", MMDET_MODEL))

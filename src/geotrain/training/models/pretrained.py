@@ -116,15 +116,17 @@ def backbone_weights(arch: str, bands: int, scheme: str) -> BackboneWeights:
     return BackboneWeights(state, source.name, notes)
 
 
-def load_into(module: nn.Module, weights: BackboneWeights, arch: str) -> None:
-    """Load backbone weights, failing loudly when the file does not fit the network."""
+def load_into(module: nn.Module, weights: BackboneWeights, arch: str, extra_layers: bool = False) -> list[str]:
+    """Load backbone weights, failing loudly when the file does not fit the network; ``extra_layers``: the network
+    may have layers of its own beside the backbone's (left as they are; their names are returned)."""
     assert weights.state is not None
     # nn.Module's own loader: smp's encoders override it and drop the result that says what did not fit
     missing, unexpected = nn.Module.load_state_dict(module, weights.state, strict=False)
     # a new head starts fresh: a classifier's fc/classifier weights are not in a backbone's file
     missing = [k for k in missing if not k.endswith("num_batches_tracked") and not k.startswith(_HEADS)]
-    if missing or unexpected:
+    if (missing and not extra_layers) or unexpected:
         raise ValueError(f"{weights.source} does not fit {arch}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    return missing
 
 
 _WEIGHT_FILE = re.compile(r"^([a-z0-9_]+)-[0-9a-f]{6,}\.pth$")

@@ -1,0 +1,90 @@
+"""The bridge from OpenMMLab's mmdet detectors to geotrain's detector interface (MMDETECTION): boxes and classes
+handed over in mmdet's terms, every offered model learning and predicting on any band count. Runs where the host
+has OpenMMLab (README's OpenMMLab section); CI has none."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from geotrain.task import catalog
+
+MISSING = catalog.openmmlab_missing("mmdet")
+pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"OpenMMLab is not installed here: {MISSING}")
+
+
+def _built(model: str, input_size: int = 128) -> torch.nn.Module:
+    from geotrain.training.models import openmmlab
+
+    arch = "resnet50" if model in catalog.MMDET_BOTTLENECK_ONLY else "resnet18"
+    # four bands; three foreground classes and the background, as geotrain's detectors count them
+    return openmmlab.build_mmdet(model, arch, 4, 4, input_size, "random", False).network
+
+
+def _targets() -> list[dict[str, torch.Tensor]]:
+    return [
+        {"boxes": torch.tensor([[4.0, 6.0, 20.0, 18.0], [30.0, 2.0, 44.0, 40.0]]), "labels": torch.tensor([1, 3])},
+        {"boxes": torch.zeros((0, 4)), "labels": torch.zeros(0, dtype=torch.long)},  # a chip without objects
+    ]
+
+
+def test_chips_are_resized_to_the_input_size_and_boxes_and_classes_handed_over_in_mmdets_terms() -> None:
+    network = _built("atss", input_size=96)
+    batch, samples = network._batch([torch.rand(4, 48, 40), torch.rand(4, 48, 40)], _targets())
+    # the shorter side to 96 (40 -> 96, 48 -> 115), padded to a multiple of 32
+    assert batch.shape == (2, 4, 128, 96)
+    first = samples[0]
+    assert first.img_shape == (115, 96) and first.ori_shape == (48, 40) and first.batch_input_shape == (128, 96)
+    sy = 115 / 48
+    expected = torch.tensor([[4 * 2.4, 6 * sy, 20 * 2.4, 18 * sy], [30 * 2.4, 2 * sy, 44 * 2.4, 40 * sy]])
+    assert torch.allclose(first.gt_instances.bboxes, expected)
+    assert first.gt_instances.labels.tolist() == [0, 2]  # mmdet has no background class
+    assert len(samples[1].gt_instances.bboxes) == 0
+
+
+@pytest.mark.parametrize("model", catalog.mmdet_model_names())
+def test_every_offered_mmdet_model_learns_and_predicts_boxes_in_the_chips_pixels(model: str) -> None:
+    torch.manual_seed(0)
+    network = _built(model)
+    network.train()
+    losses = network([torch.rand(4, 48, 48), torch.rand(4, 48, 48)], _targets())
+    assert losses and all(torch.isfinite(v) and v.dim() == 0 for v in losses.values()), losses
+    sum(losses.values()).backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in network.model.backbone.parameters())
+    network.eval()
+    network.score_thresh = 0.0
+    with torch.no_grad():
+        (found,) = network([torch.rand(4, 48, 48)])
+    assert found["boxes"].shape[1] == 4 and len(found["boxes"]) == len(found["scores"]) == len(found["labels"])
+    assert found["boxes"].min() >= 0 and found["boxes"].max() <= 48
+    assert set(found["labels"].tolist()) <= {1, 2, 3}
+
+
+def test_the_score_threshold_the_inference_function_lowers_reaches_mmdets_test_settings() -> None:
+    network = _built("cascade_rcnn")
+    assert network.score_thresh == pytest.approx(0.05)  # mmdet's own
+    network.score_thresh = 0.01
+    assert network.model.roi_head.test_cfg["score_thr"] == 0.01 and network.score_thresh == 0.01
+
+
+@pytest.mark.parametrize(("model", "arch"), [("atss", "resnet18"), ("detectors", "resnet50")])
+def test_cached_imagenet_weights_start_the_backbone_and_a_frozen_one_stays_frozen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model: str, arch: str
+) -> None:
+    import torchvision
+
+    from geotrain.training.models import openmmlab
+
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    state = getattr(torchvision.models, arch)().state_dict()
+    torch.save(state, tmp_path / "hub" / "checkpoints" / f"{arch}-0123abcd.pth")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    built = openmmlab.build_mmdet(model, arch, 3, 2, 128, "random", True)
+    backbone = built.network.model.backbone
+    assert built.pretrained_from == f"{arch}-0123abcd.pth"
+    assert torch.equal(backbone.state_dict()["layer3.0.conv1.weight"], state["layer3.0.conv1.weight"])
+    assert not any(p.requires_grad for p in backbone.parameters())
+    if model == "detectors":  # its switchable atrous convolutions are layers of its own
+        assert any("of detectors's backbone are its own layers" in note for note in built.notes)
