@@ -88,3 +88,21 @@ def test_cached_imagenet_weights_start_the_backbone_and_a_frozen_one_stays_froze
     assert not any(p.requires_grad for p in backbone.parameters())
     if model == "detectors":  # its switchable atrous convolutions are layers of its own
         assert any("of detectors's backbone are its own layers" in note for note in built.notes)
+
+
+def test_a_two_stage_detectors_proposals_are_scaled_to_the_chip_as_geotrains_fasterrcnn_has_them() -> None:
+    from geotrain.dlpk.prf.geotrain_networks import rcnn_counts
+    from geotrain.training.models import openmmlab
+
+    config = openmmlab.detector_config("cascade_rcnn", "resnet18", 3, 2, 128, False)
+    counts = rcnn_counts(128)
+    assert config["train_cfg"]["rpn_proposal"]["nms_pre"] == counts["rpn_pre_nms_top_n_train"] < 2000
+    assert config["test_cfg"]["rpn"]["max_per_img"] == counts["rpn_post_nms_top_n_test"] < 1000
+    assert {stage["sampler"]["num"] for stage in config["train_cfg"]["rcnn"]} == {counts["box_batch_size_per_image"]}
+    # an 800 px input keeps mmdet's own counts
+    assert (
+        openmmlab.detector_config("cascade_rcnn", "resnet18", 3, 2, 800, False)["train_cfg"]["rcnn"][0]["sampler"][
+            "num"
+        ]
+        == 512
+    )

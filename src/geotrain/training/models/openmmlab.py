@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from geotrain.dlpk.prf.geotrain_networks import MMDetNet, MMSegNet
+from geotrain.dlpk.prf.geotrain_networks import MMDetNet, MMSegNet, rcnn_counts
 from geotrain.task.catalog import MMDET_MODEL, mmdet_config_file, mmseg_config_file
 from geotrain.training.models import pretrained
 from geotrain.training.models.registry import BuiltModel
@@ -110,7 +110,9 @@ def build_mmseg(name: str, arch: str, bands: int, num_classes: int) -> BuiltMode
     return BuiltModel(network, network.model.backbone, None, [note])
 
 
-def detector_config(name: str, arch: str, bands: int, num_classes: int, frozen: bool) -> dict[str, Any]:
+def detector_config(
+    name: str, arch: str, bands: int, num_classes: int, input_size: int, frozen: bool
+) -> dict[str, Any]:
     """The mmdet model config of arcgis.learn's ``name`` for ``arch`` (resnet18..152), ``bands`` and
     ``num_classes`` (foreground only, as mmdet counts them), as plain JSON-ready data. The backbone becomes a
     torchvision-layout ResNet that learns its BatchNorm (mmdet's configs freeze a stage and BatchNorm for
@@ -139,8 +141,28 @@ def detector_config(name: str, arch: str, bands: int, num_classes: int, frozen: 
         # DINO picks its queries among the encoder's cells, which a small chip has a few hundred of, not 900
         model["num_queries"] = DETR_QUERIES
         model["test_cfg"]["max_per_img"] = DETR_QUERIES
+    _proposal_counts(model, input_size)
     model.update(data_preprocessor=None)
     return _json(model)
+
+
+def _proposal_counts(model: dict[str, Any], input_size: int) -> None:
+    """A two-stage detector's proposal and sampled-region counts scaled to the chip's area, as geotrain's
+    FASTERRCNN has them (mmdet's suit 800 px photographs; on a 128 px chip the box heads ran ten times longer)."""
+    counts = rcnn_counts(input_size)
+    train, test = model.get("train_cfg") or {}, model.get("test_cfg") or {}
+    for cfg, pre, post in (
+        (train.get("rpn_proposal"), "rpn_pre_nms_top_n_train", "rpn_post_nms_top_n_train"),
+        (test.get("rpn"), "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test"),
+    ):
+        if isinstance(cfg, dict) and "nms_pre" in cfg:
+            cfg["nms_pre"] = min(int(cfg["nms_pre"]), counts[pre])
+            cfg["max_per_img"] = min(int(cfg.get("max_per_img", counts[post])), counts[post])
+    stages = train.get("rcnn") or []
+    for stage in stages if isinstance(stages, list) else [stages]:
+        sampler = stage.get("sampler") if isinstance(stage, dict) else None
+        if isinstance(sampler, dict) and "num" in sampler:
+            sampler["num"] = min(int(sampler["num"]), counts["box_batch_size_per_image"])
 
 
 def build_mmdet(
@@ -148,7 +170,7 @@ def build_mmdet(
 ) -> BuiltModel:
     """``num_classes`` counts the background, as geotrain's other detectors do."""
     weights = pretrained.backbone_weights(arch, bands, scheme)
-    config = detector_config(name, arch, bands, num_classes - 1, freeze and weights.state is not None)
+    config = detector_config(name, arch, bands, num_classes - 1, input_size, freeze and weights.state is not None)
     network = MMDetNet(config, input_size)
     with _quiet_mmengine():
         network.model.init_weights()  # the heads' own initialisation (a focal-loss head's prior, for one)
