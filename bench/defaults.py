@@ -35,7 +35,7 @@ from tests.integration.test_train_shapes import _train
 
 def export(mt: str, root: Path) -> None:
     c = root / mt
-    if mt in ("UNET", "PSPNET", "DEEPLAB"):
+    if mt in ("UNET", "PSPNET", "DEEPLAB", "MMSEGMENTATION"):
         write_classified_tiles(c, ExportSpec(chips=6))
     elif mt == "CHANGEDETECTOR":
         write_change_tiles(c, ExportSpec(chips=6, bands=3, dtype="uint8", values=(2, 5), absent=None))
@@ -57,7 +57,7 @@ def export(mt: str, root: Path) -> None:
         formats.labeled_tiles(c, chips=6)
     elif mt == "MAXDEEPLAB":
         formats.panoptic(c, chips=6)
-    elif mt in ("SSD", "RETINANET", "YOLOV3", "FASTERRCNN", "DETREG"):
+    elif mt in ("SSD", "RETINANET", "YOLOV3", "FASTERRCNN", "DETREG", "MMDETECTION"):
         formats.pascal_voc(c, chips=6, size=48)
     elif mt == "MASKRCNN":
         formats.rcnn_masks(c, chips=4)

@@ -106,3 +106,16 @@ def test_a_two_stage_detectors_proposals_are_scaled_to_the_chip_as_geotrains_fas
         ]
         == 512
     )
+
+
+def test_dino_has_no_more_queries_than_a_small_chips_encoder_has_cells_to_pick_them_from() -> None:
+    from geotrain.training.models import openmmlab
+
+    assert openmmlab.detector_config("dino", "resnet18", 3, 1, 128, False)["num_queries"] == 100
+    small = openmmlab.detector_config("dino", "resnet18", 3, 1, 32, False)
+    assert small["num_queries"] == 16 + 4 + 1 + 1 and small["test_cfg"]["max_per_img"] == 22
+    network = _built("dino", input_size=32)
+    network.eval()
+    with torch.no_grad():
+        (found,) = network([torch.rand(4, 32, 32)])
+    assert len(found["boxes"]) <= 22

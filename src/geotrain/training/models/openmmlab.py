@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -137,10 +138,12 @@ def detector_config(
     # only the first neck reads the backbone's stages: later necks and the heads read the first neck's widths
     necks[0] = _replace(necks[0], _swap(arch))
     model["neck"] = necks if isinstance(model["neck"], list) else necks[0]
-    if model.get("num_queries", 0) > DETR_QUERIES:
-        # DINO picks its queries among the encoder's cells, which a small chip has a few hundred of, not 900
-        model["num_queries"] = DETR_QUERIES
-        model["test_cfg"]["max_per_img"] = DETR_QUERIES
+    if "num_queries" in model:
+        # DINO picks its queries among the encoder's cells (strides 8 to 64), which a 128 px chip has 340 of, not
+        # the 900 queries of its config
+        cells = sum(math.ceil(input_size / stride) ** 2 for stride in (8, 16, 32, 64))
+        model["num_queries"] = min(int(model["num_queries"]), DETR_QUERIES, cells)
+        model["test_cfg"]["max_per_img"] = model["num_queries"]
     _proposal_counts(model, input_size)
     model.update(data_preprocessor=None)
     return _json(model)
