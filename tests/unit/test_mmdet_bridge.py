@@ -41,6 +41,12 @@ def test_chips_are_resized_to_the_input_size_and_boxes_and_classes_handed_over_i
     expected = torch.tensor([[4 * 2.4, 6 * sy, 20 * 2.4, 18 * sy], [30 * 2.4, 2 * sy, 44 * 2.4, 40 * sy]])
     assert torch.allclose(first.gt_instances.bboxes, expected)
     assert first.gt_instances.labels.tolist() == [0, 2]  # mmdet has no background class
+    # predict(rescale=True) divides the resized boxes by scale_factor, as this does: back in the chip's pixels
+    from mmdet.structures.bbox import scale_boxes
+
+    back = scale_boxes(first.gt_instances.bboxes.clone(), [1 / f for f in first.scale_factor])
+    assert torch.allclose(back, _targets()[0]["boxes"], atol=1e-4)
+    assert first.pad_shape == (128, 96)
     assert len(samples[1].gt_instances.bboxes) == 0
 
 
@@ -70,7 +76,7 @@ def test_the_score_threshold_the_inference_function_lowers_reaches_mmdets_test_s
 
 
 @pytest.mark.parametrize(("model", "arch"), [("atss", "resnet18"), ("detectors", "resnet50")])
-def test_cached_imagenet_weights_start_the_backbone_and_a_frozen_one_stays_frozen(
+def test_cached_imagenet_weights_start_the_backbone_and_freezing_keeps_resnets_own_weights(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model: str, arch: str
 ) -> None:
     import torchvision
@@ -85,9 +91,18 @@ def test_cached_imagenet_weights_start_the_backbone_and_a_frozen_one_stays_froze
     backbone = built.network.model.backbone
     assert built.pretrained_from == f"{arch}-0123abcd.pth"
     assert torch.equal(backbone.state_dict()["layer3.0.conv1.weight"], state["layer3.0.conv1.weight"])
-    assert not any(p.requires_grad for p in backbone.parameters())
-    if model == "detectors":  # its switchable atrous convolutions are layers of its own
-        assert any("of detectors's backbone are its own layers" in note for note in built.notes)
+    trainable = {k for k, p in backbone.named_parameters() if p.requires_grad}
+    assert not trainable & set(state)  # ResNet's own weights stay as ImageNet's
+    if model == "detectors":
+        # its switchable atrous convolutions learn, starting as the plain convolution (switch 1, no context)
+        assert "layer3.0.conv2.switch.weight" in trainable
+        switch = backbone.get_submodule("layer3.0.conv2.switch")
+        assert float(switch.bias.abs().max()) == 1.0 and float(switch.weight.abs().max()) == 0.0
+        assert any("of detectors's backbone are layers of its own" in note for note in built.notes)
+        (rfp,) = built.network.model.neck.rfp_modules  # the recursive pyramid's second ResNet starts from ImageNet
+        assert torch.equal(rfp.state_dict()["layer2.1.conv1.weight"], state["layer2.1.conv1.weight"])
+    else:
+        assert not trainable
 
 
 def test_a_two_stage_detectors_proposals_are_scaled_to_the_chip_as_geotrains_fasterrcnn_has_them() -> None:

@@ -2032,8 +2032,11 @@ class MMDetNet(nn.Module):
         batch = sized[0].new_zeros((len(sized), sized[0].shape[0], *shape))
         for i, image in enumerate(sized):
             batch[i, :, : image.shape[-2], : image.shape[-1]] = image
-        for sample in samples:
-            sample.set_metainfo({"batch_input_shape": shape, "pad_shape": shape})
+        for sample, image in zip(samples, sized, strict=True):
+            # each image's own padded size, as mmdet's preprocessor gives it: anchors over another's padding are not
+            # valid
+            own = tuple(-(-side // OUTPUT_STRIDE) * OUTPUT_STRIDE for side in image.shape[-2:])
+            sample.set_metainfo({"batch_input_shape": shape, "pad_shape": own})
         return batch, samples
 
     def forward(self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]] | None = None) -> Any:

@@ -117,7 +117,7 @@ def detector_config(
     """The mmdet model config of arcgis.learn's ``name`` for ``arch`` (resnet18..152), ``bands`` and
     ``num_classes`` (foreground only, as mmdet counts them), as plain JSON-ready data. The backbone becomes a
     torchvision-layout ResNet that learns its BatchNorm (mmdet's configs freeze a stage and BatchNorm for
-    ImageNet weights that a from-scratch start does not have); ``frozen`` freezes all of it instead."""
+    ImageNet weights that a from-scratch start does not have); ``frozen`` keeps its BatchNorm as ImageNet's."""
     from mmengine.config import Config
 
     path = mmdet_config_file(name)
@@ -133,8 +133,10 @@ def detector_config(
     for resnet in resnets:
         resnet.update(
             depth=int(arch.removeprefix("resnet")), in_channels=bands, init_cfg=None, style="pytorch",
-            frozen_stages=4 if frozen else -1, norm_eval=frozen, norm_cfg={"type": "BN", "requires_grad": not frozen},
+            frozen_stages=-1, norm_eval=False, norm_cfg={"type": "BN", "requires_grad": True},
         )  # fmt: skip
+    if frozen:  # BatchNorm keeps ImageNet's statistics; build_mmdet freezes ResNet's own weights once loaded
+        model["backbone"].update(norm_eval=True, norm_cfg={"type": "BN", "requires_grad": False})
     # only the first neck reads the backbone's stages: later necks and the heads read the first neck's widths
     necks[0] = _replace(necks[0], _swap(arch))
     model["neck"] = necks if isinstance(model["neck"], list) else necks[0]
@@ -173,16 +175,28 @@ def build_mmdet(
 ) -> BuiltModel:
     """``num_classes`` counts the background, as geotrain's other detectors do."""
     weights = pretrained.backbone_weights(arch, bands, scheme)
-    config = detector_config(name, arch, bands, num_classes - 1, input_size, freeze and weights.state is not None)
+    frozen = freeze and weights.state is not None
+    config = detector_config(name, arch, bands, num_classes - 1, input_size, frozen)
     network = MMDetNet(config, input_size)
     with _quiet_mmengine():
         network.model.init_weights()  # the heads' own initialisation (a focal-loss head's prior, for one)
+    for module in network.model.modules():
+        # DetectoRS's backbone initialises its convolutions without calling its switchable ones' own
+        # initialisation, which starts them as the plain convolution they replace
+        if type(module).__name__ == "SAConv2d":
+            module.init_weights()
     notes = [*weights.notes, f"mmdet's {name} on {arch}, built from its config."]
     if weights.state is not None:
-        # DetectoRS's switchable convolutions add layers to ResNet's own
-        extra = pretrained.load_into(network.model.backbone, weights, arch, extra_layers=True)
+        backbone = network.model.backbone
+        # deformable offsets, attention, DetectoRS's switches: layers of the model's own beside ResNet's
+        extra = pretrained.load_into(backbone, weights, arch, extra_layers=True)
+        for rfp in getattr(network.model.neck, "rfp_modules", []):  # DetectoRS's second ResNet, trained along
+            pretrained.load_into(rfp, weights, arch, extra_layers=True)
         if extra:
-            notes.append(f"{len(extra)} tensors of {name}'s backbone are its own layers: they start at random.")
+            notes.append(f"{len(extra)} tensors of {name}'s backbone are layers of its own, trained from their start.")
+        if frozen:
+            for key, parameter in backbone.named_parameters():
+                parameter.requires_grad_(key not in weights.state)
     return BuiltModel(network, network.model.backbone, weights.source, notes)
 
 
