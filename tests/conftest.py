@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,6 +161,20 @@ def wait_for(client: httpx.Client, job_url: str, timeout: float = 240, until: tu
             return job
         time.sleep(0.25)
     raise AssertionError(f"job did not finish in {timeout}s: {job}")
+
+
+def succeeded_package(client: httpx.Client, server: Server, job_id: str, folder: Path) -> tuple[Path, dict[str, Any]]:
+    """The job, waited for until it succeeds; its .dlpk downloaded from its page's link into ``folder``, and its
+    EMD."""
+    job = wait_for(client, f"{server.url}{TASK}/jobs/{job_id}")
+    assert job["jobStatus"] == "esriJobSucceeded", job["messages"]
+    path = folder / f"{job_id}.dlpk"
+    path.write_bytes(client.get(f"{server.url}{TASK}/jobs/{job_id}/package").content)
+    with zipfile.ZipFile(path) as zf:
+        (emd_name,) = [n for n in zf.namelist() if n.endswith(".emd")]
+        emd: dict[str, Any] = json.loads(zf.read(emd_name))
+        assert {"ModelCharacteristics/loss_graph.png", "ModelCharacteristics/show_results.png"} <= set(zf.namelist())
+    return path, emd
 
 
 @pytest.fixture(scope="session")

@@ -4,8 +4,6 @@ matching ArcGIS tool hands it over."""
 
 from __future__ import annotations
 
-import json
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,7 @@ import rasterio
 
 from geotrain.dlpk import verify
 from geotrain.task import catalog
-from tests.conftest import TASK, Server, arcgis_form, in_share, wait_for
+from tests.conftest import TASK, Server, arcgis_form, in_share, succeeded_package
 from tests.exports import (
     ExportSpec,
     write_change_tiles,
@@ -31,19 +29,6 @@ from tests.exports import (
 def _submit(client: httpx.Client, server: Server, **values: object) -> dict[str, object]:
     body: dict[str, object] = client.post(f"{server.url}{TASK}/submitJob", data=arcgis_form(**values)).json()
     return body
-
-
-def _package(client: httpx.Client, server: Server, job_id: str, folder: Path) -> tuple[Path, dict[str, Any]]:
-    """The job's .dlpk, downloaded from its page's link, and its EMD."""
-    job = wait_for(client, f"{server.url}{TASK}/jobs/{job_id}")
-    assert job["jobStatus"] == "esriJobSucceeded", job["messages"]
-    path = folder / f"{job_id}.dlpk"
-    path.write_bytes(client.get(f"{server.url}{TASK}/jobs/{job_id}/package").content)
-    with zipfile.ZipFile(path) as zf:
-        (emd_name,) = [n for n in zf.namelist() if n.endswith(".emd")]
-        emd: dict[str, Any] = json.loads(zf.read(emd_name))
-        assert {"ModelCharacteristics/loss_graph.png", "ModelCharacteristics/show_results.png"} <= set(zf.namelist())
-    return path, emd
 
 
 def _chip(folder: Path, stem: str = "000000000000") -> np.ndarray:
@@ -165,7 +150,7 @@ def trained(server: Server, queued: dict[str, str], tmp_path_factory: pytest.Tem
     runs = []
     with httpx.Client(timeout=30) as client:
         for model_type, job_id in queued.items():
-            package, emd = _package(client, server, job_id, folder)
+            package, emd = succeeded_package(client, server, job_id, folder)
             found[model_type] = emd, _messages(client, server, job_id)
             (folder / model_type).mkdir()
             runs.append((package, _function_input(store, model_type), folder / model_type))

@@ -4,7 +4,6 @@ why."""
 
 from __future__ import annotations
 
-import json
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import rasterio
 
 from geotrain.dlpk import verify
 from geotrain.task import catalog
-from tests.conftest import TASK, Server, arcgis_form, in_share, wait_for
+from tests.conftest import TASK, Server, arcgis_form, in_share, succeeded_package
 from tests.exports import ExportSpec, write_classified_tiles
 
 MISSING = catalog.openmmlab_missing("mmseg")
@@ -38,13 +37,7 @@ def test_an_mmsegmentation_job_trains_over_http_and_its_package_classifies_pixel
         backbone_model="RESNET18", max_epochs=1, learning_rate=0.001, batch_size=2, arguments={"model": "pspnet"},
     )  # fmt: skip
     assert "jobId" in body, body
-    job = wait_for(client, f"{server.url}{TASK}/jobs/{body['jobId']}")
-    assert job["jobStatus"] == "esriJobSucceeded", job["messages"]
-    package = tmp_path / "mmseg.dlpk"
-    package.write_bytes(client.get(f"{server.url}{TASK}/jobs/{body['jobId']}/package").content)
-    with zipfile.ZipFile(package) as zf:
-        (name,) = [n for n in zf.namelist() if n.endswith(".emd")]
-        emd = json.loads(zf.read(name))
+    package, emd = succeeded_package(client, server, body["jobId"], tmp_path)
     assert emd["ModelName"] == "MMSegmentation" and emd["ModelParameters"]["model"] == "pspnet"
     with rasterio.open(next((root / "images").glob("*.tif"))) as src:
         pixels = src.read()
@@ -81,13 +74,8 @@ def test_an_mmdetection_job_trains_over_http_and_its_package_detects_boxes(
         arguments={"model": "atss"},
     )  # fmt: skip
     assert "jobId" in body, body
-    job = wait_for(client, f"{server.url}{TASK}/jobs/{body['jobId']}")
-    assert job["jobStatus"] == "esriJobSucceeded", job["messages"]
-    package = tmp_path / "mmdet.dlpk"
-    package.write_bytes(client.get(f"{server.url}{TASK}/jobs/{body['jobId']}/package").content)
+    package, emd = succeeded_package(client, server, body["jobId"], tmp_path)
     with zipfile.ZipFile(package) as zf:
-        (name,) = [n for n in zf.namelist() if n.endswith(".emd")]
-        emd = json.loads(zf.read(name))
         assert "GeotrainObjectDetector.py" in {Path(n).name for n in zf.namelist()}
     assert (emd["ModelName"], emd["ModelParameters"]["model"]) == ("MMDetection", "atss")
     assert emd["ModelParameters"]["mmdet_model"]["type"] == "ATSS"

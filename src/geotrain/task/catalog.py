@@ -6,8 +6,10 @@ Torch-free on purpose: the API validates against this without importing the trai
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 RESNETS = ("RESNET18", "RESNET34", "RESNET50", "RESNET101", "RESNET152")
 DENSENETS = ("DENSENET121", "DENSENET161", "DENSENET169", "DENSENET201")
@@ -107,7 +109,14 @@ MMDET_NOT_OFFERED = {
     "regnet": "its backbone is a RegNet, not a ResNet that backbone_model chooses",
     "res2net": "its backbone is a Res2Net, not a ResNet that backbone_model chooses",
 }
-MMDET_MODEL = "cascade_rcnn"  # arcgis.learn's default
+# the OpenMMLab model types, their network the 'model' argument's, and the model a request naming none trains
+# (arcgis.learn's defaults)
+OPENMMLAB_DEFAULT_MODEL = {"MMSEGMENTATION": "deeplabv3", "MMDETECTION": "cascade_rcnn"}
+
+
+def openmmlab_model(model_type: str, arguments: Mapping[str, Any]) -> str:
+    """The OpenMMLab model an MMSEGMENTATION or MMDETECTION request's ``arguments`` train."""
+    return str(arguments.get("model", OPENMMLAB_DEFAULT_MODEL[model_type]))
 
 
 def mmdet_config_file(name: str) -> Path | None:
@@ -125,7 +134,7 @@ def mmdet_model_names() -> list[str]:
 
 
 _OPENMMLAB = (
-    "This server cannot train {keyword}: {missing}. {keyword} trains through OpenMMLab's {package}, whose models "
+    "{missing}. {keyword} trains through OpenMMLab's {package}, whose models "
     "load mmcv's compiled operators (mmcv >= 2.0.0rc4, < 2.2.0): install geotrain's 'openmmlab' extra on a host "
     "that has mmcv 2.1.0 built with its operators (PyPI has mmcv only as source, and its setup compiles as C++17 "
     "where the headers of the torch 2.14.1 geotrain is pinned to require C++20: README's OpenMMLab section builds "
@@ -532,9 +541,20 @@ BUILT: dict[str, ModelTypeInfo] = {
 }
 
 
-_MMSEG_MISSING = openmmlab_missing("mmseg")
-if _MMSEG_MISSING is None:
-    BUILT["MMSEGMENTATION"] = ModelTypeInfo(
+def _offer_openmmlab(info: ModelTypeInfo, package: str, published: str, instead: str) -> None:
+    """``info`` built where this host has OpenMMLab's ``package`` (an import name), else refused saying what is
+    missing and how to get it."""
+    missing = openmmlab_missing(package)
+    if missing is None:
+        BUILT[info.keyword] = info
+    else:
+        REFUSED[info.keyword] = _OPENMMLAB.format(
+            keyword=info.keyword, missing=missing, package=published, instead=instead
+        )
+
+
+_offer_openmmlab(
+    ModelTypeInfo(
         keyword="MMSEGMENTATION",
         family="pixel_classification",
         formats=("Classified_Tiles",),
@@ -546,18 +566,13 @@ if _MMSEG_MISSING is None:
             "it (deeplabv3, the default; e.g. pspnet, fcn, upernet, ccnet, danet)",
             **_SEGMENTATION_ARGUMENTS,
         },
-    )
-else:
-    REFUSED["MMSEGMENTATION"] = _OPENMMLAB.format(
-        keyword="MMSEGMENTATION",
-        missing=_MMSEG_MISSING,
-        package="mmsegmentation 1.2.2",
-        instead="a UNET, PSPNET or DEEPLAB",
-    )
-
-_MMDET_MISSING = openmmlab_missing("mmdet")
-if _MMDET_MISSING is None:
-    BUILT["MMDETECTION"] = ModelTypeInfo(
+    ),
+    "mmseg",
+    "mmsegmentation 1.2.2",
+    "a UNET, PSPNET or DEEPLAB",
+)
+_offer_openmmlab(
+    ModelTypeInfo(
         keyword="MMDETECTION",
         family="object_detection",
         formats=("PASCAL_VOC_rectangles", "KITTI_rectangles"),
@@ -569,14 +584,11 @@ if _MMDET_MISSING is None:
             "default; e.g. atss, fcos, vfnet, libra_rcnn, double_heads)",
             **_DETECTION_ARGUMENTS,
         },
-    )
-else:
-    REFUSED["MMDETECTION"] = _OPENMMLAB.format(
-        keyword="MMDETECTION",
-        missing=_MMDET_MISSING,
-        package="mmdet 3.3.0",
-        instead="a FASTERRCNN, RETINANET, SSD or YOLOV3",
-    )
+    ),
+    "mmdet",
+    "mmdet 3.3.0",
+    "a FASTERRCNN, RETINANET, SSD or YOLOV3",
+)
 
 
 def built_model_types() -> list[str]:

@@ -281,7 +281,7 @@ class TrainParams(BaseModel):
         return None if value == 0 else value
 
     def _fits_mmdet_model(self, info: catalog.ModelTypeInfo) -> None:
-        model = str(self.arguments.get("model", catalog.MMDET_MODEL))
+        model = catalog.openmmlab_model(info.keyword, self.arguments)
         backbone = self.backbone_model or info.default_backbone
         if model in catalog.MMDET_BOTTLENECK_ONLY and backbone in ("RESNET18", "RESNET34"):
             raise ParameterError(
@@ -544,7 +544,7 @@ def _check_argument(info: catalog.ModelTypeInfo, name: str, value: Any) -> None:
             ok = value in ("PAM", "BAM")
         case "queries":
             ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 300
-        case "model" if info.keyword in ("MMSEGMENTATION", "MMDETECTION"):
+        case "model" if info.keyword in catalog.OPENMMLAB_DEFAULT_MODEL:
             # names only: an OpenMMLab config is a Python file, and a request's file is never run
             names = catalog.mmseg_model_names() if info.keyword == "MMSEGMENTATION" else catalog.mmdet_model_names()
             if value not in names:

@@ -15,6 +15,7 @@ from geotrain.config import Settings
 from geotrain.dlpk.archive import PackageError, read_emd
 from geotrain.errors import ParameterError
 from geotrain.stores import StorePathError, resolve
+from geotrain.task import catalog
 from geotrain.task.params import TrainParams
 from geotrain.training.data.export import ExportInfo
 
@@ -100,9 +101,6 @@ def open_package(path: Path, label: str) -> Pretrained:
     return Pretrained(path, label, emd)
 
 
-OPENMMLAB = ("MMSEGMENTATION", "MMDETECTION")  # their network is the 'model' argument's
-
-
 def inherited(params: TrainParams, found: Pretrained | None) -> TrainParams:
     """``params`` with what a request fine-tuning ``found`` leaves out taken from the package: its backbone and,
     for the OpenMMLab model types, its model."""
@@ -112,7 +110,7 @@ def inherited(params: TrainParams, found: Pretrained | None) -> TrainParams:
     if params.backbone_model is None:
         update["backbone_model"] = found.backbone
     model = (found.emd.get("ModelParameters") or {}).get("model")
-    if params.model_type in OPENMMLAB and model is not None and "model" not in params.arguments:
+    if params.model_type in catalog.OPENMMLAB_DEFAULT_MODEL and model is not None and "model" not in params.arguments:
         update["arguments"] = {**params.arguments, "model": model}
     return params.model_copy(update=update) if update else params
 
@@ -144,7 +142,12 @@ def check(
         )
     model = parameters.get("model")
     given = params.arguments.get("model")
-    if params.model_type in OPENMMLAB and model is not None and given is not None and given != model:
+    if (
+        params.model_type in catalog.OPENMMLAB_DEFAULT_MODEL
+        and model is not None
+        and given is not None
+        and given != model
+    ):
         raise ParameterError(
             "arguments",
             f"'model' = {given!r} differs from the OpenMMLab model of the pretrained model ({model!r}); leave it "

@@ -17,12 +17,13 @@ from torchmetrics.detection import MeanAveragePrecision
 from geotrain.dlpk import emd as emd_writer
 from geotrain.dlpk import pictures
 from geotrain.dlpk.prf.geotrain_networks import MMDetNet, filter_detections
+from geotrain.task import catalog
 from geotrain.training.data.augment import Augmenter, crop_origin
 from geotrain.training.data.readers import boxes_of_masks
 from geotrain.training.data.scan import Scan
 from geotrain.training.fit import OneCycleTask, fit
 from geotrain.training.job import CHECK_THRESHOLD, Job
-from geotrain.training.models import detectors, openmmlab, yolo
+from geotrain.training.models import detectors, yolo
 
 Target = dict[str, np.ndarray]
 MODEL_NAMES = {"FASTERRCNN": "FasterRCNN", "RETINANET": "RetinaNet", "SSD": "SingleShotDetector",
@@ -261,7 +262,7 @@ def train(job: Job) -> None:
         emd["ModelParameters"]["queries"] = int(arguments.get("queries", detectors.DETR_QUERIES))
     if isinstance(built.network, MMDetNet):
         emd["ModelParameters"]["mmdet_model"] = built.network.config
-        emd["ModelParameters"]["model"] = openmmlab.mmdet_model_name(arguments)
+        emd["ModelParameters"]["model"] = catalog.openmmlab_model(params.model_type, arguments)
     if params.model_type == "YOLOV3":
         emd["ModelParameters"]["anchors"] = [list(a) for a in arguments["anchors"]]
         emd["ModelParameters"]["n_bands"] = scanned.num_bands

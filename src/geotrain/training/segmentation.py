@@ -12,6 +12,7 @@ import torch
 from geotrain.dlpk import emd as emd_writer
 from geotrain.dlpk import pictures
 from geotrain.dlpk.prf.geotrain_networks import HourglassRoadNet, MMSegNet, RoadNet
+from geotrain.task import catalog
 from geotrain.task.params import TrainParams
 from geotrain.training.data.classified_tiles import ClassMap, SegmentationChips, scan_segmentation
 from geotrain.training.data.scan import Scan
@@ -176,7 +177,7 @@ def network_parameters(model_type: str, arguments: dict[str, Any], network: torc
         out["keep_dilation"] = bool(arguments.get("keep_dilation", False))
     if isinstance(network, MMSegNet):
         out["mmseg_model"] = network.config
-        out["model"] = str(arguments.get("model", "deeplabv3"))
+        out["model"] = catalog.openmmlab_model(model_type, arguments)
     out["pointrend"] = isinstance(network, PointRend)
     if isinstance(network, PointRend):
         out["pointrend_features"], out["pointrend_channels"] = network.fine_module, network.fine_channels

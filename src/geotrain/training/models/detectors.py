@@ -20,6 +20,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from geotrain.dlpk.prf import geotrain_networks as portable
+from geotrain.task import catalog
 from geotrain.training.matching import hungarian
 from geotrain.training.models import pretrained, trunks, yolo
 from geotrain.training.models.registry import BuiltModel, with_weights
@@ -200,7 +201,7 @@ def build_detector(
         case "MMDETECTION":
             from geotrain.training.models import openmmlab
 
-            name = openmmlab.mmdet_model_name(arguments)
+            name = catalog.openmmlab_model(model_type, arguments)
             return openmmlab.build_mmdet(name, arch, bands, num_classes, input_size, scheme, freeze)
         case "YOLOV3":
             network, encoder, weights = _yolo(arch, bands, num_classes - 1, scheme, input_size, freeze, arguments)

@@ -9,35 +9,39 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from geotrain.dlpk.prf.geotrain_networks import MMDetNet, MMSegNet, rcnn_counts
-from geotrain.task.catalog import MMDET_MODEL, mmdet_config_file, mmseg_config_file
+from geotrain.task.catalog import mmdet_config_file, mmseg_config_file
 from geotrain.training.models import pretrained
 from geotrain.training.models.registry import BuiltModel
 
-MODEL = "deeplabv3"  # arcgis.learn's default
 # a ResNet-50's stage widths, and a ResNet-18's or -34's (no bottleneck: a quarter of them)
 WIDE, NARROW = (256, 512, 1024, 2048), (64, 128, 256, 512)
 COCO_CLASSES = 80  # what mmdet's configs are written for
 DETR_QUERIES = 100  # DINO's queries and detections per chip
 
 
-def _replace(value: Any, swap: dict[int, int]) -> Any:
-    """``value`` (a config, nested) with SyncBN made BN (one process may train it) and the ResNet-50 stage widths
-    that the parts reading the backbone take as ``*in_channels`` swapped for the chosen ResNet's."""
+def _edited(value: Any, edit: Callable[[dict[str, Any]], dict[str, Any]]) -> Any:
+    """``value`` (a config, nested) with ``edit`` applied to each of its dicts, innermost first."""
     if isinstance(value, dict):
-        out = {k: _replace(v, swap) for k, v in value.items()}
-        if out.get("type") == "SyncBN":
-            out["type"] = "BN"
-        for key in [k for k in out if k.endswith("in_channels")]:  # in_channels, deeplabv3plus's c1_in_channels
-            out[key] = _widths(out[key], swap)
-        return out
+        return edit({k: _edited(v, edit) for k, v in value.items()})
     if isinstance(value, list | tuple):
-        return [_replace(v, swap) for v in value]
+        return [_edited(v, edit) for v in value]
     return value
+
+
+def _single_process(part: dict[str, Any]) -> dict[str, Any]:
+    """SyncBN made BN: one process may train it."""
+    return {**part, "type": "BN"} if part.get("type") == "SyncBN" else part
+
+
+def _narrowed(part: dict[str, Any], swap: dict[int, int]) -> dict[str, Any]:
+    """The ResNet-50 stage widths a part reading the backbone takes as ``*in_channels`` (in_channels,
+    deeplabv3plus's c1_in_channels) swapped for the chosen ResNet's."""
+    return {k: _widths(v, swap) if k.endswith("in_channels") else v for k, v in part.items()}
 
 
 def _widths(value: Any, swap: dict[int, int]) -> Any:
@@ -46,29 +50,18 @@ def _widths(value: Any, swap: dict[int, int]) -> Any:
     return swap.get(value, value)
 
 
-def _classes(value: Any, num_classes: int) -> Any:
-    """``value`` with every head's COCO class count made the export's."""
-    if isinstance(value, dict):
-        return {
-            k: num_classes if k == "num_classes" and v == COCO_CLASSES else _classes(v, num_classes)
-            for k, v in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [_classes(v, num_classes) for v in value]
-    return value
+def _export_classes(part: dict[str, Any], num_classes: int) -> dict[str, Any]:
+    """A head's COCO class count made the export's."""
+    return {**part, "num_classes": num_classes} if part.get("num_classes") == COCO_CLASSES else part
 
 
-def _offline(value: Any) -> Any:
-    """``value`` without the pretrained checkpoints mmdet's configs name (downloaded from OpenMMLab's and
-    torchvision's servers, which geotrain does not do: its own cache is loaded instead)."""
-    if isinstance(value, dict):
-        out = {k: _offline(v) for k, v in value.items() if k != "pretrained"}
-        if isinstance(out.get("init_cfg"), dict) and out["init_cfg"].get("type") == "Pretrained":
-            out["init_cfg"] = None
-        return out
-    if isinstance(value, list | tuple):
-        return [_offline(v) for v in value]
-    return value
+def _offline(part: dict[str, Any]) -> dict[str, Any]:
+    """Without the pretrained checkpoints mmdet's configs name (downloaded from OpenMMLab's and torchvision's
+    servers, which geotrain does not do: its own cache is loaded instead)."""
+    out = {k: v for k, v in part.items() if k != "pretrained"}
+    if isinstance(out.get("init_cfg"), dict) and out["init_cfg"].get("type") == "Pretrained":
+        out["init_cfg"] = None
+    return out
 
 
 def _swap(arch: str) -> dict[int, int]:
@@ -89,7 +82,8 @@ def model_config(name: str, arch: str, bands: int, num_classes: int) -> dict[str
     path = mmseg_config_file(name)
     if path is None:
         raise ValueError(f"mmsegmentation has no ResNet-50 config for '{name}'")
-    model = _replace(Config.fromfile(str(path)).model.to_dict(), _swap(arch))
+    swap = _swap(arch)
+    model = _edited(Config.fromfile(str(path)).model.to_dict(), lambda part: _narrowed(_single_process(part), swap))
     backbone = model["backbone"]
     if "depth" not in backbone:
         raise ValueError(f"'{name}' has no ResNet backbone")
@@ -123,7 +117,10 @@ def detector_config(
     path = mmdet_config_file(name)
     if path is None:
         raise ValueError(f"geotrain has no mmdet config for '{name}'")
-    model = _offline(_classes(_replace(Config.fromfile(str(path)).model.to_dict(), {}), num_classes))
+    model = _edited(
+        Config.fromfile(str(path)).model.to_dict(),
+        lambda part: _offline(_export_classes(_single_process(part), num_classes)),
+    )
     if "depth" not in model["backbone"]:
         raise ValueError(f"'{name}' has no ResNet backbone")
     resnets = [model["backbone"]]
@@ -138,7 +135,8 @@ def detector_config(
     if frozen:  # BatchNorm keeps ImageNet's statistics; build_mmdet freezes ResNet's own weights once loaded
         model["backbone"].update(norm_eval=True, norm_cfg={"type": "BN", "requires_grad": False})
     # only the first neck reads the backbone's stages: later necks and the heads read the first neck's widths
-    necks[0] = _replace(necks[0], _swap(arch))
+    swap = _swap(arch)
+    necks[0] = _edited(necks[0], lambda part: _narrowed(part, swap))
     model["neck"] = necks if isinstance(model["neck"], list) else necks[0]
     if "num_queries" in model:
         # DINO picks its queries among the encoder's cells (strides 8 to 64), which a 128 px chip has 340 of, not
@@ -212,7 +210,3 @@ def _quiet_mmengine() -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
-
-
-def mmdet_model_name(arguments: dict[str, Any]) -> str:
-    return str(arguments.get("model", MMDET_MODEL))

@@ -14,6 +14,7 @@ from torch import nn
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 
 from geotrain.dlpk.prf import geotrain_networks as portable
+from geotrain.task import catalog
 from geotrain.training.models import pretrained, trunks
 from geotrain.training.models.pointrend import PointRend
 
@@ -138,9 +139,9 @@ def _build(
         edges = portable.EdgeNet(arch, bands, model_type.split("_")[0])
         return with_weights(edges, edges.encoder, arch, bands, weight_init_scheme)
     if model_type == "MMSEGMENTATION":
-        from geotrain.training.models.openmmlab import MODEL, build_mmseg
+        from geotrain.training.models.openmmlab import build_mmseg
 
-        return build_mmseg(str(arguments.get("model", MODEL)), arch, bands, num_classes)
+        return build_mmseg(catalog.openmmlab_model(model_type, arguments), arch, bands, num_classes)
     if model_type == "DEEPLAB" and not arch.startswith("resnet"):
         trunk, trunk_weights = trunks.trunk(arch, bands, weight_init_scheme)
         return BuiltModel(TrunkDeepLab(trunk, num_classes), trunk, trunk_weights.source, trunk_weights.notes)
